@@ -1,0 +1,3 @@
+module github.com/gmini-dev/gmini/tools
+
+go 1.26.0
