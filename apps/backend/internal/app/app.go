@@ -1,0 +1,115 @@
+// Package app wires the backend together: configuration, the Kubernetes
+// client, the template cache, the HTTP server and its graceful shutdown.
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/gmini-dev/gmini/apps/backend/internal/api"
+	"github.com/gmini-dev/gmini/apps/backend/internal/lifecycle"
+	"github.com/gmini-dev/gmini/apps/backend/internal/metrics"
+	"github.com/gmini-dev/gmini/apps/backend/internal/spawn"
+	"github.com/gmini-dev/gmini/apps/backend/internal/template"
+)
+
+// Main runs the backend until SIGTERM or SIGINT and returns the exit code.
+func Main() int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return Run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil)
+}
+
+// Run is Main with its inputs injected. When ready is not nil it receives
+// the listening address once the server accepts connections.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready chan<- string) int {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "backend: %v\n", err)
+		return 2
+	}
+	log := cfg.logger(stdout)
+	if err := serve(ctx, cfg, log, ready); err != nil {
+		log.Error("backend stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string) error {
+	client, _, err := kubeClient(&cfg)
+	if err != nil {
+		return err
+	}
+	templates := template.NewCronJobSource(client, cfg.Namespace, cfg.Template)
+	informerCtx, stopInformer := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopInformer()
+	templates.Start(informerCtx)
+
+	gin.SetMode(gin.ReleaseMode)
+	handler := api.NewHandler(api.Config{
+		Spawner: &spawn.Spawner{Client: client, Namespace: cfg.Namespace, Templates: templates},
+		Store:   &lifecycle.Store{Client: client, Namespace: cfg.Namespace},
+		Metrics: metrics.New(),
+		Logger:  log,
+		Ready: func(ctx context.Context) error {
+			if !templates.HasSynced() {
+				return template.ErrNotSynced
+			}
+			return apiReady(ctx, client)
+		},
+		MaxBodyBytes: cfg.MaxBodyBytes,
+		APITimeout:   cfg.APITimeout,
+	})
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+	}
+	log.Info("backend listening", "addr", ln.Addr().String(), "namespace", cfg.Namespace,
+		"template", cfg.Template, "qps", cfg.QPS, "burst", cfg.Burst)
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+
+	// Shutdown stops accepting connections and waits for in-flight requests,
+	// whose API calls keep their own contexts, so a POST that was accepted
+	// still creates its Job and gets its answer.
+	log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}

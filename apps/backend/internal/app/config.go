@@ -1,0 +1,97 @@
+package app
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gmini-dev/gmini/apps/backend/internal/api"
+)
+
+// Config is the backend's configuration. Every flag has an environment
+// variable, so a Deployment can set either.
+type Config struct {
+	Listen          string
+	Namespace       string
+	Template        string
+	Kubeconfig      string
+	QPS             float64
+	Burst           int
+	MaxBodyBytes    int64
+	APITimeout      time.Duration
+	ShutdownTimeout time.Duration
+	LogFormat       string
+	LogLevel        slog.Level
+}
+
+// parseConfig reads flags, with defaults taken from the environment.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	fs := flag.NewFlagSet("backend", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	var cfg Config
+	var qps, burst, maxBody, apiTimeout, shutdownTimeout, level string
+	fs.StringVar(&cfg.Listen, "listen", env("GMINI_LISTEN", ":8080"), "address to serve HTTP on (GMINI_LISTEN)")
+	fs.StringVar(&cfg.Namespace, "namespace", env("GMINI_NAMESPACE", getenv("POD_NAMESPACE")), "namespace for Jobs and the template; default: the pod's own namespace, else the kubeconfig's (GMINI_NAMESPACE, POD_NAMESPACE)")
+	fs.StringVar(&cfg.Template, "template", env("GMINI_TEMPLATE", "gmini-runner"), "name of the suspended CronJob used as the Job template (GMINI_TEMPLATE)")
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig file; default: in-cluster config, else KUBECONFIG or ~/.kube/config")
+	fs.StringVar(&qps, "kube-qps", env("GMINI_KUBE_QPS", "50"), "client-side rate limit on API calls per second; client-go's default of 5 throttles spawning (GMINI_KUBE_QPS)")
+	fs.StringVar(&burst, "kube-burst", env("GMINI_KUBE_BURST", "100"), "client-side burst of API calls (GMINI_KUBE_BURST)")
+	fs.StringVar(&maxBody, "max-body-bytes", env("GMINI_MAX_BODY_BYTES", strconv.Itoa(api.DefaultMaxBodyBytes)), "largest accepted POST body; it must stay well below Linux's 128 KiB per-argument limit (GMINI_MAX_BODY_BYTES)")
+	fs.StringVar(&apiTimeout, "api-timeout", env("GMINI_API_TIMEOUT", "10s"), "bound on API server calls per request (GMINI_API_TIMEOUT)")
+	fs.StringVar(&shutdownTimeout, "shutdown-timeout", env("GMINI_SHUTDOWN_TIMEOUT", "25s"), "how long SIGTERM waits for in-flight requests; keep it below the pod's terminationGracePeriodSeconds (GMINI_SHUTDOWN_TIMEOUT)")
+	fs.StringVar(&cfg.LogFormat, "log-format", env("GMINI_LOG_FORMAT", "json"), "json or text (GMINI_LOG_FORMAT)")
+	fs.StringVar(&level, "log-level", env("GMINI_LOG_LEVEL", "info"), "debug, info, warn or error (GMINI_LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+
+	var errs []error
+	var err error
+	if cfg.QPS, err = strconv.ParseFloat(qps, 64); err != nil || cfg.QPS <= 0 {
+		errs = append(errs, fmt.Errorf("kube-qps %q: want a positive number", qps))
+	}
+	if cfg.Burst, err = strconv.Atoi(burst); err != nil || cfg.Burst <= 0 {
+		errs = append(errs, fmt.Errorf("kube-burst %q: want a positive integer", burst))
+	}
+	if cfg.MaxBodyBytes, err = strconv.ParseInt(maxBody, 10, 64); err != nil || cfg.MaxBodyBytes <= 0 || cfg.MaxBodyBytes > 100<<10 {
+		errs = append(errs, fmt.Errorf("max-body-bytes %q: want 1 to %d (the runner gets the body as one argument)", maxBody, 100<<10))
+	}
+	if cfg.APITimeout, err = time.ParseDuration(apiTimeout); err != nil || cfg.APITimeout <= 0 {
+		errs = append(errs, fmt.Errorf("api-timeout %q: want a positive duration such as 10s", apiTimeout))
+	}
+	if cfg.ShutdownTimeout, err = time.ParseDuration(shutdownTimeout); err != nil || cfg.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("shutdown-timeout %q: want a positive duration such as 25s", shutdownTimeout))
+	}
+	if err := cfg.LogLevel.UnmarshalText([]byte(level)); err != nil {
+		errs = append(errs, fmt.Errorf("log-level %q: want debug, info, warn or error", level))
+	}
+	if cfg.LogFormat != "json" && cfg.LogFormat != "text" {
+		errs = append(errs, fmt.Errorf("log-format %q: want json or text", cfg.LogFormat))
+	}
+	if cfg.Template == "" {
+		errs = append(errs, errors.New("template: must not be empty"))
+	}
+	return cfg, errors.Join(errs...)
+}
+
+func (c Config) logger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	if c.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
