@@ -20,9 +20,11 @@ require (
 	k8s.io/api v0.35.10 // indirect
 	k8s.io/apimachinery v0.35.10 // indirect
 	k8s.io/client-go v0.35.10 // indirect
+	k8s.io/pod-security-admission v0.35.10 // indirect
 	sigs.k8s.io/e2e-framework v0.7.0 // indirect
 	sigs.k8s.io/kind v0.33.0 // indirect
 	sigs.k8s.io/kustomize/api v0.21.2 // indirect
 	sigs.k8s.io/kustomize/kyaml v0.21.2 // indirect
+	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 	sigs.k8s.io/yaml v1.6.0 // indirect
 )

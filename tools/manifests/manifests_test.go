@@ -1,0 +1,866 @@
+package manifests
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes/scheme"
+	psaapi "k8s.io/pod-security-admission/api"
+	"k8s.io/pod-security-admission/policy"
+	sigsjson "sigs.k8s.io/json"
+	sigsyaml "sigs.k8s.io/yaml"
+)
+
+// These tests read YAML outside the tools module, and go test's result cache
+// does not recheck files outside the module root: after editing only YAML,
+// run them with -count=1 or a cached pass is reported.
+
+// builds lists every kustomization in the repository with what it must
+// render. TestEveryKustomizationIsListed keeps the list complete.
+var builds = []struct {
+	dir       string
+	namespace string // "" for a base, which leaves namespaces to overlays
+	kinds     []string
+}{
+	{dir: ".", namespace: "gmini-dev", kinds: overlayKinds(false)},
+	{dir: "overlays/dev", namespace: "gmini-dev", kinds: overlayKinds(false)},
+	{dir: "overlays/prod", namespace: "gmini", kinds: overlayKinds(true)},
+	{dir: "k8s/base", kinds: []string{"Deployment", "Service", "ServiceAccount"}},
+	{dir: "k8s/runner", kinds: []string{"CronJob", "Role", "RoleBinding", "ServiceAccount"}},
+}
+
+func overlayKinds(withPDB bool) []string {
+	kinds := []string{"CronJob", "Deployment", "Namespace", "Role", "RoleBinding", "Service", "ServiceAccount", "ServiceAccount"}
+	if withPDB {
+		kinds = append(kinds, "PodDisruptionBudget")
+	}
+	sort.Strings(kinds)
+	return kinds
+}
+
+// overlays are the deployable environments and what differs between them.
+var overlays = []struct {
+	dir           string
+	namespace     string
+	backendImage  string
+	runnerImage   string
+	pullPolicy    corev1.PullPolicy // "" means left to the API server default
+	replicas      int32
+	ttlAfterFinal int32
+}{
+	{
+		dir: "overlays/dev", namespace: "gmini-dev",
+		backendImage: "gmini-backend:dev", runnerImage: "gmini-runner:dev",
+		pullPolicy: corev1.PullIfNotPresent, replicas: 1, ttlAfterFinal: 60,
+	},
+	{
+		dir: "overlays/prod", namespace: "gmini",
+		backendImage: "ghcr.io/gmini-dev/gmini-backend:v0.1.0", runnerImage: "ghcr.io/gmini-dev/gmini-runner:v0.1.0",
+		replicas: 2, ttlAfterFinal: 3600,
+	},
+}
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := RepoRoot(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+func render(t *testing.T, dir string) []byte {
+	t.Helper()
+	out, err := Render(filepath.Join(repoRoot(t), dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func splitDocs(t *testing.T, stream []byte) [][]byte {
+	t.Helper()
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(stream)))
+	var docs [][]byte
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return docs
+		}
+		if err != nil {
+			t.Fatalf("split YAML stream: %v", err)
+		}
+		if len(bytes.TrimSpace(doc)) > 0 {
+			docs = append(docs, doc)
+		}
+	}
+}
+
+// strictDecoder rejects unknown and duplicate fields, so a misspelled field
+// fails here instead of being silently dropped by the API server.
+func strictDecoder() runtime.Decoder {
+	return serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
+}
+
+// typed renders dir and decodes every object strictly into its k8s.io/api type.
+func typed(t *testing.T, dir string) []runtime.Object {
+	t.Helper()
+	dec := strictDecoder()
+	var objs []runtime.Object
+	for _, doc := range splitDocs(t, render(t, dir)) {
+		obj, gvk, err := dec.Decode(doc, nil, nil)
+		if err != nil {
+			t.Fatalf("%s: decode strictly:\n%s\nerror: %v", dir, doc, err)
+		}
+		if _, ok := obj.(runtime.Unstructured); ok {
+			t.Fatalf("%s: %s has no typed Go struct in client-go's scheme", dir, gvk)
+		}
+		objs = append(objs, obj)
+	}
+	return objs
+}
+
+func only[T runtime.Object](t *testing.T, objs []runtime.Object, name string) T {
+	t.Helper()
+	var found []T
+	for _, o := range objs {
+		if v, ok := o.(T); ok && o.(metav1.Object).GetName() == name {
+			found = append(found, v)
+		}
+	}
+	if len(found) != 1 {
+		var zero T
+		t.Fatalf("want exactly one %T named %q, found %d", zero, name, len(found))
+	}
+	return found[0]
+}
+
+func TestEveryKustomizationBuilds(t *testing.T) {
+	for _, b := range builds {
+		t.Run(b.dir, func(t *testing.T) {
+			objs, err := Objects(filepath.Join(repoRoot(t), b.dir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var kinds []string
+			for _, o := range objs {
+				kinds = append(kinds, o.GetKind())
+				if b.namespace != "" && o.GetKind() != "Namespace" && o.GetNamespace() != b.namespace {
+					t.Errorf("%s %s is in namespace %q, want %q", o.GetKind(), o.GetName(), o.GetNamespace(), b.namespace)
+				}
+				if b.namespace == "" && o.GetNamespace() != "" {
+					t.Errorf("base %s %s sets namespace %q; namespaces belong to overlays", o.GetKind(), o.GetName(), o.GetNamespace())
+				}
+			}
+			sort.Strings(kinds)
+			if !slices.Equal(kinds, b.kinds) {
+				t.Errorf("kinds = %v, want %v", kinds, b.kinds)
+			}
+			if docs := splitDocs(t, render(t, b.dir)); len(docs) != len(objs) {
+				t.Errorf("Render gave %d documents, Objects %d objects", len(docs), len(objs))
+			}
+			// Applied one by one in this order, the Namespace must come first
+			// and ServiceAccounts before the workloads that run as them.
+			if b.namespace != "" && objs[0].GetKind() != "Namespace" {
+				t.Errorf("first object is %s %s, want the Namespace", objs[0].GetKind(), objs[0].GetName())
+			}
+			lastSA, firstWorkload := -1, len(objs)
+			for i, o := range objs {
+				switch o.GetKind() {
+				case "ServiceAccount":
+					lastSA = i
+				case "Deployment", "CronJob":
+					firstWorkload = min(firstWorkload, i)
+				}
+			}
+			if lastSA > firstWorkload {
+				t.Errorf("a ServiceAccount comes after a workload (positions %d > %d)", lastSA, firstWorkload)
+			}
+		})
+	}
+}
+
+// A kustomization nobody builds in a test can break unnoticed.
+func TestEveryKustomizationIsListed(t *testing.T) {
+	root := repoRoot(t)
+	var found []string
+	if _, err := os.Stat(filepath.Join(root, "kustomization.yaml")); err == nil {
+		found = append(found, ".")
+	}
+	for _, top := range []string{"k8s", "overlays"} {
+		err := filepath.WalkDir(filepath.Join(root, top), func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			switch d.Name() {
+			case "kustomization.yaml", "kustomization.yml", "Kustomization":
+				rel, err := filepath.Rel(root, filepath.Dir(path))
+				if err != nil {
+					return err
+				}
+				found = append(found, filepath.ToSlash(rel))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var listed []string
+	for _, b := range builds {
+		listed = append(listed, b.dir)
+	}
+	sort.Strings(found)
+	sort.Strings(listed)
+	if !slices.Equal(found, listed) {
+		t.Errorf("kustomizations on disk %v, listed in builds %v", found, listed)
+	}
+}
+
+func TestRootRendersDevOverlay(t *testing.T) {
+	root, dev := render(t, "."), render(t, "overlays/dev")
+	if !bytes.Equal(root, dev) {
+		t.Errorf("root kustomization renders differently from overlays/dev:\n--- root\n%s\n--- overlays/dev\n%s", root, dev)
+	}
+}
+
+func TestObjectsDecodeStrictly(t *testing.T) {
+	for _, b := range builds {
+		t.Run(b.dir, func(t *testing.T) {
+			if got := typed(t, b.dir); len(got) != len(b.kinds) {
+				t.Errorf("decoded %d objects, want %d", len(got), len(b.kinds))
+			}
+		})
+	}
+}
+
+// Proves the strict decoder used above is strict: the same document with one
+// field misspelled decodes leniently but fails strictly.
+func TestStrictDecodingCatchesMisspelledField(t *testing.T) {
+	var deployment []byte
+	for _, doc := range splitDocs(t, render(t, "k8s/base")) {
+		if bytes.Contains(doc, []byte("kind: Deployment")) {
+			deployment = doc
+		}
+	}
+	if !bytes.Contains(deployment, []byte("readinessProbe:")) {
+		t.Fatal("no Deployment with a readinessProbe in k8s/base")
+	}
+	misspelled := bytes.Replace(deployment, []byte("readinessProbe:"), []byte("readynessProbe:"), 1)
+
+	lenient := serializer.NewCodecFactory(scheme.Scheme).UniversalDeserializer()
+	if _, _, err := lenient.Decode(misspelled, nil, nil); err != nil {
+		t.Fatalf("lenient decode failed, so this test proves nothing: %v", err)
+	}
+	_, _, err := strictDecoder().Decode(misspelled, nil, nil)
+	if err == nil || !runtime.IsStrictDecodingError(err) || !strings.Contains(err.Error(), "readynessProbe") {
+		t.Errorf("strict decode of misspelled field: err = %v, want a strict decoding error naming readynessProbe", err)
+	}
+}
+
+func containersOf(t *testing.T, objs []runtime.Object) map[string]corev1.Container {
+	t.Helper()
+	out := map[string]corev1.Container{}
+	for _, ps := range podSpecs(objs) {
+		for _, c := range ps.spec.Containers {
+			out[c.Name] = c
+		}
+	}
+	return out
+}
+
+func TestImagesPerEnvironment(t *testing.T) {
+	seen := map[string]string{}
+	for _, o := range overlays {
+		t.Run(o.dir, func(t *testing.T) {
+			cs := containersOf(t, typed(t, o.dir))
+			for name, want := range map[string]string{"backend": o.backendImage, "runner": o.runnerImage} {
+				c, ok := cs[name]
+				if !ok {
+					t.Fatalf("no container %q", name)
+				}
+				if c.Image != want {
+					t.Errorf("container %s image = %q, want %q", name, c.Image, want)
+				}
+				if c.ImagePullPolicy != o.pullPolicy {
+					t.Errorf("container %s imagePullPolicy = %q, want %q", name, c.ImagePullPolicy, o.pullPolicy)
+				}
+				if prev, ok := seen[c.Image]; ok {
+					t.Errorf("image %s used by both %s and %s", c.Image, prev, o.dir)
+				}
+				seen[c.Image] = o.dir
+			}
+		})
+	}
+	t.Run("overlays/prod pinned", func(t *testing.T) {
+		for name, c := range containersOf(t, typed(t, "overlays/prod")) {
+			if !pinned(c.Image) {
+				t.Errorf("container %s image %q is not pinned to a version tag or digest", name, c.Image)
+			}
+		}
+	})
+}
+
+// pinned reports whether ref names a digest or a tag other than latest.
+func pinned(ref string) bool {
+	if _, digest, ok := strings.Cut(ref, "@"); ok {
+		return strings.HasPrefix(digest, "sha256:")
+	}
+	lastSlash := strings.LastIndex(ref, "/")
+	colon := strings.LastIndex(ref, ":")
+	if colon <= lastSlash { // no tag; a colon before the last slash is a registry port
+		return false
+	}
+	tag := ref[colon+1:]
+	return tag != "" && tag != "latest"
+}
+
+func TestPinned(t *testing.T) {
+	for ref, want := range map[string]bool{
+		"ghcr.io/gmini-dev/gmini-runner:v0.1.0":          true,
+		"ghcr.io/gmini-dev/gmini-runner@sha256:0123abcd": true,
+		"ghcr.io/gmini-dev/gmini-runner:latest":          false,
+		"ghcr.io/gmini-dev/gmini-runner":                 false,
+		"localhost:5000/gmini-runner":                    false,
+		"localhost:5000/gmini-runner:v1":                 true,
+	} {
+		if got := pinned(ref); got != want {
+			t.Errorf("pinned(%q) = %v, want %v", ref, got, want)
+		}
+	}
+}
+
+func TestRBAC(t *testing.T) {
+	wantRules := []rbacv1.PolicyRule{
+		{APIGroups: []string{"batch"}, Resources: []string{"jobs"}, Verbs: []string{"create", "get", "list", "watch", "delete"}},
+		{APIGroups: []string{"batch"}, Resources: []string{"cronjobs"}, ResourceNames: []string{"gmini-runner"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{""}, Resources: []string{"pods/log"}, Verbs: []string{"get"}},
+	}
+	for _, o := range overlays {
+		t.Run(o.dir, func(t *testing.T) {
+			objs := typed(t, o.dir)
+			role := only[*rbacv1.Role](t, objs, "job-creator")
+			if !reflect.DeepEqual(role.Rules, wantRules) {
+				t.Errorf("Role job-creator rules =\n%+v\nwant\n%+v", role.Rules, wantRules)
+			}
+			rb := only[*rbacv1.RoleBinding](t, objs, "job-creator")
+			wantRef := rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "job-creator"}
+			if rb.RoleRef != wantRef {
+				t.Errorf("roleRef = %+v, want %+v", rb.RoleRef, wantRef)
+			}
+			wantSubjects := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "gmini-backend", Namespace: o.namespace}}
+			if !reflect.DeepEqual(rb.Subjects, wantSubjects) {
+				t.Errorf("subjects = %+v, want %+v", rb.Subjects, wantSubjects)
+			}
+			for _, obj := range []metav1.Object{role, rb, only[*corev1.ServiceAccount](t, objs, "gmini-backend")} {
+				if obj.GetNamespace() != o.namespace {
+					t.Errorf("%s is in namespace %q, want %q", obj.GetName(), obj.GetNamespace(), o.namespace)
+				}
+			}
+			if sa := only[*appsv1.Deployment](t, objs, "gmini-backend").Spec.Template.Spec.ServiceAccountName; sa != "gmini-backend" {
+				t.Errorf("backend runs as ServiceAccount %q, want gmini-backend (the RoleBinding subject)", sa)
+			}
+		})
+	}
+}
+
+func TestRunnerTemplate(t *testing.T) {
+	for _, o := range overlays {
+		t.Run(o.dir, func(t *testing.T) {
+			objs := typed(t, o.dir)
+			cj := only[*batchv1.CronJob](t, objs, "gmini-runner")
+			if cj.Spec.Suspend == nil || !*cj.Spec.Suspend {
+				t.Error("CronJob gmini-runner is not suspended; it is a template and must never be scheduled")
+			}
+			if cj.Spec.ConcurrencyPolicy != batchv1.ForbidConcurrent {
+				t.Errorf("concurrencyPolicy = %q, want Forbid", cj.Spec.ConcurrencyPolicy)
+			}
+			jt := cj.Spec.JobTemplate
+			if jt.Labels["app"] != "gmini" || jt.Spec.Template.Labels["app"] != "gmini" {
+				t.Errorf("label app=gmini: job template %v, pod template %v", jt.Labels, jt.Spec.Template.Labels)
+			}
+			js := jt.Spec
+			if js.BackoffLimit == nil || *js.BackoffLimit != 4 {
+				t.Errorf("backoffLimit = %v, want 4", deref(js.BackoffLimit))
+			}
+			if js.TTLSecondsAfterFinished == nil || *js.TTLSecondsAfterFinished != o.ttlAfterFinal {
+				t.Errorf("ttlSecondsAfterFinished = %v, want %d", deref(js.TTLSecondsAfterFinished), o.ttlAfterFinal)
+			}
+			if js.ActiveDeadlineSeconds == nil || *js.ActiveDeadlineSeconds <= 0 {
+				t.Errorf("activeDeadlineSeconds = %v, want a positive deadline", deref(js.ActiveDeadlineSeconds))
+			}
+			runner := "runner"
+			wantPolicy := &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{
+				{Action: batchv1.PodFailurePolicyActionFailJob, OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
+					ContainerName: &runner, Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{2},
+				}},
+				{Action: batchv1.PodFailurePolicyActionIgnore, OnPodConditions: []batchv1.PodFailurePolicyOnPodConditionsPattern{
+					{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue},
+				}},
+			}}
+			if !reflect.DeepEqual(js.PodFailurePolicy, wantPolicy) {
+				t.Errorf("podFailurePolicy = %+v, want %+v", js.PodFailurePolicy, wantPolicy)
+			}
+			ps := js.Template.Spec
+			if ps.RestartPolicy != corev1.RestartPolicyNever {
+				t.Errorf("restartPolicy = %q, want Never", ps.RestartPolicy)
+			}
+			if ps.ServiceAccountName != "gmini-runner" {
+				t.Errorf("serviceAccountName = %q, want gmini-runner", ps.ServiceAccountName)
+			}
+			if ps.AutomountServiceAccountToken == nil || *ps.AutomountServiceAccountToken {
+				t.Error("pod spec automountServiceAccountToken is not false")
+			}
+			if sa := only[*corev1.ServiceAccount](t, objs, "gmini-runner"); sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
+				t.Error("ServiceAccount gmini-runner automountServiceAccountToken is not false")
+			}
+			if len(ps.Containers) != 1 || ps.Containers[0].Name != "runner" {
+				t.Fatalf("want one container named runner, got %d", len(ps.Containers))
+			}
+			if c := ps.Containers[0]; len(c.Command) != 0 || len(c.Args) != 0 {
+				t.Errorf("runner sets command %q args %q; the image entrypoint and the backend's args must be used", c.Command, c.Args)
+			}
+		})
+	}
+}
+
+func deref[T any](p *T) any {
+	if p == nil {
+		return "unset"
+	}
+	return *p
+}
+
+func TestBackend(t *testing.T) {
+	for _, o := range overlays {
+		t.Run(o.dir, func(t *testing.T) {
+			objs := typed(t, o.dir)
+			d := only[*appsv1.Deployment](t, objs, "gmini-backend")
+			if d.Spec.Replicas == nil || *d.Spec.Replicas != o.replicas {
+				t.Errorf("replicas = %v, want %d", deref(d.Spec.Replicas), o.replicas)
+			}
+			c := d.Spec.Template.Spec.Containers[0]
+			if c.Name != "backend" || len(c.Ports) != 1 || c.Ports[0].Name != "http" || c.Ports[0].ContainerPort != 8080 {
+				t.Errorf("container %q ports %+v, want backend with port 8080 named http", c.Name, c.Ports)
+			}
+			env := map[string]corev1.EnvVar{}
+			for _, e := range c.Env {
+				env[e.Name] = e
+			}
+			if e := env["POD_NAMESPACE"]; e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
+				t.Errorf("POD_NAMESPACE = %+v, want fieldRef metadata.namespace", e)
+			}
+			if e := env["GMINI_TEMPLATE"]; e.Value != "gmini-runner" {
+				t.Errorf("GMINI_TEMPLATE = %q, want gmini-runner", e.Value)
+			}
+			for name, p := range map[string]struct {
+				probe *corev1.Probe
+				path  string
+			}{"readiness": {c.ReadinessProbe, "/readyz"}, "liveness": {c.LivenessProbe, "/healthz"}} {
+				if p.probe == nil || p.probe.HTTPGet == nil || p.probe.HTTPGet.Path != p.path || p.probe.HTTPGet.Port.String() != "http" {
+					t.Errorf("%s probe = %+v, want GET %s on port http", name, p.probe, p.path)
+				}
+			}
+			svc := only[*corev1.Service](t, objs, "gmini-backend")
+			if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 8080 || svc.Spec.Ports[0].TargetPort.String() != "http" {
+				t.Errorf("Service ports = %+v, want 8080 -> http", svc.Spec.Ports)
+			}
+			sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+			if err != nil {
+				t.Fatal(err)
+			}
+			podLabels := d.Spec.Template.Labels
+			if !sel.Matches(labels.Set(podLabels)) {
+				t.Errorf("Deployment selector %v does not match its pod labels %v", d.Spec.Selector, podLabels)
+			}
+			if len(svc.Spec.Selector) == 0 || !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(podLabels)) {
+				t.Errorf("Service selector %v does not match the backend pod labels %v", svc.Spec.Selector, podLabels)
+			}
+		})
+	}
+}
+
+type podSpec struct {
+	owner string
+	meta  metav1.ObjectMeta
+	spec  corev1.PodSpec
+}
+
+// podSpecs returns the pod template of every workload in objs.
+func podSpecs(objs []runtime.Object) []podSpec {
+	var out []podSpec
+	for _, o := range objs {
+		switch w := o.(type) {
+		case *appsv1.Deployment:
+			out = append(out, podSpec{"Deployment " + w.Name, w.Spec.Template.ObjectMeta, w.Spec.Template.Spec})
+		case *appsv1.StatefulSet:
+			out = append(out, podSpec{"StatefulSet " + w.Name, w.Spec.Template.ObjectMeta, w.Spec.Template.Spec})
+		case *appsv1.DaemonSet:
+			out = append(out, podSpec{"DaemonSet " + w.Name, w.Spec.Template.ObjectMeta, w.Spec.Template.Spec})
+		case *batchv1.Job:
+			out = append(out, podSpec{"Job " + w.Name, w.Spec.Template.ObjectMeta, w.Spec.Template.Spec})
+		case *batchv1.CronJob:
+			out = append(out, podSpec{"CronJob " + w.Name, w.Spec.JobTemplate.Spec.Template.ObjectMeta, w.Spec.JobTemplate.Spec.Template.Spec})
+		case *corev1.Pod:
+			out = append(out, podSpec{"Pod " + w.Name, w.ObjectMeta, w.Spec})
+		}
+	}
+	return out
+}
+
+// restrictedViolations evaluates spec with the Pod Security admission
+// library itself, at the latest policy version and at the one of the
+// Kubernetes version the local node runs.
+func restrictedViolations(t *testing.T, ps podSpec) []string {
+	t.Helper()
+	eval, err := policy.NewEvaluator(policy.DefaultChecks(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var problems []string
+	for _, v := range []psaapi.Version{psaapi.LatestVersion(), psaapi.MajorMinorVersion(1, 34)} {
+		res := policy.AggregateCheckResults(eval.EvaluatePod(psaapi.LevelVersion{Level: psaapi.LevelRestricted, Version: v}, &ps.meta, &ps.spec))
+		if !res.Allowed {
+			problems = append(problems, v.String()+": "+res.ForbiddenReason()+": "+res.ForbiddenDetail())
+		}
+	}
+	return problems
+}
+
+func TestPodSecurityRestricted(t *testing.T) {
+	for _, b := range builds {
+		t.Run(b.dir, func(t *testing.T) {
+			specs := podSpecs(typed(t, b.dir))
+			if len(specs) == 0 && slices.ContainsFunc(b.kinds, func(k string) bool { return k == "Deployment" || k == "CronJob" }) {
+				t.Fatal("found no pod specs to check")
+			}
+			for _, ps := range specs {
+				for _, p := range restrictedViolations(t, ps) {
+					t.Errorf("%s violates Pod Security restricted (%s)", ps.owner, p)
+				}
+			}
+		})
+	}
+}
+
+// Proves the evaluator used above rejects what restricted forbids.
+func TestPodSecurityEvaluatorRejects(t *testing.T) {
+	ps := podSpecs(typed(t, "k8s/runner"))[0]
+	if v := restrictedViolations(t, ps); len(v) != 0 {
+		t.Fatalf("runner template already violates restricted: %v", v)
+	}
+	for name, mutate := range map[string]func(*corev1.PodSpec){
+		"privilege escalation": func(s *corev1.PodSpec) { e := true; s.Containers[0].SecurityContext.AllowPrivilegeEscalation = &e },
+		"capabilities kept":    func(s *corev1.PodSpec) { s.Containers[0].SecurityContext.Capabilities = nil },
+		"root allowed": func(s *corev1.PodSpec) {
+			no := false
+			s.SecurityContext.RunAsNonRoot = &no
+			s.Containers[0].SecurityContext.RunAsNonRoot = nil
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			bad := ps
+			bad.spec = *ps.spec.DeepCopy()
+			mutate(&bad.spec)
+			if len(restrictedViolations(t, bad)) == 0 {
+				t.Error("evaluator allowed a pod spec restricted forbids")
+			}
+		})
+	}
+}
+
+func TestNamespacesEnforceRestricted(t *testing.T) {
+	want := map[string]string{
+		psaapi.EnforceLevelLabel:   "restricted",
+		psaapi.EnforceVersionLabel: "latest",
+		psaapi.AuditLevelLabel:     "restricted",
+		psaapi.WarnLevelLabel:      "restricted",
+	}
+	for _, b := range builds {
+		t.Run(b.dir, func(t *testing.T) {
+			var names []string
+			for _, o := range typed(t, b.dir) {
+				ns, ok := o.(*corev1.Namespace)
+				if !ok {
+					continue
+				}
+				names = append(names, ns.Name)
+				for k, v := range want {
+					if ns.Labels[k] != v {
+						t.Errorf("Namespace %s label %s = %q, want %q", ns.Name, k, ns.Labels[k], v)
+					}
+				}
+			}
+			wantNames := []string(nil)
+			if b.namespace != "" {
+				wantNames = []string{b.namespace}
+			}
+			if !slices.Equal(names, wantNames) {
+				t.Errorf("Namespace objects %v, want %v", names, wantNames)
+			}
+		})
+	}
+}
+
+func TestWorkloadsHaveRequestsAndLimits(t *testing.T) {
+	for _, b := range builds {
+		t.Run(b.dir, func(t *testing.T) {
+			for _, ps := range podSpecs(typed(t, b.dir)) {
+				for _, c := range append(ps.spec.InitContainers, ps.spec.Containers...) {
+					for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+						req, hasReq := c.Resources.Requests[r]
+						lim, hasLim := c.Resources.Limits[r]
+						if !hasReq || !hasLim {
+							t.Errorf("%s container %s: %s request set %v, limit set %v; want both", ps.owner, c.Name, r, hasReq, hasLim)
+							continue
+						}
+						if req.Cmp(lim) > 0 {
+							t.Errorf("%s container %s: %s request %s above limit %s", ps.owner, c.Name, r, req.String(), lim.String())
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// Restricted does not require a read-only root filesystem; gmini's images
+// write nothing, so a write is a bug the kubelet should stop.
+func TestContainersHaveReadOnlyRootFilesystem(t *testing.T) {
+	for _, b := range builds {
+		t.Run(b.dir, func(t *testing.T) {
+			for _, ps := range podSpecs(typed(t, b.dir)) {
+				for _, c := range append(ps.spec.InitContainers, ps.spec.Containers...) {
+					if sc := c.SecurityContext; sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+						t.Errorf("%s container %s: readOnlyRootFilesystem is not true", ps.owner, c.Name)
+					}
+				}
+			}
+		})
+	}
+}
+
+// The GitOps controllers' own types are not dependencies of this module;
+// these structs hold the fields the examples use, and strict unmarshalling
+// rejects any field they do not declare.
+type argoApplication struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Metadata   metav1.ObjectMeta `json:"metadata"`
+	Spec       struct {
+		Project string `json:"project"`
+		Source  struct {
+			RepoURL        string `json:"repoURL"`
+			TargetRevision string `json:"targetRevision"`
+			Path           string `json:"path"`
+		} `json:"source"`
+		Destination struct {
+			Server    string `json:"server"`
+			Namespace string `json:"namespace"`
+		} `json:"destination"`
+		SyncPolicy struct {
+			Automated *struct {
+				Prune    bool `json:"prune"`
+				SelfHeal bool `json:"selfHeal"`
+			} `json:"automated"`
+			SyncOptions []string `json:"syncOptions"`
+		} `json:"syncPolicy"`
+	} `json:"spec"`
+}
+
+type fluxObject struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Metadata   metav1.ObjectMeta `json:"metadata"`
+	Spec       struct {
+		// GitRepository
+		URL string `json:"url"`
+		Ref *struct {
+			Branch string `json:"branch"`
+		} `json:"ref"`
+		Ignore string `json:"ignore"`
+		// Kustomization
+		SourceRef *struct {
+			Kind      string `json:"kind"`
+			Name      string `json:"name"`
+			Namespace string `json:"namespace"`
+		} `json:"sourceRef"`
+		Path         string `json:"path"`
+		Prune        bool   `json:"prune"`
+		HealthChecks []struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+			Name       string `json:"name"`
+			Namespace  string `json:"namespace"`
+		} `json:"healthChecks"`
+		// both
+		Interval      string `json:"interval"`
+		RetryInterval string `json:"retryInterval"`
+		Timeout       string `json:"timeout"`
+	} `json:"spec"`
+}
+
+const repoURL = "https://github.com/gmini-dev/gmini"
+
+// decodeExample decodes one YAML document into v the way an API server
+// treats a custom resource: field names match case-sensitively, and an
+// unknown or duplicate field is an error rather than silently dropped.
+func decodeExample(doc []byte, v any) error {
+	js, err := sigsyaml.YAMLToJSON(doc)
+	if err != nil {
+		return err
+	}
+	strictErrs, err := sigsjson.UnmarshalStrict(js, v, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
+	if err != nil {
+		return err
+	}
+	return errors.Join(strictErrs...)
+}
+
+func TestDecodeExampleIsStrict(t *testing.T) {
+	var app argoApplication
+	for _, doc := range []string{
+		"spec:\n  syncPolicy:\n    automated:\n      selfheal: true\n", // wrong case
+		"spec:\n  syncPolicy:\n    automatic: {}\n",                    // unknown field
+	} {
+		if err := decodeExample([]byte(doc), &app); err == nil {
+			t.Errorf("decodeExample accepted %q", doc)
+		}
+	}
+}
+
+// overlayNamespace returns the namespace an overlay path renders into.
+func overlayNamespace(t *testing.T, path string) string {
+	t.Helper()
+	clean := filepath.ToSlash(filepath.Clean(path))
+	for _, o := range overlays {
+		if o.dir == clean {
+			render(t, clean) // the path must build, not only be listed
+			return o.namespace
+		}
+	}
+	t.Fatalf("path %q is not one of the overlays", path)
+	return ""
+}
+
+func TestArgoCDExample(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(repoRoot(t), "examples/gitops/argocd/application.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var app argoApplication
+	if err := decodeExample(raw, &app); err != nil {
+		t.Fatalf("decode Application: %v", err)
+	}
+	if app.APIVersion != "argoproj.io/v1alpha1" || app.Kind != "Application" {
+		t.Errorf("apiVersion/kind = %s/%s, want argoproj.io/v1alpha1/Application", app.APIVersion, app.Kind)
+	}
+	src := app.Spec.Source
+	if src.RepoURL != repoURL {
+		t.Errorf("repoURL = %q, want %q", src.RepoURL, repoURL)
+	}
+	if ns := overlayNamespace(t, src.Path); app.Spec.Destination.Namespace != ns {
+		t.Errorf("destination namespace %q, but %s renders into %q", app.Spec.Destination.Namespace, src.Path, ns)
+	}
+	if a := app.Spec.SyncPolicy.Automated; a == nil || !a.Prune || !a.SelfHeal {
+		t.Errorf("syncPolicy.automated = %+v, want prune and selfHeal", a)
+	}
+	if slices.Contains(app.Spec.SyncPolicy.SyncOptions, "CreateNamespace=true") {
+		t.Error("CreateNamespace=true: the overlay owns its Namespace object")
+	}
+}
+
+func TestFluxExample(t *testing.T) {
+	dir := filepath.Join(repoRoot(t), "examples/gitops/flux")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var objs []fluxObject
+	for _, e := range entries {
+		if e.Name() == "kustomization.yaml" {
+			t.Errorf("%s: kustomize would read a Flux object named kustomization.yaml as its own config", e.Name())
+		}
+		if filepath.Ext(e.Name()) != ".yaml" {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, doc := range splitDocs(t, raw) {
+			var o fluxObject
+			if err := decodeExample(doc, &o); err != nil {
+				t.Fatalf("decode %s: %v", e.Name(), err)
+			}
+			objs = append(objs, o)
+		}
+	}
+	sources := map[string]fluxObject{}
+	var kustomizations []fluxObject
+	for _, o := range objs {
+		switch o.APIVersion + " " + o.Kind {
+		case "source.toolkit.fluxcd.io/v1 GitRepository":
+			sources[o.Metadata.Namespace+"/"+o.Metadata.Name] = o
+		case "kustomize.toolkit.fluxcd.io/v1 Kustomization":
+			kustomizations = append(kustomizations, o)
+		default:
+			t.Errorf("unexpected object %s %s", o.APIVersion, o.Kind)
+		}
+	}
+	if len(kustomizations) == 0 || len(sources) == 0 {
+		t.Fatalf("want a GitRepository and a Kustomization, got %d and %d", len(sources), len(kustomizations))
+	}
+	for _, src := range sources {
+		if src.Spec.URL != repoURL {
+			t.Errorf("GitRepository %s url = %q, want %q", src.Metadata.Name, src.Spec.URL, repoURL)
+		}
+	}
+	for _, k := range kustomizations {
+		ref := k.Spec.SourceRef
+		if ref == nil || ref.Kind != "GitRepository" {
+			t.Fatalf("Kustomization %s sourceRef = %+v, want a GitRepository", k.Metadata.Name, ref)
+		}
+		refNS := ref.Namespace
+		if refNS == "" {
+			refNS = k.Metadata.Namespace
+		}
+		if _, ok := sources[refNS+"/"+ref.Name]; !ok {
+			t.Errorf("Kustomization %s references GitRepository %s/%s, which the example does not define", k.Metadata.Name, refNS, ref.Name)
+		}
+		if !strings.HasPrefix(k.Spec.Path, "./") {
+			t.Errorf("path %q: Flux paths are relative to the repository root and start with ./", k.Spec.Path)
+		}
+		ns := overlayNamespace(t, k.Spec.Path)
+		if !k.Spec.Prune {
+			t.Error("prune is off")
+		}
+		found := false
+		for _, hc := range k.Spec.HealthChecks {
+			found = found || (hc.APIVersion == "apps/v1" && hc.Kind == "Deployment" && hc.Name == "gmini-backend" && hc.Namespace == ns)
+		}
+		if !found {
+			t.Errorf("no health check on Deployment %s/gmini-backend: %+v", ns, k.Spec.HealthChecks)
+		}
+	}
+}
