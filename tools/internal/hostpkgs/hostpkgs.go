@@ -1,0 +1,140 @@
+// Package hostpkgs installs the Debian packages a tool needs on this host.
+package hostpkgs
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+)
+
+// Package is a Debian binary package name.
+type Package string
+
+// LocalNode returns the packages a Docker-less local Kubernetes node needs
+// next to the kube binary.
+func LocalNode() []Package {
+	return []Package{
+		"etcd-server",                 // etcd 3.4, which kube-apiserver 1.34 accepts
+		"containerd",                  // CRI runtime for the kubelet
+		"runc",                        // OCI runtime containerd starts containers with
+		"containernetworking-plugins", // bridge, host-local, portmap, loopback in /usr/lib/cni
+		"iptables",                    // kube-proxy rules and the kubelet's own chains
+		"iproute2",                    // ip: network namespace, veth pair, bridge, blackhole route
+		"conntrack",                   // kube-proxy clears stale UDP conntrack entries with it
+		"util-linux",                  // nsenter to run components inside the node's network namespace
+		"mount",                       // umount of the kubelet's pod volumes at teardown
+	}
+}
+
+// Ensure installs those of pkgs that are not installed yet, with one
+// apt-get update before the install. It does nothing when all are present.
+func Ensure(ctx context.Context, log *slog.Logger, pkgs ...Package) error {
+	if len(pkgs) == 0 {
+		return nil
+	}
+	status, err := query(ctx, pkgs)
+	if err != nil {
+		return err
+	}
+	todo := Missing(pkgs, status)
+	if len(todo) == 0 {
+		log.Debug("host packages present", "packages", pkgs)
+		return nil
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("install host packages %v: must run as root", todo)
+	}
+	names := make([]string, len(todo))
+	for i, p := range todo {
+		names[i] = string(p)
+	}
+	log.Info("installing host packages", "packages", names)
+	// Another apt run may hold the lock for a while; wait for it rather than fail.
+	lock := []string{"-o", "DPkg::Lock::Timeout=300"}
+	if err := apt(ctx, append([]string{"update", "-q"}, lock...)...); err != nil {
+		return fmt.Errorf("apt-get update: %w", err)
+	}
+	install := append([]string{"install", "-y", "-q", "--no-install-recommends"}, lock...)
+	if err := apt(ctx, append(install, names...)...); err != nil {
+		return fmt.Errorf("install host packages %v: %w", names, err)
+	}
+
+	status, err = query(ctx, todo)
+	if err != nil {
+		return err
+	}
+	if still := Missing(todo, status); len(still) > 0 {
+		return fmt.Errorf("install host packages: still missing after apt-get install: %v", still)
+	}
+	log.Info("installed host packages", "packages", names)
+	return nil
+}
+
+// Missing returns the packages of want that dpkgStatus, the output of
+// dpkg-query -W -f='${Package}\t${db:Status-Status}\n', does not show as
+// installed, in the order of want and without duplicates.
+func Missing(want []Package, dpkgStatus string) []Package {
+	installed := map[Package]bool{}
+	s := bufio.NewScanner(strings.NewReader(dpkgStatus))
+	for s.Scan() {
+		name, state, ok := strings.Cut(s.Text(), "\t")
+		if !ok {
+			continue
+		}
+		// Multi-arch packages may print as name:arch.
+		name, _, _ = strings.Cut(strings.TrimSpace(name), ":")
+		if strings.TrimSpace(state) == "installed" {
+			installed[Package(name)] = true
+		}
+	}
+	var missing []Package
+	for _, p := range want {
+		if !installed[p] && !slices.Contains(missing, p) {
+			missing = append(missing, p)
+		}
+	}
+	return missing
+}
+
+// query asks dpkg for the state of pkgs. dpkg-query exits 1 when a package
+// is unknown to it (never installed), which only means that one is missing.
+func query(ctx context.Context, pkgs []Package) (string, error) {
+	args := []string{"-W", "-f=${Package}\t${db:Status-Status}\n"}
+	for _, p := range pkgs {
+		args = append(args, string(p))
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, "dpkg-query", args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 1) {
+		return "", fmt.Errorf("dpkg-query: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+func apt(ctx context.Context, args ...string) error {
+	cmd := exec.CommandContext(ctx, "apt-get", args...)
+	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%w: %s", err, lastLines(string(out), 20))
+	}
+	return nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

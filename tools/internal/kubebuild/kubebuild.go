@@ -1,0 +1,177 @@
+// Package kubebuild compiles the multi-call Kubernetes binary of tools/kube.
+//
+// The module is kept out of go.work because it pins the v0.34 staging modules
+// that Kubernetes v1.34.4 needs, while the workspace uses newer client
+// libraries; so every build runs with GOWORK=off. A cold build takes minutes;
+// the Go build cache makes later ones a relink of a few seconds.
+package kubebuild
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// KubernetesVersion is the release the binary is built from; it must match the
+// k8s.io/kubernetes requirement in tools/kube/go.mod.
+const KubernetesVersion = "v1.34.4"
+
+// ModuleDir is the module's directory relative to the repository root.
+const ModuleDir = "tools/kube"
+
+// Components lists the names the binary answers to, as its first argument or
+// as the base name of a link to it.
+func Components() []string {
+	return []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"}
+}
+
+// progressEvery is how often a running build reports that it is still alive.
+const progressEvery = 20 * time.Second
+
+// Build compiles tools/kube under repoRoot into outPath.
+func Build(ctx context.Context, log *slog.Logger, repoRoot, outPath string) error {
+	absOut, err := filepath.Abs(outPath)
+	if err != nil {
+		return fmt.Errorf("resolve output path %s: %w", outPath, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(absOut), 0o755); err != nil {
+		return fmt.Errorf("create output directory: %w", err)
+	}
+	args := BuildArgs(absOut)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = filepath.Join(repoRoot, ModuleDir)
+	cmd.Env = append(os.Environ(), BuildEnv()...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return fmt.Errorf("build kube: %w", err)
+	}
+	cmd.Stdout = io.Discard
+
+	start := time.Now()
+	log.Info("building kube binary", "version", KubernetesVersion, "dir", cmd.Dir, "out", absOut)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("build kube: start go: %w", err)
+	}
+
+	var out buildOutput
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		out.consume(stderr)
+	}()
+	tick := time.NewTicker(progressEvery)
+	defer tick.Stop()
+wait:
+	for {
+		select {
+		case <-done:
+			break wait
+		case <-tick.C:
+			log.Info("still building kube binary", "packagesCompiled", out.compiled(),
+				"elapsed", time.Since(start).Round(time.Second))
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("build kube (%s): %w\n%s", time.Since(start).Round(time.Second), err, out.tail())
+	}
+	log.Info("built kube binary", "packagesCompiled", out.compiled(),
+		"elapsed", time.Since(start).Round(100*time.Millisecond), "out", absOut)
+	return nil
+}
+
+// BuildArgs returns the arguments to go that build the binary into outPath.
+// -v lists each package as it is compiled (cached ones are not listed), which
+// is the only progress go build gives.
+func BuildArgs(outPath string) []string {
+	return []string{"build", "-v", "-trimpath", "-ldflags=" + LDFlags(), "-o", outPath, "."}
+}
+
+// BuildEnv returns the variables added to the environment of go build.
+// The binary is static (like the upstream release builds of the control
+// plane) so it does not depend on the host's libc.
+func BuildEnv() []string {
+	return []string{"GOWORK=off", "CGO_ENABLED=0"}
+}
+
+// LDFlags stamps the release version into both version packages: without it
+// servers report v0.0.0-master+$Format:%H$, which kubectl and client-go fail
+// to parse.
+func LDFlags() string {
+	major, minor := majorMinor(KubernetesVersion)
+	var b strings.Builder
+	for i, pkg := range []string{"k8s.io/component-base/version", "k8s.io/client-go/pkg/version"} {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "-X %[1]s.gitVersion=%[2]s -X %[1]s.gitMajor=%[3]s -X %[1]s.gitMinor=%[4]s",
+			pkg, KubernetesVersion, major, minor)
+	}
+	return b.String()
+}
+
+func majorMinor(version string) (major, minor string) {
+	parts := strings.SplitN(strings.TrimPrefix(version, "v"), ".", 3)
+	if len(parts) < 2 {
+		return "", ""
+	}
+	return parts[0], parts[1]
+}
+
+// buildOutput counts the package lines of go build -v and keeps the last lines
+// so that a failure can show the compiler's message.
+type buildOutput struct {
+	mu    sync.Mutex
+	n     int
+	lines []string
+}
+
+const keepLines = 40
+
+func (o *buildOutput) consume(r io.Reader) {
+	s := bufio.NewScanner(r)
+	s.Buffer(make([]byte, 64*1024), 1024*1024)
+	for s.Scan() {
+		line := s.Text()
+		o.mu.Lock()
+		if isPackageLine(line) {
+			o.n++
+		}
+		o.lines = append(o.lines, line)
+		if len(o.lines) > keepLines {
+			o.lines = o.lines[len(o.lines)-keepLines:]
+		}
+		o.mu.Unlock()
+	}
+	if err := s.Err(); err != nil && !errors.Is(err, os.ErrClosed) {
+		o.mu.Lock()
+		o.lines = append(o.lines, "reading go output: "+err.Error())
+		o.mu.Unlock()
+	}
+}
+
+// isPackageLine tells an import path printed by -v from a diagnostic: import
+// paths have no spaces or colons.
+func isPackageLine(line string) bool {
+	return line != "" && !strings.ContainsAny(line, " :\t")
+}
+
+func (o *buildOutput) compiled() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.n
+}
+
+func (o *buildOutput) tail() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return strings.Join(o.lines, "\n")
+}
