@@ -1,0 +1,313 @@
+// Package local runs a real single-node Kubernetes v1.34 cluster from host
+// processes (etcd, the control plane, containerd, kubelet and kube-proxy),
+// in the spirit of Kubernetes' hack/local-up-cluster.sh, and exposes it as
+// an e2e-framework cluster provider.
+//
+// Every component runs inside a network namespace made for the cluster
+// (see package netns), reached from the host through a veth pair at an
+// address in 198.18.0.0/15; the components and containerd's shims live in
+// one cgroup tree (see package cgroups), pod containers in containerd's
+// /k8s.io/<id> cgroups, found through the runc state in the run
+// directory. A state file there records what was started, so Destroy
+// works from a different process and after a crash.
+//
+// Needs root, cgroup v1 (or hybrid), and the Debian packages etcd-server,
+// containerd, runc, containernetworking-plugins, iptables, iproute2 and
+// conntrack.
+package local
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/e2e-framework/klient"
+	"sigs.k8s.io/e2e-framework/support"
+)
+
+// Version is the Kubernetes version the kube binary is expected to be.
+const Version = "v1.34.4"
+
+var _ support.E2EClusterProviderWithImageLoader = (*Cluster)(nil)
+
+// Cluster is a local single-node cluster. Create it with NewCluster; the
+// zero value is not usable.
+type Cluster struct {
+	name        string
+	runDir      string
+	kubeBin     string
+	pauseImage  string // docker-archive tarball
+	pauseTag    string
+	noNode      bool
+	subnetIndex int // -1: derive from the name
+	log         *slog.Logger
+	readyTime   time.Duration
+	stopGrace   time.Duration
+
+	mu     sync.Mutex
+	exited map[string]chan struct{} // components started by this process
+	rc     *rest.Config
+}
+
+// Option configures a Cluster.
+type Option func(*Cluster)
+
+// WithRunDir sets the directory for state, certificates, data and logs.
+// Default: _output/cluster/<name> in the repository root.
+func WithRunDir(dir string) Option { return func(c *Cluster) { c.runDir = dir } }
+
+// WithKubeBinary sets the multi-call kube binary (kube <component> flags...).
+// Default: _output/bin/kube in the repository root.
+func WithKubeBinary(path string) Option { return func(c *Cluster) { c.kubeBin = path } }
+
+// WithPauseImage sets the docker-archive tarball of the sandbox image and
+// the tag it carries; containerd never pulls it because it is imported
+// before the kubelet starts.
+func WithPauseImage(tarball, tag string) Option {
+	return func(c *Cluster) { c.pauseImage, c.pauseTag = tarball, tag }
+}
+
+// WithoutNode runs only etcd, kube-apiserver and kube-controller-manager,
+// for tests that need the API but no pods.
+func WithoutNode() Option { return func(c *Cluster) { c.noNode = true } }
+
+// WithSubnetIndex picks the address slot (0-63) instead of deriving it from
+// the name; use it when two names collide.
+func WithSubnetIndex(i int) Option { return func(c *Cluster) { c.subnetIndex = i } }
+
+// WithLogger sets where progress lines go.
+func WithLogger(l *slog.Logger) Option { return func(c *Cluster) { c.log = l } }
+
+// WithProgress writes progress lines as text to w.
+func WithProgress(w io.Writer) Option {
+	return func(c *Cluster) { c.log = slog.New(slog.NewTextHandler(w, nil)) }
+}
+
+// WithReadyTimeout bounds each readiness wait in Create.
+func WithReadyTimeout(d time.Duration) Option { return func(c *Cluster) { c.readyTime = d } }
+
+// WithStopGrace sets how long StopComponent and Destroy wait after SIGTERM
+// before SIGKILL (default 10 s). The apiserver's graceful shutdown waits
+// for open watch connections and usually needs all of it; 0 kills at
+// once, like a crash.
+func WithStopGrace(d time.Duration) Option {
+	return func(c *Cluster) { c.stopGrace = d }
+}
+
+// NewCluster returns a cluster named name; nothing happens until Create.
+func NewCluster(name string, opts ...Option) *Cluster {
+	c := &Cluster{name: name, subnetIndex: -1, stopGrace: 10 * time.Second}
+	for _, o := range opts {
+		o(c)
+	}
+	c.SetDefaults()
+	return c
+}
+
+// NewProvider returns an unnamed cluster for e2e-framework's
+// env.Setup(envfuncs.CreateClusterWithOpts(local.NewProvider(), name, ...)).
+func NewProvider() support.E2EClusterProvider { return NewCluster("") }
+
+// ClusterOpt adapts an Option to e2e-framework's ClusterOpts.
+func ClusterOpt(o Option) support.ClusterOpts {
+	return func(p support.E2EClusterProvider) {
+		if c, ok := p.(*Cluster); ok {
+			o(c)
+		}
+	}
+}
+
+// SetDefaults fills in unset options.
+func (c *Cluster) SetDefaults() support.E2EClusterProvider {
+	if c.kubeBin == "" {
+		c.kubeBin = filepath.Join(repoRoot(), "_output", "bin", "kube")
+	}
+	if c.pauseImage == "" {
+		c.pauseImage, c.pauseTag = filepath.Join(repoRoot(), "_output", "images", "pause.tar"), "gmini-pause:dev"
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if c.readyTime == 0 {
+		c.readyTime = 2 * time.Minute
+	}
+	if c.exited == nil {
+		c.exited = map[string]chan struct{}{}
+	}
+	return c
+}
+
+// WithName sets the cluster name.
+func (c *Cluster) WithName(name string) support.E2EClusterProvider { c.name = name; return c }
+
+// WithVersion accepts only Version: the version is the kube binary's.
+func (c *Cluster) WithVersion(string) support.E2EClusterProvider { return c }
+
+// WithPath sets the kube binary.
+func (c *Cluster) WithPath(path string) support.E2EClusterProvider { c.kubeBin = path; return c }
+
+// WithOpts applies e2e-framework options (see ClusterOpt).
+func (c *Cluster) WithOpts(opts ...support.ClusterOpts) support.E2EClusterProvider {
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// CreateWithConfig is Create; this provider takes no config file.
+func (c *Cluster) CreateWithConfig(ctx context.Context, configFile string) (string, error) {
+	if configFile != "" {
+		return "", fmt.Errorf("local cluster %s: config files are not supported, use options", c.name)
+	}
+	return c.Create(ctx)
+}
+
+// GetKubeconfig returns the admin kubeconfig path written by Create.
+func (c *Cluster) GetKubeconfig() string {
+	p, err := c.plan()
+	if err != nil {
+		return ""
+	}
+	return p.kubeconfig()
+}
+
+// GenerateKubeconfig returns the admin kubeconfig path.
+func (c *Cluster) GenerateKubeconfig(...string) (string, error) {
+	p, err := c.plan()
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(p.kubeconfig()); err != nil {
+		return "", fmt.Errorf("kubeconfig of cluster %s: %w", c.name, err)
+	}
+	return p.kubeconfig(), nil
+}
+
+// GetKubectlContext returns the context name in the kubeconfig.
+func (c *Cluster) GetKubectlContext() string { return "gmini-" + c.name }
+
+// KubernetesRestConfig returns the admin client configuration after Create.
+func (c *Cluster) KubernetesRestConfig() *rest.Config {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rc == nil {
+		if p, err := c.plan(); err == nil {
+			c.rc, _ = clientcmd.BuildConfigFromFlags("", p.kubeconfig())
+		}
+	}
+	return c.rc
+}
+
+// WaitForControlPlane returns at once: Create already waited for the
+// apiserver, the node and the default ServiceAccount.
+func (c *Cluster) WaitForControlPlane(context.Context, klient.Client) error { return nil }
+
+// ExportLogs copies the component logs to dest/<name>.
+func (c *Cluster) ExportLogs(ctx context.Context, dest string) error {
+	p, err := c.plan()
+	if err != nil {
+		return err
+	}
+	return copyDir(ctx, p.logDir(), filepath.Join(dest, c.name))
+}
+
+func (c *Cluster) plan() (plan, error) {
+	if c.name == "" {
+		return plan{}, fmt.Errorf("local cluster: no name")
+	}
+	dir := c.runDir
+	if dir == "" {
+		dir = filepath.Join(repoRoot(), "_output", "cluster", c.name)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return plan{}, fmt.Errorf("run directory %s: %w", dir, err)
+	}
+	idx := c.subnetIndex
+	if idx < 0 {
+		idx = subnetIndex(c.name)
+	}
+	return newPlan(c.name, abs, idx)
+}
+
+// repoRoot is the nearest directory above the working directory holding
+// go.work, so defaults resolve the same from `go test` in any package;
+// without one it is the working directory.
+func repoRoot() string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "."
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
+			return d
+		}
+		if filepath.Dir(d) == d {
+			return wd
+		}
+	}
+}
+
+func copyDir(ctx context.Context, src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("export logs: %w", err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		in, err := os.Open(p)
+		if err != nil {
+			return fmt.Errorf("export logs: %w", err)
+		}
+		defer in.Close()
+		out, err := os.Create(target)
+		if err != nil {
+			return fmt.Errorf("export logs: %w", err)
+		}
+		if _, err := io.Copy(out, in); err != nil {
+			out.Close()
+			return fmt.Errorf("export logs: copy %s: %w", p, err)
+		}
+		return out.Close()
+	})
+}
+
+// Network says where the cluster lives. The host routes both the pod and
+// the service range through the veth, so a test on the host can reach a
+// pod IP or a Service's ClusterIP directly.
+type Network struct {
+	Namespace   string       // network namespace, for nsenter --net=/run/netns/<Namespace>
+	NodeIP      netip.Addr   // the node's InternalIP, reachable from the host
+	PodCIDR     netip.Prefix // pod addresses
+	ServiceCIDR netip.Prefix // ClusterIPs
+	APIServer   string       // https://<NodeIP>:6443
+}
+
+// Network returns the cluster's addresses; it needs no running cluster.
+func (c *Cluster) Network() (Network, error) {
+	p, err := c.plan()
+	if err != nil {
+		return Network{}, err
+	}
+	return Network{
+		Namespace:   p.NetNS,
+		NodeIP:      p.nodeIP(),
+		PodCIDR:     netip.MustParsePrefix(p.PodCIDR),
+		ServiceCIDR: netip.MustParsePrefix(p.ServiceCIDR),
+		APIServer:   p.serverURL(),
+	}, nil
+}

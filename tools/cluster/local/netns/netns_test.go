@@ -1,0 +1,102 @@
+package netns
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSetupTeardown(t *testing.T) {
+	if testing.Short() || os.Geteuid() != 0 {
+		t.Skip("needs root; skipped with -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// Slot 62 of the local cluster layout, unlikely to be in use.
+	c := Config{
+		Name:     "gmini-netns-test",
+		HostLink: "gminitest",
+		HostAddr: netip.MustParsePrefix("198.18.0.249/30"),
+		NodeAddr: netip.MustParsePrefix("198.18.0.250/30"),
+		Routed:   []netip.Prefix{netip.MustParsePrefix("198.18.190.0/24")},
+	}
+	if err := Setup(ctx, c); err != nil {
+		_ = Teardown(ctx, c)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := Teardown(context.Background(), c); err != nil {
+			t.Error(err)
+		}
+	})
+	if err := Setup(ctx, c); err == nil {
+		t.Error("second Setup with the same name succeeded")
+	}
+
+	// From inside the namespace, the host's end of the veth answers.
+	ln, err := net.Listen("tcp", net.JoinHostPort(c.HostAddr.Addr().String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if conn, err := ln.Accept(); err == nil {
+			conn.Write([]byte("hi"))
+			conn.Close()
+		}
+	}()
+	conn, err := Dialer(c.Name)(ctx, "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatalf("dial host from namespace: %v", err)
+	}
+	buf := make([]byte, 2)
+	if _, err := conn.Read(buf); err != nil || string(buf) != "hi" {
+		t.Errorf("read = %q, %v", buf, err)
+	}
+	if src := conn.LocalAddr().(*net.TCPAddr).IP.String(); src != c.NodeAddr.Addr().String() {
+		t.Errorf("connection came from %s, want the node address %s", src, c.NodeAddr.Addr())
+	}
+	conn.Close()
+
+	// Route lookups only, no packets: the namespace has no way out.
+	tests := []struct {
+		dst, want string
+	}{
+		{"192.0.2.1", "unreachable"},             // any outside address
+		{"198.18.200.1", "invalid argument"},     // inside the test range but not ours: blackholed
+		{c.HostAddr.Addr().String(), "dev eth0"}, // the host, through the veth
+		{"127.0.0.1", "dev lo"},                  // loopback is up
+	}
+	for _, tt := range tests {
+		out, _ := exec.Command("ip", "-n", c.Name, "route", "get", tt.dst).CombinedOutput()
+		if !strings.Contains(strings.ToLower(string(out)), tt.want) {
+			t.Errorf("route get %s in namespace = %q, want %q", tt.dst, out, tt.want)
+		}
+	}
+	out, err := exec.Command("ip", "-n", c.Name, "link", "show", "lo").Output()
+	if err != nil || !strings.Contains(string(out), "UP") {
+		t.Errorf("loopback not up: %s %v", out, err)
+	}
+	out, err = exec.Command("ip", "route", "show", "exact", "198.18.190.0/24").Output()
+	if err != nil || !strings.Contains(string(out), "via "+c.NodeAddr.Addr().String()) {
+		t.Errorf("host route to routed prefix = %q, %v", out, err)
+	}
+
+	if err := Teardown(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if Exists(c.Name) {
+		t.Error("namespace left after Teardown")
+	}
+	if _, err := net.InterfaceByName(c.HostLink); err == nil {
+		t.Error("host link left after Teardown")
+	}
+	if err := Teardown(ctx, c); err != nil {
+		t.Errorf("second Teardown: %v", err)
+	}
+}
