@@ -1,0 +1,223 @@
+// Command gmini-dev runs gmini on a local cluster for a person to use.
+//
+//	gmini-dev up      create the cluster (kind with Docker, else a local node),
+//	                  deploy overlays/dev, run one experiment, print its output
+//	gmini-dev proxy   serve the backend on 127.0.0.1:8080 through the API server
+//	gmini-dev down    delete the cluster and everything it left behind
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/e2e-framework/support"
+
+	"github.com/gmini-dev/gmini/tools/cluster"
+	"github.com/gmini-dev/gmini/tools/deploy"
+	"github.com/gmini-dev/gmini/tools/manifests"
+)
+
+const clusterName = "gmini"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(ctx, log, os.Stdout, os.Args[1:]); err != nil {
+		log.Error("gmini-dev", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger, stdout io.Writer, args []string) error {
+	fs := flag.NewFlagSet("gmini-dev", flag.ContinueOnError)
+	provider := fs.String("provider", cluster.Auto, "cluster provider: auto, kind or local")
+	listen := fs.String("listen", "127.0.0.1:8080", "address for `proxy`")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: gmini-dev [-provider auto|kind|local] up|down|proxy")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errors.New("want one command: up, down or proxy")
+	}
+	root, err := manifests.RepoRoot(".")
+	if err != nil {
+		return err
+	}
+	cmd := fs.Arg(0)
+	p, _, err := cluster.New(ctx, cluster.Options{Provider: *provider, RepoRoot: root, Log: log, NoBuild: cmd != "up"})
+	if err != nil {
+		return err
+	}
+	p.WithName(clusterName)
+	switch cmd {
+	case "up":
+		return up(ctx, log, stdout, p, root)
+	case "down":
+		if err := p.Destroy(ctx); err != nil {
+			return fmt.Errorf("destroy cluster %s: %w", clusterName, err)
+		}
+		log.Info("cluster deleted", "name", clusterName)
+		return nil
+	case "proxy":
+		return proxy(ctx, log, p, *listen)
+	}
+	fs.Usage()
+	return fmt.Errorf("unknown command %q", cmd)
+}
+
+func up(ctx context.Context, log *slog.Logger, stdout io.Writer, p support.E2EClusterProviderWithImageLoader, root string) error {
+	start := time.Now()
+	out := filepath.Join(root, "_output")
+	tars, err := deploy.BuildImages(ctx, log, root, filepath.Join(out, "images"), "dev")
+	if err != nil {
+		return err
+	}
+	kubeconfig, err := p.Create(ctx)
+	if err != nil {
+		return fmt.Errorf("create cluster %s: %w", clusterName, err)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	if err := deploy.LoadImages(ctx, log, p, tars); err != nil {
+		return err
+	}
+	if err := deploy.Apply(ctx, log, cfg, filepath.Join(root, "overlays", "dev")); err != nil {
+		return err
+	}
+	if err := deploy.WaitBackend(ctx, log, client, deploy.Namespace, 3*time.Minute); err != nil {
+		return err
+	}
+
+	// One experiment end to end, as the tutorial's frontend sends it.
+	id := "demo" + time.Now().UTC().Format("20060102T150405")
+	body := `{"experiment": {"id": "` + id + `", "key": "demo-key"}}`
+	b := deploy.Backend{Client: client, Namespace: deploy.Namespace}
+	res, err := b.Post(ctx, body)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "POST /experiment %s\n-> %d %s\n", body, res.Code, strings.TrimSpace(string(res.Body)))
+	if res.Code != http.StatusCreated && res.Code != http.StatusOK {
+		return fmt.Errorf("the backend refused the demo experiment")
+	}
+	if err := waitExperiment(ctx, client, b, id); err != nil {
+		return err
+	}
+	logs, err := b.Do(ctx, http.MethodGet, "/experiments/"+id+"/logs", "", nil)
+	if err != nil {
+		return err
+	}
+	status, err := b.Do(ctx, http.MethodGet, "/experiments/"+id, "", nil)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "runner output: %s", logs.Body)
+	fmt.Fprintf(stdout, "status: %s\n", strings.TrimSpace(string(status.Body)))
+	fmt.Fprintf(stdout, `
+gmini is running (%s). To send more experiments:
+
+  go run ./tools/cmd/gmini-dev proxy     # in another terminal: backend on 127.0.0.1:8080
+  curl -sS -X POST localhost:8080/experiment -H 'Content-Type: application/json' \
+       -d '{"experiment": {"id": "myExp1", "key": "k"}}'
+  curl -sS localhost:8080/experiments/myExp1/logs
+
+kubeconfig: %s
+Stop everything with: make down
+`, time.Since(start).Round(time.Second), kubeconfig)
+	return nil
+}
+
+// waitExperiment polls the backend's status endpoint until the experiment
+// has finished.
+func waitExperiment(ctx context.Context, client kubernetes.Interface, b deploy.Backend, id string) error {
+	var state string
+	err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		res, err := b.Do(ctx, http.MethodGet, "/experiments/"+id, "", nil)
+		if err != nil {
+			return false, nil
+		}
+		switch {
+		case strings.Contains(string(res.Body), `"state":"Succeeded"`):
+			return true, nil
+		case strings.Contains(string(res.Body), `"state":"Failed"`):
+			state = string(res.Body)
+			return false, fmt.Errorf("experiment %s failed: %s", id, res.Body)
+		}
+		state = string(res.Body)
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("experiment %s did not finish (last status %s): %w\n%s", id, state, err,
+			deploy.Diagnose(context.WithoutCancel(ctx), client, deploy.Namespace, nil))
+	}
+	return nil
+}
+
+// proxy serves the backend on a local port by forwarding through the API
+// server's service proxy, the way `kubectl proxy` would, so curl examples
+// work unchanged.
+func proxy(ctx context.Context, log *slog.Logger, p support.E2EClusterProviderWithImageLoader, listen string) error {
+	kubeconfig := p.GetKubeconfig()
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return fmt.Errorf("load kubeconfig %q (is the cluster up? run make up): %w", kubeconfig, err)
+	}
+	transport, err := rest.TransportFor(cfg)
+	if err != nil {
+		return err
+	}
+	target, err := url.Parse(strings.TrimRight(cfg.Host, "/") + "/api/v1/namespaces/" + deploy.Namespace + "/services/gmini-backend:8080/proxy")
+	if err != nil {
+		return err
+	}
+	rp := &httputil.ReverseProxy{
+		Transport: transport,
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(target)
+			r.Out.Host = target.Host
+		},
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", listen, err)
+	}
+	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Shutdown(context.Background())
+	}()
+	log.Info("serving the gmini backend", "url", "http://"+ln.Addr().String(), "via", target.String())
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

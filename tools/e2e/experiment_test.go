@@ -1,0 +1,245 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/e2e-framework/klient/wait"
+	"sigs.k8s.io/e2e-framework/klient/wait/conditions"
+	"sigs.k8s.io/e2e-framework/pkg/envconf"
+	"sigs.k8s.io/e2e-framework/pkg/features"
+
+	"github.com/gmini-dev/gmini/tools/deploy"
+)
+
+const (
+	ns             = deploy.Namespace
+	managedBy      = "app.kubernetes.io/managed-by=gmini-backend"
+	experimentID   = "aB3dE9xQ2mNpL7"
+	tutorialBody   = `{"experiment": {"id": "` + experimentID + `", "key": "k-123"}}`
+	jobWaitTimeout = 2 * time.Minute
+)
+
+type ctxKey string
+
+func clientset(t *testing.T, cfg *envconf.Config) *kubernetes.Clientset {
+	t.Helper()
+	c, err := kubernetes.NewForConfig(cfg.Client().RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func backend(t *testing.T, cfg *envconf.Config) deploy.Backend {
+	return deploy.Backend{Client: clientset(t, cfg), Namespace: ns}
+}
+
+// explain adds what the cluster says about the namespace to a failure.
+func explain(ctx context.Context, t *testing.T, cfg *envconf.Config) string {
+	return deploy.Diagnose(ctx, clientset(t, cfg), ns, nil)
+}
+
+func managedJobs(ctx context.Context, t *testing.T, cfg *envconf.Config) []batchv1.Job {
+	t.Helper()
+	list, err := clientset(t, cfg).BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{LabelSelector: managedBy})
+	if err != nil {
+		t.Fatalf("list jobs: %v", err)
+	}
+	return list.Items
+}
+
+type created struct {
+	ID      string `json:"id"`
+	Job     string `json:"job"`
+	Created bool   `json:"created"`
+}
+
+func TestExperiment(t *testing.T) {
+	f := features.New("POST /experiment runs the runner to completion").
+		Assess("the tutorial's request creates a Job", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			res, err := backend(t, cfg).Post(ctx, tutorialBody)
+			if err != nil {
+				t.Fatalf("POST /experiment: %v", err)
+			}
+			if res.Code != http.StatusCreated {
+				t.Fatalf("POST /experiment = %d %s", res.Code, res.Body)
+			}
+			var c created
+			if err := json.Unmarshal(res.Body, &c); err != nil || c.ID != experimentID || c.Job == "" || !c.Created {
+				t.Fatalf("answer %s (%v)", res.Body, err)
+			}
+			t.Logf("job %s created", c.Job)
+			return context.WithValue(ctx, ctxKey("job"), c.Job)
+		}).
+		Assess("the Job completes", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: ctx.Value(ctxKey("job")).(string), Namespace: ns}}
+			start := time.Now()
+			err := wait.For(conditions.New(cfg.Client().Resources()).JobCompleted(job), wait.WithTimeout(jobWaitTimeout), wait.WithInterval(500*time.Millisecond))
+			if err != nil {
+				t.Fatalf("job %s not complete after %s: %v\n%s", job.Name, jobWaitTimeout, err, explain(ctx, t, cfg))
+			}
+			t.Logf("job %s complete after %s", job.Name, time.Since(start).Round(time.Millisecond))
+			return ctx
+		}).
+		Assess("the runner printed the experiment ID", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			res, err := backend(t, cfg).Do(ctx, http.MethodGet, "/experiments/"+experimentID+"/logs", "", nil)
+			if err != nil || res.Code != http.StatusOK {
+				t.Fatalf("GET logs = %d %s (%v)", res.Code, res.Body, err)
+			}
+			if want := "Running Experiment: " + experimentID; !strings.Contains(string(res.Body), want) {
+				t.Fatalf("runner log %q lacks %q", res.Body, want)
+			}
+			return ctx
+		}).
+		Assess("the backend reports Succeeded", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			res, err := backend(t, cfg).Do(ctx, http.MethodGet, "/experiments/"+experimentID, "", nil)
+			if err != nil || res.Code != http.StatusOK {
+				t.Fatalf("GET status = %d %s (%v)", res.Code, res.Body, err)
+			}
+			var st struct{ State string }
+			if err := json.Unmarshal(res.Body, &st); err != nil || st.State != "Succeeded" {
+				t.Fatalf("status %s, want state Succeeded", res.Body)
+			}
+			return ctx
+		}).
+		Assess("a repeated POST creates no second Job", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			res, err := backend(t, cfg).Post(ctx, tutorialBody)
+			if err != nil || res.Code != http.StatusOK {
+				t.Fatalf("repeated POST = %d %s (%v), want 200", res.Code, res.Body, err)
+			}
+			res, err = backend(t, cfg).Post(ctx, `{"experiment": {"id": "`+experimentID+`", "key": "another"}}`)
+			if err != nil || res.Code != http.StatusConflict {
+				t.Fatalf("same ID, other body = %d %s (%v), want 409", res.Code, res.Body, err)
+			}
+			if jobs := managedJobs(ctx, t, cfg); len(jobs) != 1 {
+				t.Fatalf("%d jobs after retries, want 1", len(jobs))
+			}
+			return ctx
+		}).
+		Assess("the Job is deleted by its TTL", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			name := ctx.Value(ctxKey("job")).(string)
+			client := clientset(t, cfg)
+			start := time.Now()
+			// ttlSecondsAfterFinished is 60 in dev; the controller may take
+			// a little longer.
+			for {
+				_, err := client.BatchV1().Jobs(ns).Get(ctx, name, metav1.GetOptions{})
+				if apierrors.IsNotFound(err) {
+					break
+				}
+				if time.Since(start) > 3*time.Minute {
+					t.Fatalf("job %s still exists %s after completion checks (err %v)", name, time.Since(start), err)
+				}
+				time.Sleep(2 * time.Second)
+			}
+			t.Logf("job %s deleted by TTL %s after the checks", name, time.Since(start).Round(time.Second))
+			res, _ := backend(t, cfg).Do(ctx, http.MethodGet, "/experiments/"+experimentID, "", nil)
+			if res.Code != http.StatusNotFound {
+				t.Errorf("GET after TTL = %d %s, want 404", res.Code, res.Body)
+			}
+			return ctx
+		}).Feature()
+	testenv.Test(t, f)
+}
+
+func TestInvalidInput(t *testing.T) {
+	bad := []struct {
+		name        string
+		contentType string
+		body        string
+		want        int
+	}{
+		{"not JSON", "application/json", `experiment`, http.StatusBadRequest},
+		{"no experiment", "application/json", `{"id": "e1"}`, http.StatusBadRequest},
+		{"id not a string", "application/json", `{"experiment": {"id": 7}}`, http.StatusBadRequest},
+		{"id with a path separator", "application/json", `{"experiment": {"id": "a/b"}}`, http.StatusBadRequest},
+		{"wrong content type", "text/plain", tutorialBody, http.StatusUnsupportedMediaType},
+		{"too large", "application/json", `{"experiment": {"id": "big", "pad": "` + strings.Repeat("x", 70<<10) + `"}}`, http.StatusRequestEntityTooLarge},
+	}
+	f := features.New("bad input gets a 4xx and creates nothing").
+		Assess("each bad request is refused", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			before := len(managedJobs(ctx, t, cfg))
+			for _, b := range bad {
+				res, err := backend(t, cfg).Do(ctx, http.MethodPost, "/experiment", b.contentType, []byte(b.body))
+				if err != nil {
+					t.Fatalf("%s: %v", b.name, err)
+				}
+				if res.Code != b.want || !strings.Contains(string(res.Body), `"error"`) {
+					t.Errorf("%s: got %d %s, want %d with an error message", b.name, res.Code, res.Body, b.want)
+				}
+			}
+			if after := len(managedJobs(ctx, t, cfg)); after != before {
+				t.Errorf("bad requests created %d jobs", after-before)
+			}
+			return ctx
+		}).Feature()
+	testenv.Test(t, f)
+}
+
+func TestRunnerBadInputFailsFast(t *testing.T) {
+	f := features.New("a runner that rejects its input fails the Job after one pod").
+		Assess("podFailurePolicy fails the Job on exit code 2", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			client := clientset(t, cfg)
+			cj, err := client.BatchV1().CronJobs(ns).Get(ctx, "gmini-runner", metav1.GetOptions{})
+			if err != nil {
+				t.Fatalf("get template: %v", err)
+			}
+			// The backend refuses such input, so make the Job from the
+			// template directly, as `kubectl create job --from=cronjob` would.
+			job := &batchv1.Job{
+				ObjectMeta: metav1.ObjectMeta{Name: "bad-input", Namespace: ns, Labels: cj.Spec.JobTemplate.Labels},
+				Spec:       *cj.Spec.JobTemplate.Spec.DeepCopy(),
+			}
+			job.Spec.Template.Spec.Containers[0].Args = []string{"this is not JSON"}
+			if _, err := client.BatchV1().Jobs(ns).Create(ctx, job, metav1.CreateOptions{}); err != nil {
+				t.Fatalf("create job: %v", err)
+			}
+			err = wait.For(conditions.New(cfg.Client().Resources()).JobFailed(job), wait.WithTimeout(jobWaitTimeout), wait.WithInterval(500*time.Millisecond))
+			if err != nil {
+				t.Fatalf("job bad-input did not fail: %v\n%s", err, explain(ctx, t, cfg))
+			}
+			got, err := client.BatchV1().Jobs(ns).Get(ctx, job.Name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Status.Failed != 1 {
+				t.Errorf("job ran %d failed pods, want 1 (backoffLimit 4 must not apply to exit code 2)", got.Status.Failed)
+			}
+			reason := ""
+			for _, c := range got.Status.Conditions {
+				if c.Type == batchv1.JobFailed && c.Status == corev1.ConditionTrue {
+					reason = c.Reason
+				}
+			}
+			if reason != batchv1.JobReasonPodFailurePolicy {
+				t.Errorf("failure reason = %q, want %q", reason, batchv1.JobReasonPodFailurePolicy)
+			}
+			pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: batchv1.JobNameLabel + "=" + job.Name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(pods.Items) != 1 {
+				t.Errorf("%d pods, want 1", len(pods.Items))
+			}
+			return ctx
+		}).
+		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			policy := metav1.DeletePropagationBackground
+			_ = cfg.Client().Resources().Delete(ctx, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "bad-input", Namespace: ns}},
+				func(o *metav1.DeleteOptions) { o.PropagationPolicy = &policy })
+			return ctx
+		}).Feature()
+	testenv.Test(t, f)
+}
