@@ -1,0 +1,72 @@
+package app
+
+import (
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		check   func(t *testing.T, c Config)
+		wantErr string
+	}{
+		{name: "defaults", check: func(t *testing.T, c Config) {
+			if c.Listen != ":8080" || c.Template != "gmini-runner" || c.QPS != 50 || c.Burst != 100 ||
+				c.MaxBodyBytes != 64<<10 || c.APITimeout != 10*time.Second || c.ShutdownTimeout != 25*time.Second ||
+				c.LogFormat != "json" || c.LogLevel != slog.LevelInfo || c.Namespace != "" {
+				t.Errorf("defaults = %+v", c)
+			}
+		}},
+		{name: "pod namespace from the downward API", env: map[string]string{"POD_NAMESPACE": "gmini-dev"}, check: func(t *testing.T, c Config) {
+			if c.Namespace != "gmini-dev" {
+				t.Errorf("namespace = %q", c.Namespace)
+			}
+		}},
+		{name: "GMINI_NAMESPACE wins over POD_NAMESPACE", env: map[string]string{"POD_NAMESPACE": "a", "GMINI_NAMESPACE": "b"}, check: func(t *testing.T, c Config) {
+			if c.Namespace != "b" {
+				t.Errorf("namespace = %q", c.Namespace)
+			}
+		}},
+		{name: "flags win over the environment", args: []string{"--kube-qps", "200", "--listen", "127.0.0.1:9000"}, env: map[string]string{"GMINI_KUBE_QPS": "7"}, check: func(t *testing.T, c Config) {
+			if c.QPS != 200 || c.Listen != "127.0.0.1:9000" {
+				t.Errorf("config = %+v", c)
+			}
+		}},
+		{name: "environment", env: map[string]string{"GMINI_API_TIMEOUT": "3s", "GMINI_LOG_LEVEL": "debug", "GMINI_LOG_FORMAT": "text"}, check: func(t *testing.T, c Config) {
+			if c.APITimeout != 3*time.Second || c.LogLevel != slog.LevelDebug || c.LogFormat != "text" {
+				t.Errorf("config = %+v", c)
+			}
+		}},
+		{name: "bad qps", args: []string{"--kube-qps", "fast"}, wantErr: "kube-qps"},
+		{name: "zero burst", args: []string{"--kube-burst", "0"}, wantErr: "kube-burst"},
+		{name: "body limit above the argument limit", args: []string{"--max-body-bytes", "200000"}, wantErr: "max-body-bytes"},
+		{name: "bad timeout", env: map[string]string{"GMINI_API_TIMEOUT": "soon"}, wantErr: "api-timeout"},
+		{name: "bad log level", args: []string{"--log-level", "loud"}, wantErr: "log-level"},
+		{name: "bad log format", args: []string{"--log-format", "xml"}, wantErr: "log-format"},
+		{name: "empty template", args: []string{"--template", ""}, wantErr: "template"},
+		{name: "stray argument", args: []string{"serve"}, wantErr: "unexpected arguments"},
+		{name: "unknown flag", args: []string{"--port", "1"}, wantErr: "flag provided but not defined"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			getenv := func(k string) string { return tt.env[k] }
+			c, err := parseConfig(tt.args, getenv, io.Discard)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to mention %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
