@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -86,7 +87,7 @@ func TestExperiment(t *testing.T) {
 		Assess("the Job completes", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: ctx.Value(ctxKey("job")).(string), Namespace: ns}}
 			start := time.Now()
-			err := wait.For(conditions.New(cfg.Client().Resources()).JobCompleted(job), wait.WithTimeout(jobWaitTimeout), wait.WithInterval(500*time.Millisecond))
+			err := wait.For(jobFinished(cfg, job), wait.WithTimeout(jobWaitTimeout), wait.WithInterval(500*time.Millisecond))
 			if err != nil {
 				t.Fatalf("job %s not complete after %s: %v\n%s", job.Name, jobWaitTimeout, err, explain(ctx, t, cfg))
 			}
@@ -242,4 +243,26 @@ func TestRunnerBadInputFailsFast(t *testing.T) {
 			return ctx
 		}).Feature()
 	testenv.Test(t, f)
+}
+
+// jobFinished is done when the Job completes, and fails at once, with the
+// Job's reason, when it fails: waiting out the timeout would only hide why.
+func jobFinished(cfg *envconf.Config, job *batchv1.Job) func(context.Context) (bool, error) {
+	return func(ctx context.Context) (bool, error) {
+		if err := cfg.Client().Resources().Get(ctx, job.Name, job.Namespace, job); err != nil {
+			return false, nil
+		}
+		for _, c := range job.Status.Conditions {
+			if c.Status != corev1.ConditionTrue {
+				continue
+			}
+			switch c.Type {
+			case batchv1.JobComplete:
+				return true, nil
+			case batchv1.JobFailed:
+				return false, fmt.Errorf("job %s failed (%d failed pods): %s: %s", job.Name, job.Status.Failed, c.Reason, c.Message)
+			}
+		}
+		return false, nil
+	}
 }
