@@ -13,11 +13,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
 	"github.com/gmini-dev/gmini/tools/cluster/local/cgroups"
@@ -278,20 +278,14 @@ func chainCleanup(save string) [][]string {
 
 // mountsUnder lists mount points below dir, deepest first.
 func mountsUnder(dir string) ([]string, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
 	if err != nil {
 		return nil, fmt.Errorf("read mountinfo: %w", err)
 	}
 	var out []string
-	prefix := filepath.Clean(dir) + "/"
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescapeMount(f[4])
-		if strings.HasPrefix(mp, prefix) {
-			out = append(out, mp)
+	for _, m := range infos {
+		if m.Mountpoint != filepath.Clean(dir) {
+			out = append(out, m.Mountpoint)
 		}
 	}
 	slices.SortFunc(out, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
@@ -338,24 +332,6 @@ func removeCNICache(p plan) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func lastLines(b []byte, n int) string {

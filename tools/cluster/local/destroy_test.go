@@ -59,12 +59,6 @@ func TestParseStat(t *testing.T) {
 	}
 }
 
-func TestUnescapeMount(t *testing.T) {
-	if got := unescapeMount(`/run/a\040b`); got != "/run/a b" {
-		t.Errorf("unescapeMount = %q", got)
-	}
-}
-
 func TestContainerdConfigKeepsEverythingInRunDir(t *testing.T) {
 	p, err := newPlan("dev", "/x/run", 3)
 	if err != nil {
