@@ -7,7 +7,7 @@ MODULES := apps/backend apps/runner tools
 # YAML outside their module, which Go's test cache does not track.
 UNIT_FLAGS ?= -count=1 -short
 
-.PHONY: all build test unit lint fmt vet images e2e up down proxy bench clean
+.PHONY: all build test unit lint fmt vet images cluster-test e2e check-clean up down proxy bench clean
 
 all: lint test
 
@@ -19,8 +19,9 @@ build:
 unit:
 	@for m in $(MODULES); do (cd $$m && $(GO) test $(UNIT_FLAGS) ./...) || exit 1; done
 
-## test: everything CI runs: lint, fast tests, then the end-to-end suite on a real cluster
-test: lint unit e2e
+## test: everything CI runs: lint, fast tests, the local provider's own tests, the
+## end-to-end suite on a real cluster, then a check that nothing was left behind
+test: lint unit cluster-test e2e check-clean
 
 ## lint: gofmt and go vet must be clean (e2e files included)
 lint: fmt vet
@@ -35,9 +36,24 @@ vet:
 images:
 	cd tools && $(GO) run ./cmd/images
 
+## cluster-test: the local provider's tests: create a node, run a Job, restart the
+## API server, kill containerd, destroy, and assert no process, mount, netns or iptables rule is left
+cluster-test:
+	cd tools && $(GO) test -count=1 -v -timeout 20m ./cluster/local/...
+
 ## e2e: create a cluster (kind if Docker runs, else a local node), deploy, test, delete it
 e2e:
 	cd tools && $(GO) test -tags e2e -count=1 -v -timeout 40m ./e2e/
+
+## check-clean: the test clusters left no network namespace, process or mount behind
+TEST_CLUSTERS := gmini-e2e gmini-rel itest itest-api
+check-clean:
+	@left=""; for c in $(TEST_CLUSTERS); do \
+	  ip netns list 2>/dev/null | grep -q "^gmini-$$c\b" && left="$$left netns:gmini-$$c"; \
+	  pgrep -f "(cluster/|/tmp/gmini-)$$c[/-]" >/dev/null && left="$$left processes:$$c"; \
+	  grep -Eq "(/cluster/|/tmp/gmini-)$$c[/-]" /proc/self/mountinfo && left="$$left mounts:$$c"; \
+	done; \
+	if [ -n "$$left" ]; then echo "left behind:$$left"; exit 1; fi; echo "nothing left behind"
 
 ## up: a cluster with gmini deployed and one experiment run; stays up until `make down`
 up:

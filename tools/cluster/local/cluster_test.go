@@ -25,6 +25,8 @@ import (
 	"github.com/gmini-dev/gmini/tools/cluster/local/cgroups"
 	"github.com/gmini-dev/gmini/tools/cluster/local/netns"
 	"github.com/gmini-dev/gmini/tools/images"
+	"github.com/gmini-dev/gmini/tools/internal/hostpkgs"
+	"github.com/gmini-dev/gmini/tools/internal/kubebuild"
 )
 
 // TestCluster brings a real node up, runs a Job with a locally built image,
@@ -211,6 +213,9 @@ func TestAPIServerOnly(t *testing.T) {
 	assertGone(t, st)
 }
 
+// requireNode skips unless the test may start a real node, and builds what
+// the node needs (Debian packages, the Kubernetes binary) when it is missing,
+// so that on a fresh clone these tests run rather than skip.
 func requireNode(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
@@ -219,9 +224,14 @@ func requireNode(t *testing.T) string {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	if err := hostpkgs.Ensure(ctx, log, hostpkgs.LocalNode()...); err != nil {
+		t.Fatal(err)
+	}
 	kube := filepath.Join(repoRoot(), "_output", "bin", "kube")
-	if _, err := os.Stat(kube); err != nil {
-		t.Skipf("kube binary not built (%v)", err)
+	if err := kubebuild.Build(ctx, log, repoRoot(), kube); err != nil {
+		t.Fatal(err)
 	}
 	return kube
 }
