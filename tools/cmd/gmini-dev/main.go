@@ -145,7 +145,7 @@ func up(ctx context.Context, log *slog.Logger, stdout io.Writer, p support.E2ECl
 	fmt.Fprintf(stdout, `
 gmini is running (%s). To send more experiments:
 
-  go run ./tools/cmd/gmini-dev proxy     # in another terminal: backend on 127.0.0.1:8080
+  make proxy     # in another terminal: the backend on 127.0.0.1:8080
   curl -sS -X POST localhost:8080/experiment -H 'Content-Type: application/json' \
        -d '{"experiment": {"id": "myExp1", "key": "k"}}'
   curl -sS localhost:8080/experiments/myExp1/logs

@@ -46,7 +46,11 @@ func Build(ctx context.Context, log *slog.Logger, repoRoot, outPath string) erro
 	if err := os.MkdirAll(filepath.Dir(absOut), 0o755); err != nil {
 		return fmt.Errorf("create output directory: %w", err)
 	}
-	args := BuildArgs(absOut)
+	// Build next to the target and rename over it: writing into a binary that
+	// a running node still executes fails with "text file busy".
+	tmpOut := absOut + ".partial"
+	defer os.Remove(tmpOut)
+	args := BuildArgs(tmpOut)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = filepath.Join(repoRoot, ModuleDir)
 	cmd.Env = append(os.Environ(), BuildEnv()...)
@@ -82,6 +86,9 @@ wait:
 	}
 	if err := cmd.Wait(); err != nil {
 		return fmt.Errorf("build kube (%s): %w\n%s", time.Since(start).Round(time.Second), err, out.tail())
+	}
+	if err := os.Rename(tmpOut, absOut); err != nil {
+		return fmt.Errorf("build kube: install binary: %w", err)
 	}
 	log.Info("built kube binary", "packagesCompiled", out.compiled(),
 		"elapsed", time.Since(start).Round(100*time.Millisecond), "out", absOut)

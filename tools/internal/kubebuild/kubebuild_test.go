@@ -3,6 +3,7 @@ package kubebuild
 import (
 	"context"
 	"log/slog"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -76,8 +77,22 @@ func TestBuild(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "kube")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	if err := Build(ctx, slog.New(slog.NewTextHandler(t.Output(), nil)), repoRoot, out); err != nil {
+	// A rebuild must replace the binary even while it runs, as the local node
+	// may still be executing the old one: put a running sleep in its place.
+	sleep, err := os.ReadFile("/bin/sleep")
+	if err != nil {
+		t.Skip("no /bin/sleep to stand in for a running binary")
+	}
+	if err := os.WriteFile(out, sleep, 0o755); err != nil {
 		t.Fatal(err)
+	}
+	running := exec.CommandContext(ctx, out, "60")
+	if err := running.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = running.Process.Kill(); _ = running.Wait() }()
+	if err := Build(ctx, slog.New(slog.NewTextHandler(t.Output(), nil)), repoRoot, out); err != nil {
+		t.Fatalf("build over a running binary: %v", err)
 	}
 	got, err := exec.CommandContext(ctx, out, "kubelet", "--version").CombinedOutput()
 	if err != nil {
