@@ -7,7 +7,7 @@ MODULES := apps/backend apps/runner tools
 # YAML outside their module, which Go's test cache does not track.
 UNIT_FLAGS ?= -count=1 -short
 
-.PHONY: all build test unit lint fmt vet images cluster-test e2e check-clean up down proxy bench clean
+.PHONY: all build test unit fuzz lint fmt vet images cluster-test e2e reliability check-clean up down proxy bench clean
 
 all: lint test
 
@@ -19,9 +19,16 @@ build:
 unit:
 	@for m in $(MODULES); do (cd $$m && $(GO) test $(UNIT_FLAGS) ./...) || exit 1; done
 
-## test: everything CI runs: lint, fast tests, the local provider's own tests, the
-## end-to-end suite on a real cluster, then a check that nothing was left behind
-test: lint unit cluster-test e2e check-clean
+## test: everything CI runs: lint, fast tests, bounded fuzzing, the local provider's own
+## tests, the end-to-end and reliability suites on real clusters, then a check that
+## nothing was left behind
+test: lint unit fuzz cluster-test e2e reliability check-clean
+
+## fuzz: the request decoder and the ID-to-Job-name mapping, FUZZTIME each
+FUZZTIME ?= 20s
+fuzz:
+	cd apps/backend && $(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/experiment/
+	cd apps/backend && $(GO) test -run '^$$' -fuzz '^FuzzJobName$$' -fuzztime $(FUZZTIME) ./internal/experiment/
 
 ## lint: gofmt and go vet must be clean (e2e files included)
 lint: fmt vet
@@ -30,7 +37,7 @@ fmt:
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 vet:
 	@for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
-	@cd tools && $(GO) vet -tags e2e ./e2e/
+	@cd tools && $(GO) vet -tags e2e ./e2e/ ./reliability/
 
 ## images: backend, runner and pause images as OCI archives in _output/images (no Docker needed)
 images:
@@ -44,6 +51,11 @@ cluster-test:
 ## e2e: create a cluster (kind if Docker runs, else a local node), deploy, test, delete it
 e2e:
 	cd tools && $(GO) test -tags e2e -count=1 -v -timeout 40m ./e2e/
+
+## reliability: bad input, 1,000 concurrent POSTs, API server outage, SIGTERM, RBAC and
+## Pod Security, against a real API server (a local cluster without a node)
+reliability:
+	cd tools && $(GO) test -tags e2e -count=1 -v -timeout 30m ./reliability/
 
 ## check-clean: the test clusters left no network namespace, process or mount behind
 TEST_CLUSTERS := gmini-e2e gmini-rel itest itest-api

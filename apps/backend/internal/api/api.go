@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -156,14 +157,30 @@ func (s *server) spawnFailed(c *gin.Context, code int, msg string) {
 }
 
 // message is what the client reads for err: the whole chain, which names
-// the object and the API server's reason, except for request-size errors
-// whose text is Go's.
+// the object and the API server's reason. Two exceptions: request-size
+// errors, whose text is Go's, and network errors, whose text carries the API
+// server's internal address; the log keeps the full error.
 func (s *server) message(err error) string {
 	var maxBytes *http.MaxBytesError
 	if errors.As(err, &maxBytes) {
 		return "body exceeds the limit of " + strconv.FormatInt(maxBytes.Limit, 10) + " bytes"
 	}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return "the Kubernetes API server is unreachable (" + rootCause(err).Error() + "); retry later"
+	}
 	return err.Error()
+}
+
+// rootCause is the innermost error of a chain, such as "connection refused".
+func rootCause(err error) error {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err
+		}
+		err = next
+	}
 }
 
 func (s *server) listExperiments(c *gin.Context) {
@@ -171,7 +188,7 @@ func (s *server) listExperiments(c *gin.Context) {
 	defer cancel()
 	items, err := s.Store.List(ctx)
 	if err != nil {
-		s.fail(c, statusFor(err), err.Error())
+		s.fail(c, statusFor(err), s.message(err))
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"items": items})
@@ -196,7 +213,7 @@ func (s *server) getExperiment(c *gin.Context) {
 	defer cancel()
 	st, err := s.Store.Get(ctx, id)
 	if err != nil {
-		s.fail(c, statusFor(err), err.Error())
+		s.fail(c, statusFor(err), s.message(err))
 		return
 	}
 	c.JSON(http.StatusOK, st)
@@ -213,7 +230,7 @@ func (s *server) experimentLogs(c *gin.Context) {
 	// still become a proper status code.
 	var buf bytes.Buffer
 	if err := s.Store.Logs(ctx, id, &buf); err != nil {
-		s.fail(c, statusFor(err), err.Error())
+		s.fail(c, statusFor(err), s.message(err))
 		return
 	}
 	c.Data(http.StatusOK, "text/plain; charset=utf-8", buf.Bytes())
@@ -228,7 +245,7 @@ func (s *server) deleteExperiment(c *gin.Context) {
 	defer cancel()
 	st, err := s.Store.Delete(ctx, id)
 	if err != nil {
-		s.fail(c, statusFor(err), err.Error())
+		s.fail(c, statusFor(err), s.message(err))
 		return
 	}
 	s.Logger.InfoContext(ctx, "experiment deleted", "id", id, "job", st.Job)

@@ -282,6 +282,9 @@ func TestCreateExperimentAPIErrors(t *testing.T) {
 			if msg := errorMessage(t, rec); !strings.Contains(msg, tt.wantMsg) {
 				t.Errorf("message = %q, want it to contain %q", msg, tt.wantMsg)
 			}
+			if strings.Contains(rec.Body.String(), "198.18.0.1") {
+				t.Errorf("the API server's address leaked to the client: %s", rec.Body)
+			}
 			if tt.wantCode == http.StatusServiceUnavailable && rec.Header().Get("Retry-After") == "" {
 				t.Errorf("503 without Retry-After")
 			}

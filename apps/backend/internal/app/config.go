@@ -45,8 +45,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&cfg.Namespace, "namespace", env("GMINI_NAMESPACE", getenv("POD_NAMESPACE")), "namespace for Jobs and the template; default: the pod's own namespace, else the kubeconfig's (GMINI_NAMESPACE, POD_NAMESPACE)")
 	fs.StringVar(&cfg.Template, "template", env("GMINI_TEMPLATE", "gmini-runner"), "name of the suspended CronJob used as the Job template (GMINI_TEMPLATE)")
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig file; default: in-cluster config, else KUBECONFIG or ~/.kube/config")
-	fs.StringVar(&qps, "kube-qps", env("GMINI_KUBE_QPS", "50"), "client-side rate limit on API calls per second; client-go's default of 5 throttles spawning (GMINI_KUBE_QPS)")
-	fs.StringVar(&burst, "kube-burst", env("GMINI_KUBE_BURST", "100"), "client-side burst of API calls (GMINI_KUBE_BURST)")
+	// The API server protects itself with API Priority and Fairness; the
+	// client-side limit is only a guard against a runaway loop. At 50/100 it
+	// held spawning to 75 Jobs/s while the API server took 210 (see
+	// docs/benchmarks.md), so it sits well above what one API server accepts.
+	fs.StringVar(&qps, "kube-qps", env("GMINI_KUBE_QPS", "1000"), "client-side rate limit on API calls per second; it must stay above the API server's own rate, or it, not the API server, limits spawning (GMINI_KUBE_QPS)")
+	fs.StringVar(&burst, "kube-burst", env("GMINI_KUBE_BURST", "2000"), "client-side burst of API calls (GMINI_KUBE_BURST)")
 	fs.StringVar(&maxBody, "max-body-bytes", env("GMINI_MAX_BODY_BYTES", strconv.Itoa(api.DefaultMaxBodyBytes)), "largest accepted POST body; it must stay well below Linux's 128 KiB per-argument limit (GMINI_MAX_BODY_BYTES)")
 	fs.StringVar(&apiTimeout, "api-timeout", env("GMINI_API_TIMEOUT", "10s"), "bound on API server calls per request (GMINI_API_TIMEOUT)")
 	fs.StringVar(&shutdownTimeout, "shutdown-timeout", env("GMINI_SHUTDOWN_TIMEOUT", "25s"), "how long SIGTERM waits for in-flight requests; keep it below the pod's terminationGracePeriodSeconds (GMINI_SHUTDOWN_TIMEOUT)")

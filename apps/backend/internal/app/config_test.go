@@ -17,7 +17,7 @@ func TestParseConfig(t *testing.T) {
 		wantErr string
 	}{
 		{name: "defaults", check: func(t *testing.T, c Config) {
-			if c.Listen != ":8080" || c.Template != "gmini-runner" || c.QPS != 50 || c.Burst != 100 ||
+			if c.Listen != ":8080" || c.Template != "gmini-runner" || c.QPS != 1000 || c.Burst != 2000 ||
 				c.MaxBodyBytes != 64<<10 || c.APITimeout != 10*time.Second || c.ShutdownTimeout != 25*time.Second ||
 				c.LogFormat != "json" || c.LogLevel != slog.LevelInfo || c.Namespace != "" {
 				t.Errorf("defaults = %+v", c)

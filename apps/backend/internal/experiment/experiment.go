@@ -28,6 +28,10 @@ const (
 	// maxDepth bounds JSON nesting: deeper documents are rejected before they
 	// cost memory, and no real experiment needs more.
 	maxDepth = 32
+	// MaxEncodedBytes bounds Body, which the runner gets as one process
+	// argument: Linux's MAX_ARG_STRLEN is 32 pages (128 KiB) including the
+	// terminating NUL.
+	MaxEncodedBytes = 128<<10 - 1
 )
 
 // Experiment is a validated request.
@@ -106,10 +110,22 @@ func Decode(r io.Reader) (Experiment, error) {
 	if err := ValidateID(id); err != nil {
 		return Experiment{}, err
 	}
-	// Marshalling a map sorts its keys, which makes Body canonical.
-	body, err := json.Marshal(map[string]any{"experiment": exp})
-	if err != nil {
+	// Encoding a map sorts its keys, which makes Body canonical. HTML
+	// escaping is off because it turns each of '<', '>' and '&' into six
+	// bytes: a 64 KiB body of them would grow past what Linux accepts as
+	// one argument, and the runner's pod could not start.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(map[string]any{"experiment": exp}); err != nil {
 		return Experiment{}, fmt.Errorf("encode experiment: %w", err)
+	}
+	body := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	// encoding/json still writes U+2028 and U+2029 as six-byte escapes,
+	// so the body can double at most; a large body limit could still
+	// pass the argument limit.
+	if len(body) > MaxEncodedBytes {
+		return Experiment{}, inputErrorf("the experiment re-encodes to %d bytes; the runner receives it as one argument, limited to %d bytes", len(body), MaxEncodedBytes)
 	}
 	sum := sha256.Sum256(body)
 	return Experiment{ID: id, Body: body, Hash: hex.EncodeToString(sum[:])}, nil

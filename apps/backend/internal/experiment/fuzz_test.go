@@ -1,0 +1,170 @@
+package experiment
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Run a fuzz target for a bounded time with, from apps/backend:
+//
+//	go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 20s ./internal/experiment/
+//	go test -run '^$' -fuzz '^FuzzJobName$' -fuzztime 20s ./internal/experiment/
+//
+// Without -fuzz, `go test` runs each target once per seed below, so the
+// seeds are checked on every unit test run.
+
+// decodeSeeds are bodies that reach every branch of Decode: valid ones,
+// each kind of rejection, and JSON that encoding/json treats leniently.
+var decodeSeeds = []string{
+	`{"experiment": {"id": "aB3dE9xQ2mNpL7", "key": "k-123"}}`,
+	`{"experiment": {"z": [1, 2.50, -0e+3], "id": "e1", "a": {"b": null, "c": true}}}`,
+	`{"experiment": {"id": "e1", "seed": 123456789012345678901234567890}}`,
+	`{"experiment": {"id": "run_2024.01-a", "s": "\u00e9\ud83d\ude00\u0000<>&"}}`,
+	`{"experiment": {"id": "` + strings.Repeat("a", MaxIDLength) + `"}}`,
+	`{"experiment": {"id": "` + strings.Repeat("a", MaxIDLength+1) + `"}}`,
+	``, " \n\t", `[]`, `null`, `"x"`, `1`, `{}`, `{"experiment": null}`,
+	`{"experiment": []}`, `{"experiment": "e1"}`, `{"experiment": {}}`,
+	`{"experiment": {"id": null}}`, `{"experiment": {"id": 7}}`, `{"experiment": {"id": ""}}`,
+	`{"experiment": {"id": "a b"}}`, `{"experiment": {"id": "../etc"}}`, `{"experiment": {"id": "a/b"}}`,
+	`{"experiment": {"id": "a\u0000b"}}`, `{"experiment": {"id": "é"}}`, `{"experiment": {"id": "-a"}}`,
+	`{"experiment": {"id": "a", "id": "b"}}`, `{"experiment": {"id": "a"}, "experiment": {"id": "b"}}`,
+	`{"experiment": {"id": "a"}, "x": 1}`, `{"experiment": {"id": "a"}} {}`, `{"experiment": {"id": "a"`,
+	`{"experiment": {"id": "a"}}` + "\xff", "\xef\xbb\xbf" + `{"experiment": {"id": "a"}}`,
+	`{"experiment": {"id": "a", "deep": ` + strings.Repeat("[", 40) + strings.Repeat("]", 40) + `}}`,
+	`{"experiment": {"id": "a", "deep": ` + strings.Repeat(`{"k":`, 29) + `1` + strings.Repeat("}", 29) + `}}`,
+	`{"experiment": {"id": "a", "n": 1e400}}`, `{"experiment": {"id": "a", "n": 01}}`,
+	`{"experiment": {"id": "a", "\ud800": "lone surrogate"}}`,
+	`{"experiment": {"id": "a", "html": "<script>&amp;</script>", "ls": "  "}}`,
+}
+
+// FuzzDecode checks that Decode never panics, that it rejects only with an
+// InputError (the reader here cannot fail), and that what it accepts is
+// canonical: a valid ID, a Hash that is the SHA-256 of Body, and a Body
+// that decodes again to the same ID, Body and Hash (the runner and a retry
+// see exactly what the backend hashed).
+func FuzzDecode(f *testing.F) {
+	for _, s := range decodeSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		exp, err := Decode(bytes.NewReader(data))
+		if err != nil {
+			if !IsInputError(err) {
+				t.Fatalf("Decode(%q) failed with %T %v, want an *InputError", data, err, err)
+			}
+			if err.Error() == "" {
+				t.Fatalf("Decode(%q) gave an empty error message", data)
+			}
+			return
+		}
+		if err := ValidateID(exp.ID); err != nil {
+			t.Fatalf("Decode(%q) accepted ID %q that ValidateID rejects: %v", data, exp.ID, err)
+		}
+		sum := sha256.Sum256(exp.Body)
+		if exp.Hash != hex.EncodeToString(sum[:]) {
+			t.Fatalf("Decode(%q): Hash %s is not the SHA-256 of Body %q", data, exp.Hash, exp.Body)
+		}
+		if len(exp.Body) > MaxEncodedBytes {
+			t.Fatalf("Decode(%q): Body of %d bytes is over the runner's argument limit", data, len(exp.Body))
+		}
+		if len(exp.Body) > 2*len(data) {
+			t.Fatalf("Decode(%q): Body grew from %d to %d bytes; only U+2028/U+2029 may double", data, len(data), len(exp.Body))
+		}
+		again, err := Decode(bytes.NewReader(exp.Body))
+		if err != nil {
+			t.Fatalf("Decode(%q) gave Body %q, which Decode rejects: %v", data, exp.Body, err)
+		}
+		if again.ID != exp.ID || again.Hash != exp.Hash || !bytes.Equal(again.Body, exp.Body) {
+			t.Fatalf("Body is not canonical:\n input %q\n first  %q %s %q\n second %q %s %q",
+				data, exp.ID, exp.Hash, exp.Body, again.ID, again.Hash, again.Body)
+		}
+	})
+}
+
+// jobNameSeeds are pairs of IDs that differ only in what JobName lowers or
+// replaces, so the fuzzer starts from the near-collisions that matter.
+var jobNameSeeds = [][2]string{
+	{"aB3dE9xQ2mNpL7", "ab3de9xq2mnpl7"},
+	{"a.b", "a_b"}, {"a-b", "a--b"}, {"a..b", "a.b"}, {"e1", "E1"},
+	{strings.Repeat("a", 128), strings.Repeat("a", 127)},
+	{strings.Repeat("a", 128), strings.Repeat("A", 128)},
+	{strings.Repeat("a", 47) + "b", strings.Repeat("a", 47) + "c"}, // same readable part once cut
+	{"0", "9-"}, {"x_", "x."}, {"---a", "a"}, {"", "-"}, {"é", "\xff"}, {"a\x00b", "a b"},
+}
+
+// FuzzJobName checks the ID-to-name mapping for any input, valid ID or not:
+// the name is a DNS-1123 label of at most 63 characters starting with
+// "exp-", the same ID always gives the same name, and two different IDs
+// never share one (a collision needs 50 bits of SHA-256 to match, which a
+// fuzzer finding would be news).
+func FuzzJobName(f *testing.F) {
+	for _, p := range jobNameSeeds {
+		f.Add(p[0], p[1])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		na := JobName(a)
+		if errs := validation.IsDNS1123Label(na); len(errs) > 0 {
+			t.Fatalf("JobName(%q) = %q is not a DNS-1123 label: %v", a, na, errs)
+		}
+		if len(na) > 63 || !strings.HasPrefix(na, "exp-") {
+			t.Fatalf("JobName(%q) = %q: want exp-... of at most 63 characters", a, na)
+		}
+		if JobName(a) != na {
+			t.Fatalf("JobName(%q) is not deterministic", a)
+		}
+		if ValidateID(a) == nil {
+			// The readable part is the ID lower-cased with other
+			// characters turned into '-'; people find their Job by it.
+			first := strings.ToLower(a[:1])
+			if !strings.HasPrefix(na, "exp-"+first) {
+				t.Fatalf("JobName(%q) = %q does not start with the ID's first character", a, na)
+			}
+		}
+		if a == b {
+			return
+		}
+		if nb := JobName(b); na == nb {
+			t.Fatalf("different IDs %q and %q share the Job name %q", a, b, na)
+		}
+	})
+}
+
+// TestDecodeBodyFitsOneArgument: the runner gets Body as one process
+// argument, which Linux limits to 128 KiB. A body within the request limit
+// must not grow past it when re-encoded (encoding/json's HTML escaping made
+// 64 KiB of '<' into 384 KiB), and what would is refused as bad input.
+func TestDecodeBodyFitsOneArgument(t *testing.T) {
+	wrap := func(s string) string { return `{"experiment": {"id": "a", "s": "` + s + `"}}` }
+	tests := []struct {
+		name    string
+		body    string
+		wantErr bool
+	}{
+		{"64 KiB of '<'", wrap(strings.Repeat("<", 64<<10-40)), false},
+		{"64 KiB of '&'", wrap(strings.Repeat("&", 64<<10-40)), false},
+		{"64 KiB of U+2028", wrap(strings.Repeat("\u2028", (64<<10-40)/3)), false},
+		{"100 KiB of U+2028", wrap(strings.Repeat("\u2028", (100<<10-40)/3)), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			exp, err := Decode(strings.NewReader(tt.body))
+			if tt.wantErr {
+				if !IsInputError(err) || !strings.Contains(err.Error(), "one argument") {
+					t.Fatalf("err = %v, want an InputError about the argument limit", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(exp.Body) > MaxEncodedBytes {
+				t.Errorf("a %d-byte body re-encodes to %d bytes, over %d", len(tt.body), len(exp.Body), MaxEncodedBytes)
+			}
+		})
+	}
+}
