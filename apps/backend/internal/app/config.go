@@ -47,7 +47,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig file; default: in-cluster config, else KUBECONFIG or ~/.kube/config")
 	// The API server protects itself with API Priority and Fairness; the
 	// client-side limit is only a guard against a runaway loop. At 50/100 it
-	// held spawning to 75 Jobs/s while the API server took 210 (see
+	// held spawning to 75 Jobs/s while the API server took up to 480 (see
 	// docs/benchmarks.md), so it sits well above what one API server accepts.
 	fs.StringVar(&qps, "kube-qps", env("GMINI_KUBE_QPS", "1000"), "client-side rate limit on API calls per second; it must stay above the API server's own rate, or it, not the API server, limits spawning (GMINI_KUBE_QPS)")
 	fs.StringVar(&burst, "kube-burst", env("GMINI_KUBE_BURST", "2000"), "client-side burst of API calls (GMINI_KUBE_BURST)")

@@ -1,0 +1,296 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/gmini-dev/gmini/tools/cluster/local"
+	"github.com/gmini-dev/gmini/tools/deploy"
+)
+
+// Stages of one experiment, as first seen by a watch from the host
+// (millisecond resolution, unlike the API's one-second timestamps).
+const (
+	stPosted    = "POST answered"
+	stPod       = "pod created"
+	stScheduled = "pod scheduled"
+	stSandbox   = "sandbox ready"
+	stStarted   = "container started"
+	stExited    = "container exited"
+	stComplete  = "Job Complete"
+)
+
+var stages = []string{stPosted, stPod, stScheduled, stSandbox, stStarted, stExited, stComplete}
+
+// timeline holds, per Job name, when each stage was first seen.
+type timeline struct {
+	mu   sync.Mutex
+	seen map[string]map[string]time.Time
+}
+
+func (t *timeline) mark(job, stage string, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m := t.seen[job]
+	if m == nil {
+		m = map[string]time.Time{}
+		t.seen[job] = m
+	}
+	if _, ok := m[stage]; !ok {
+		m[stage] = at
+	}
+}
+
+func (t *timeline) get(job, stage string) (time.Time, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	at, ok := t.seen[job][stage]
+	return at, ok
+}
+
+func endToEnd(ctx context.Context, log *slog.Logger, root string, c *local.Cluster, o options, tars []string, rep *report) error {
+	c.WithName(o.e2eNm)
+	if _, err := c.Create(ctx); err != nil {
+		return fmt.Errorf("create cluster %s: %w", o.e2eNm, err)
+	}
+	defer func() {
+		if err := c.Destroy(context.WithoutCancel(ctx)); err != nil {
+			log.Error("destroy cluster", "name", o.e2eNm, "err", err)
+		}
+	}()
+	if err := deploy.LoadImages(ctx, log, c, tars); err != nil {
+		return err
+	}
+	cfg := c.KubernetesRestConfig()
+	if err := deploy.Apply(ctx, log, cfg, filepath.Join(root, "overlays", "dev")); err != nil {
+		return err
+	}
+	client, err := clientset(cfg, -1, 0)
+	if err != nil {
+		return err
+	}
+	if err := deploy.WaitBackend(ctx, log, client, deploy.Namespace, 3*time.Minute); err != nil {
+		return err
+	}
+	url, err := serviceURL(ctx, c, client)
+	if err != nil {
+		return err
+	}
+
+	tl := &timeline{seen: map[string]map[string]time.Time{}}
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go watchPods(wctx, client, tl)
+	go watchJobs(wctx, client, tl)
+	time.Sleep(time.Second) // let both watches start
+
+	httpc := &http.Client{Timeout: 30 * time.Second}
+	var jobs []string
+	var starts []time.Time
+	for i := range o.e2eN {
+		job, start, err := postOne(ctx, httpc, url, i)
+		if err != nil {
+			return err
+		}
+		tl.mark(job, stPosted, time.Now())
+		err = wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) {
+			_, ok := tl.get(job, stComplete)
+			return ok, nil
+		})
+		if err != nil {
+			return fmt.Errorf("experiment %d (job %s) not Complete: %w", i, job, err)
+		}
+		jobs = append(jobs, job)
+		starts = append(starts, start)
+		at, _ := tl.get(job, stComplete)
+		log.Info("experiment complete", "n", i+1, "job", job, "elapsed", at.Sub(start).Round(time.Millisecond))
+	}
+	// Per stage: the time from the previous stage seen.
+	for _, st := range stages {
+		rep.e2eStages = append(rep.e2eStages, stage{name: st})
+	}
+	for k, job := range jobs {
+		prev := starts[k]
+		for i, st := range stages {
+			at, ok := tl.get(job, st)
+			if !ok {
+				continue // e.g. a container so fast that no watch event showed it running
+			}
+			if at.Before(prev) {
+				at = prev
+			}
+			rep.e2eStages[i].d = append(rep.e2eStages[i].d, at.Sub(prev))
+			prev = at
+		}
+		done, _ := tl.get(job, stComplete)
+		rep.e2eTotal = append(rep.e2eTotal, done.Sub(starts[k]))
+	}
+	return nil
+}
+
+// serviceURL is the backend's Service address, which the host routes into
+// the cluster's network namespace.
+func serviceURL(ctx context.Context, c *local.Cluster, client kubernetes.Interface) (string, error) {
+	nw, err := c.Network()
+	if err != nil {
+		return "", err
+	}
+	svc, err := client.CoreV1().Services(deploy.Namespace).Get(ctx, "gmini-backend", metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("get backend service: %w", err)
+	}
+	ip, err := netip.ParseAddr(svc.Spec.ClusterIP)
+	if err != nil || !nw.ServiceCIDR.Contains(ip) || !netip.MustParsePrefix("198.18.0.0/15").Contains(ip) {
+		return "", fmt.Errorf("backend ClusterIP %q is outside the cluster's service range %s", svc.Spec.ClusterIP, nw.ServiceCIDR)
+	}
+	return "http://" + netip.AddrPortFrom(ip, 8080).String(), nil
+}
+
+func postOne(ctx context.Context, c *http.Client, url string, i int) (string, time.Time, error) {
+	body := fmt.Sprintf(`{"experiment": {"id": "e2e-bench-%d", "key": "k-%d"}}`, i, i)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/experiment", strings.NewReader(body))
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	start := time.Now()
+	res, err := c.Do(req)
+	if err != nil {
+		return "", start, fmt.Errorf("POST /experiment: %w", err)
+	}
+	defer res.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
+	if res.StatusCode != http.StatusCreated {
+		return "", start, fmt.Errorf("POST /experiment: %d %s", res.StatusCode, msg)
+	}
+	// {"id":..,"job":"exp-...",...}: take the job name without a struct.
+	s := string(msg)
+	i0 := strings.Index(s, `"job":"`)
+	if i0 < 0 {
+		return "", start, fmt.Errorf("POST /experiment: no job in %s", s)
+	}
+	s = s[i0+len(`"job":"`):]
+	return s[:strings.IndexByte(s, '"')], start, nil
+}
+
+func watchPods(ctx context.Context, client kubernetes.Interface, tl *timeline) {
+	watchLoop(ctx, func(ctx context.Context) (watch.Interface, error) {
+		return client.CoreV1().Pods(deploy.Namespace).Watch(ctx, metav1.ListOptions{LabelSelector: jobPodLabel})
+	}, func(obj any, at time.Time) {
+		pod, ok := obj.(*corev1.Pod)
+		if !ok {
+			return
+		}
+		job := pod.Labels[jobPodLabel]
+		tl.mark(job, stPod, at)
+		for _, c := range pod.Status.Conditions {
+			if c.Status != corev1.ConditionTrue {
+				continue
+			}
+			switch c.Type {
+			case corev1.PodScheduled:
+				tl.mark(job, stScheduled, at)
+			case corev1.PodReadyToStartContainers:
+				tl.mark(job, stSandbox, at)
+			}
+		}
+		for _, cs := range pod.Status.ContainerStatuses {
+			if cs.State.Running != nil || cs.State.Terminated != nil {
+				tl.mark(job, stStarted, at)
+			}
+			if cs.State.Terminated != nil {
+				tl.mark(job, stExited, at)
+			}
+		}
+	})
+}
+
+func watchJobs(ctx context.Context, client kubernetes.Interface, tl *timeline) {
+	watchLoop(ctx, func(ctx context.Context) (watch.Interface, error) {
+		return client.BatchV1().Jobs(deploy.Namespace).Watch(ctx, metav1.ListOptions{LabelSelector: benchSelector})
+	}, func(obj any, at time.Time) {
+		job, ok := obj.(*batchv1.Job)
+		if !ok {
+			return
+		}
+		for _, c := range job.Status.Conditions {
+			if c.Type == batchv1.JobComplete && c.Status == corev1.ConditionTrue {
+				tl.mark(job.Name, stComplete, at)
+			}
+		}
+	})
+}
+
+// watchLoop re-opens a watch that the server closed, until ctx ends; at
+// most once every 100 ms so a failing watch cannot spin.
+func watchLoop(ctx context.Context, open func(context.Context) (watch.Interface, error), on func(any, time.Time)) {
+	for ctx.Err() == nil {
+		w, err := open(ctx)
+		if err == nil {
+			for ev := range w.ResultChan() {
+				on(ev.Object, time.Now())
+			}
+			w.Stop()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// imageSizes reads each archive's size and its layers' compressed sizes.
+func imageSizes(tars []string, rep *report) error {
+	for _, t := range tars {
+		fi, err := os.Stat(t)
+		if err != nil {
+			return err
+		}
+		img, err := tarball.ImageFromPath(t, nil)
+		if err != nil {
+			return fmt.Errorf("read image %s: %w", t, err)
+		}
+		layers, err := img.Layers()
+		if err != nil {
+			return fmt.Errorf("layers of %s: %w", t, err)
+		}
+		var compressed, uncompressed int64
+		for _, l := range layers {
+			s, err := l.Size()
+			if err != nil {
+				return fmt.Errorf("layer size in %s: %w", t, err)
+			}
+			compressed += s
+			rc, err := l.Uncompressed()
+			if err != nil {
+				return fmt.Errorf("layer of %s: %w", t, err)
+			}
+			n, err := io.Copy(io.Discard, rc)
+			rc.Close()
+			if err != nil {
+				return fmt.Errorf("read layer of %s: %w", t, err)
+			}
+			uncompressed += n
+		}
+		rep.images = append(rep.images, imageSize{name: strings.TrimSuffix(filepath.Base(t), ".tar"),
+			archive: fi.Size(), compressed: compressed, uncompressed: uncompressed, layers: len(layers)})
+	}
+	return nil
+}

@@ -1,0 +1,154 @@
+// Command bench measures how fast gmini turns requests into Jobs, against
+// the limit of the API server on the same machine, and prints the figures
+// as Markdown tables. Run it with `make bench` (cd tools && go run ./bench).
+//
+// It makes two local clusters in turn. The first has no node (etcd,
+// kube-apiserver, kube-controller-manager), so the spawn benchmarks measure
+// the API path without a kubelet and pods competing for the CPU: the
+// ceiling (client-go without a client-side limit), gmini (the real backend
+// process over loopback HTTP) and the tutorial's design (client-go with its
+// default QPS 5 / burst 10). The second has a node and the dev overlay
+// deployed, for POST-to-Complete times. These figures are not tests.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gmini-dev/gmini/tools/cluster"
+	"github.com/gmini-dev/gmini/tools/cluster/local"
+	"github.com/gmini-dev/gmini/tools/deploy"
+	"github.com/gmini-dev/gmini/tools/manifests"
+)
+
+type options struct {
+	n, nNaive, e2eN  int
+	rounds           int
+	concurrency      []int
+	skipE2E          bool
+	backendArgs      []string
+	compareArgs      []string
+	spawnName, e2eNm string
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(ctx, log, os.Args[1:]); err != nil {
+		log.Error("bench failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger, args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	var o options
+	var conc, extra, compare string
+	fs.IntVar(&o.n, "n", 300, "Jobs per spawn run (ceiling and gmini rows)")
+	fs.IntVar(&o.nNaive, "n-naive", 60, "Jobs per run of the QPS 5 / burst 10 row (it runs at about 5 Jobs/s)")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds of each spawn row, in rotated order; a row's figures pool all its rounds")
+	fs.StringVar(&conc, "concurrency", "1,8,32", "comma-separated concurrencies")
+	fs.IntVar(&o.e2eN, "e2e", 20, "experiments for POST-to-Complete, one at a time")
+	fs.BoolVar(&o.skipE2E, "skip-e2e", false, "skip the cluster with a node (POST-to-Complete)")
+	fs.StringVar(&extra, "backend-args", "", "extra flags for the backend, space-separated (e.g. \"--kube-qps 50 --kube-burst 100\" to compare settings)")
+	fs.StringVar(&compare, "compare-args", "--kube-qps 50 --kube-burst 100", "flags of a second backend measured in its own row (the settings before the fix); empty: no such row")
+	fs.StringVar(&o.spawnName, "cluster", "gmini-bench", "name of the node-less cluster")
+	fs.StringVar(&o.e2eNm, "node-cluster", "gmini-bench-node", "name of the cluster with a node")
+	timeout := fs.Duration("timeout", 20*time.Minute, "bound on the whole run")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	for _, s := range strings.Split(conc, ",") {
+		c, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || c < 1 || c > 256 {
+			return fmt.Errorf("concurrency %q: want 1 to 256", s)
+		}
+		o.concurrency = append(o.concurrency, c)
+	}
+	if o.n < 1 || o.n > 5000 || o.nNaive < 1 || o.nNaive > 1000 || o.e2eN < 0 || o.e2eN > 200 || o.rounds < 1 || o.rounds > 10 {
+		return fmt.Errorf("n must be 1-5000, n-naive 1-1000, e2e 0-200, rounds 1-10")
+	}
+	o.backendArgs = strings.Fields(extra)
+	o.compareArgs = strings.Fields(compare)
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+
+	root, err := manifests.RepoRoot(".")
+	if err != nil {
+		return err
+	}
+	out := filepath.Join(root, "_output")
+	start := time.Now()
+
+	provider, _, err := cluster.New(ctx, cluster.Options{Provider: cluster.Local, RepoRoot: root, Log: log})
+	if err != nil {
+		return fmt.Errorf("prepare local cluster: %w", err)
+	}
+	tars, err := deploy.BuildImages(ctx, log, root, filepath.Join(out, "images"), "dev")
+	if err != nil {
+		return err
+	}
+	backendBin := filepath.Join(out, "bench", "backend")
+	if err := buildBackend(ctx, root, backendBin); err != nil {
+		return err
+	}
+
+	rep := &report{}
+	rep.machine = machine()
+	rep.command = "cd tools && go run ./bench " + strings.Join(args, " ")
+	if err := spawnBenchmarks(ctx, log, root, provider.(*local.Cluster), o, backendBin, rep); err != nil {
+		return err
+	}
+	if err := imageSizes(tars, rep); err != nil {
+		return err
+	}
+	if !o.skipE2E && o.e2eN > 0 {
+		node, _, err := cluster.New(ctx, cluster.Options{Provider: cluster.Local, RepoRoot: root, Log: log, NoBuild: true})
+		if err != nil {
+			return err
+		}
+		if err := endToEnd(ctx, log, root, node.(*local.Cluster), o, tars, rep); err != nil {
+			return err
+		}
+	}
+	rep.elapsed = time.Since(start)
+	rep.print(os.Stdout)
+	return nil
+}
+
+func machine() string {
+	cpu := "unknown CPU"
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				cpu = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	mem := ""
+	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
+		f := strings.Fields(strings.SplitN(string(data), "\n", 2)[0])
+		if len(f) >= 2 {
+			if kb, err := strconv.Atoi(f[1]); err == nil {
+				mem = fmt.Sprintf(", %.0f GiB RAM", float64(kb)/(1<<20))
+			}
+		}
+	}
+	load := ""
+	if data, err := os.ReadFile("/proc/loadavg"); err == nil {
+		load = ", load average at start " + strings.Join(strings.Fields(string(data))[:3], " ")
+	}
+	return fmt.Sprintf("%s, %d CPUs%s, %s%s", cpu, runtime.NumCPU(), mem, runtime.Version(), load)
+}
