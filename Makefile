@@ -79,5 +79,9 @@ proxy:
 down:
 	cd tools && $(GO) run ./cmd/gmini-dev down
 
+## bench: spawn throughput against the ceiling, end-to-end latency and cost, as Markdown tables
+bench:
+	cd tools && $(GO) run ./bench
+
 clean: down
 	rm -rf _output
