@@ -7,7 +7,7 @@ MODULES := apps/backend apps/runner tools
 # YAML outside their module, which Go's test cache does not track.
 UNIT_FLAGS ?= -count=1 -short
 
-.PHONY: all build test unit fuzz lint fmt vet images cluster-test e2e reliability check-clean up down proxy bench clean
+.PHONY: all build test unit fuzz lint fmt vet images cluster-test e2e reliability check-clean up down proxy bench kube clean
 
 all: lint test
 
@@ -43,9 +43,14 @@ vet:
 images:
 	cd tools && $(GO) run ./cmd/images
 
+## kube: the local node's Kubernetes binary, _output/bin/kube (a cold build takes minutes;
+## the Go build cache makes later ones a relink)
+kube:
+	cd tools && $(GO) run ./cmd/kube
+
 ## cluster-test: the local provider's tests: create a node, run a Job, restart the
 ## API server, kill containerd, destroy, and assert no process, mount, netns or iptables rule is left
-cluster-test:
+cluster-test: kube
 	cd tools && $(GO) test -count=1 -v -timeout 20m ./cluster/local/...
 
 ## e2e: create a cluster (kind if Docker runs, else a local node), deploy, test, delete it
@@ -54,7 +59,7 @@ e2e:
 
 ## reliability: bad input, 1,000 concurrent POSTs, API server outage, SIGTERM, RBAC and
 ## Pod Security, against a real API server (a local cluster without a node)
-reliability:
+reliability: kube
 	cd tools && $(GO) test -tags e2e -count=1 -v -timeout 30m ./reliability/
 
 ## check-clean: the test clusters left no network namespace, process or mount behind
