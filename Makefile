@@ -25,10 +25,17 @@ unit:
 test: lint unit fuzz cluster-test e2e reliability check-clean
 
 ## fuzz: the request decoder and the ID-to-Job-name mapping, FUZZTIME each
-FUZZTIME ?= 20s
+# Counts, not durations: a duration is a context deadline in Go's fuzz
+# coordinator, and a worker still minimizing a new input when it passes fails
+# the target with "context deadline exceeded" although nothing was found.
+# Minimizing is bounded too: unbounded (60s by default), one long input can
+# stall both workers for the whole run. 250000 runs take ~20s here.
+FUZZTIME ?= 250000x
+FUZZMINIMIZETIME ?= 500x
+FUZZFLAGS = -run '^$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME)
 fuzz:
-	cd apps/backend && $(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/experiment/
-	cd apps/backend && $(GO) test -run '^$$' -fuzz '^FuzzJobName$$' -fuzztime $(FUZZTIME) ./internal/experiment/
+	cd apps/backend && $(GO) test $(FUZZFLAGS) -fuzz '^FuzzDecode$$' ./internal/experiment/
+	cd apps/backend && $(GO) test $(FUZZFLAGS) -fuzz '^FuzzJobName$$' ./internal/experiment/
 
 ## lint: gofmt and go vet must be clean (e2e files included)
 lint: fmt vet

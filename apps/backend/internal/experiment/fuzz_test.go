@@ -12,8 +12,8 @@ import (
 
 // Run a fuzz target for a bounded time with, from apps/backend:
 //
-//	go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 20s ./internal/experiment/
-//	go test -run '^$' -fuzz '^FuzzJobName$' -fuzztime 20s ./internal/experiment/
+//	go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 250000x -fuzzminimizetime 500x ./internal/experiment/
+//	go test -run '^$' -fuzz '^FuzzJobName$' -fuzztime 250000x -fuzzminimizetime 500x ./internal/experiment/
 //
 // Without -fuzz, `go test` runs each target once per seed below, so the
 // seeds are checked on every unit test run.
