@@ -10,10 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
-// Run a fuzz target for a bounded time with, from apps/backend:
-//
-//	go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 250000x -fuzzminimizetime 500x ./internal/experiment/
-//	go test -run '^$' -fuzz '^FuzzJobName$' -fuzztime 250000x -fuzzminimizetime 500x ./internal/experiment/
+// `make fuzz` runs both targets for a bounded number of inputs (the
+// Makefile says why a count and not a duration).
 //
 // Without -fuzz, `go test` runs each target once per seed below, so the
 // seeds are checked on every unit test run.
