@@ -1,15 +1,13 @@
 // Package api is the backend's HTTP surface: routes, request checks and the
-// mapping of errors onto status codes. The work itself is done by spawn and
-// lifecycle.
+// mapping of failures onto status codes (errors.go). The work itself is done
+// by spawn and lifecycle.
 package api
 
 import (
 	"bytes"
 	"context"
-	"errors"
 	"log/slog"
 	"mime"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -18,9 +16,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/experiment"
+	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
 	"github.com/gmini-dev/gmini/apps/backend/internal/lifecycle"
 	"github.com/gmini-dev/gmini/apps/backend/internal/metrics"
 	"github.com/gmini-dev/gmini/apps/backend/internal/spawn"
+	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 )
 
 // DefaultMaxBodyBytes bounds POST /experiment. The experiment reaches the
@@ -29,14 +29,25 @@ import (
 // Job object small in etcd.
 const DefaultMaxBodyBytes = 64 << 10
 
+// MaxRequestTarget bounds the request target (path and query). The longest
+// real one, a logs path with a 128-character ID, is far shorter; longer
+// ones get a JSON 414 from the handler.
+const MaxRequestTarget = 8 << 10
+
+// MaxHeaderBytes is the http.Server's bound on the request line and
+// headers. It sits well above MaxRequestTarget so that an over-long target
+// reaches the handler and its JSON 414; only requests beyond it get
+// net/http's plain-text 431.
+const MaxHeaderBytes = 64 << 10
+
 // Config holds what the handlers need.
 type Config struct {
 	Spawner *spawn.Spawner
 	Store   *lifecycle.Store
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
-	// Ready reports whether the backend can serve: the API server answers
-	// and the template is loaded.
+	// Ready reports whether a POST would work now: the template is loaded
+	// and usable, and the API server answers.
 	Ready func(context.Context) error
 	// MaxBodyBytes defaults to DefaultMaxBodyBytes.
 	MaxBodyBytes int64
@@ -49,7 +60,7 @@ type server struct {
 	Config
 }
 
-// NewHandler returns the backend's routes.
+// NewHandler returns the backend's routes. Every error it answers is JSON.
 func NewHandler(cfg Config) http.Handler {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
@@ -65,12 +76,17 @@ func NewHandler(cfg Config) http.Handler {
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
-	r.Use(s.observe, gin.CustomRecovery(s.recovered))
+	// gin answers "/experiments/" or "/Experiments" with a redirect whose
+	// body is HTML; a JSON 404 tells the client what is wrong instead.
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	// observe comes first so that what the others reject is counted too.
+	r.Use(s.observe, s.limitTarget, gin.CustomRecovery(s.recovered))
 	r.NoRoute(func(c *gin.Context) {
-		s.fail(c, http.StatusNotFound, "no such route: "+c.Request.Method+" "+c.Request.URL.Path)
+		s.fail(c, failure.New(failure.NotFound, "no such route: %s %s", c.Request.Method, c.Request.URL.Path))
 	})
 	r.NoMethod(func(c *gin.Context) {
-		s.fail(c, http.StatusMethodNotAllowed, "method "+c.Request.Method+" is not allowed on "+c.Request.URL.Path)
+		s.fail(c, failure.New(failure.MethodNotAllowed, "method %s is not allowed on %s", c.Request.Method, c.Request.URL.Path))
 	})
 
 	r.POST("/experiment", s.createExperiment)
@@ -79,8 +95,12 @@ func NewHandler(cfg Config) http.Handler {
 	r.GET("/experiments/:id/logs", s.experimentLogs)
 	r.DELETE("/experiments/:id", s.deleteExperiment)
 
-	r.GET("/healthz", func(c *gin.Context) { c.String(http.StatusOK, "ok\n") })
+	// Probes and load balancers also use HEAD; net/http drops the body.
+	healthz := func(c *gin.Context) { c.String(http.StatusOK, "ok\n") }
+	r.GET("/healthz", healthz)
+	r.HEAD("/healthz", healthz)
 	r.GET("/readyz", s.readyz)
+	r.HEAD("/readyz", s.readyz)
 	metricsHandler := promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{Registry: cfg.Metrics.Registry})
 	r.GET("/metrics", gin.WrapH(metricsHandler))
 	return r
@@ -97,23 +117,21 @@ type created struct {
 }
 
 func (s *server) createExperiment(c *gin.Context) {
-	if code, msg := s.checkBody(c.Request); code != 0 {
-		s.spawnFailed(c, code, msg)
+	if err := s.checkBody(c.Request); err != nil {
+		s.spawnFailed(c, "", err)
 		return
 	}
 	body := http.MaxBytesReader(c.Writer, c.Request.Body, s.MaxBodyBytes)
 	exp, err := experiment.Decode(body)
 	if err != nil {
-		s.spawnFailed(c, statusFor(err), s.message(err))
+		s.spawnFailed(c, "", err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), s.APITimeout)
 	defer cancel()
 	res, err := s.Spawner.Create(ctx, exp)
 	if err != nil {
-		code := statusFor(err)
-		s.Logger.ErrorContext(ctx, "spawn experiment", "id", exp.ID, "code", code, "err", err)
-		s.spawnFailed(c, code, s.message(err))
+		s.spawnFailed(c, exp.ID, err)
 		return
 	}
 	code := http.StatusOK
@@ -138,49 +156,40 @@ func (s *server) createExperiment(c *gin.Context) {
 
 // checkBody rejects what can be judged from the headers alone, before a
 // byte of the body is read.
-func (s *server) checkBody(r *http.Request) (int, string) {
+func (s *server) checkBody(r *http.Request) error {
 	ct := r.Header.Get("Content-Type")
 	mt, _, err := mime.ParseMediaType(ct)
 	if ct == "" || err != nil || mt != "application/json" {
-		return http.StatusUnsupportedMediaType, `Content-Type must be application/json, got "` + ct + `"`
+		return failure.New(failure.UnsupportedMediaType, "Content-Type must be application/json, got %q", ct)
 	}
 	if r.ContentLength > s.MaxBodyBytes {
-		return http.StatusRequestEntityTooLarge, "body is " + strconv.FormatInt(r.ContentLength, 10) +
-			" bytes; the limit is " + strconv.FormatInt(s.MaxBodyBytes, 10)
+		return failure.New(failure.TooLarge, "body is %d bytes; the limit is %d", r.ContentLength, s.MaxBodyBytes)
 	}
-	return 0, ""
+	return nil
 }
 
-func (s *server) spawnFailed(c *gin.Context, code int, msg string) {
+// spawnFailed answers a POST that created no Job. id is empty when the
+// request was refused before its ID was known.
+func (s *server) spawnFailed(c *gin.Context, id string, err error) {
+	code := s.fail(c, err)
 	s.Metrics.SpawnErrors.WithLabelValues(strconv.Itoa(code)).Inc()
-	s.fail(c, code, msg)
+	if id != "" {
+		s.logFailure(c, "spawn experiment", id, code, err)
+	}
 }
 
-// message is what the client reads for err: the whole chain, which names
-// the object and the API server's reason. Two exceptions: request-size
-// errors, whose text is Go's, and network errors, whose text carries the API
-// server's internal address; the log keeps the full error.
-func (s *server) message(err error) string {
-	var maxBytes *http.MaxBytesError
-	if errors.As(err, &maxBytes) {
-		return "body exceeds the limit of " + strconv.FormatInt(maxBytes.Limit, 10) + " bytes"
+// logFailure logs an experiment request that failed, with its cause: the
+// client reads only MessageOf(err).
+func (s *server) logFailure(c *gin.Context, msg, id string, code int, err error) {
+	level := slog.LevelInfo
+	if code >= http.StatusInternalServerError {
+		level = slog.LevelError
 	}
-	var netErr net.Error
-	if errors.As(err, &netErr) {
-		return "the Kubernetes API server is unreachable (" + rootCause(err).Error() + "); retry later"
+	attrs := []any{"code", code, "err", err}
+	if id != "" {
+		attrs = append([]any{"id", id, "job", jobspec.JobName(id)}, attrs...)
 	}
-	return err.Error()
-}
-
-// rootCause is the innermost error of a chain, such as "connection refused".
-func rootCause(err error) error {
-	for {
-		next := errors.Unwrap(err)
-		if next == nil {
-			return err
-		}
-		err = next
-	}
+	s.Logger.Log(c.Request.Context(), level, msg, attrs...)
 }
 
 func (s *server) listExperiments(c *gin.Context) {
@@ -188,7 +197,7 @@ func (s *server) listExperiments(c *gin.Context) {
 	defer cancel()
 	items, err := s.Store.List(ctx)
 	if err != nil {
-		s.fail(c, statusFor(err), s.message(err))
+		s.logFailure(c, "list experiments", "", s.fail(c, err), err)
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"items": items})
@@ -198,7 +207,7 @@ func (s *server) listExperiments(c *gin.Context) {
 func (s *server) experimentID(c *gin.Context) (string, bool) {
 	id := c.Param("id")
 	if err := experiment.ValidateID(id); err != nil {
-		s.fail(c, http.StatusBadRequest, err.Error())
+		s.fail(c, err)
 		return "", false
 	}
 	return id, true
@@ -213,7 +222,7 @@ func (s *server) getExperiment(c *gin.Context) {
 	defer cancel()
 	st, err := s.Store.Get(ctx, id)
 	if err != nil {
-		s.fail(c, statusFor(err), s.message(err))
+		s.logFailure(c, "get experiment", id, s.fail(c, err), err)
 		return
 	}
 	c.JSON(http.StatusOK, st)
@@ -230,7 +239,7 @@ func (s *server) experimentLogs(c *gin.Context) {
 	// still become a proper status code.
 	var buf bytes.Buffer
 	if err := s.Store.Logs(ctx, id, &buf); err != nil {
-		s.fail(c, statusFor(err), s.message(err))
+		s.logFailure(c, "read experiment logs", id, s.fail(c, err), err)
 		return
 	}
 	c.Data(http.StatusOK, "text/plain; charset=utf-8", buf.Bytes())
@@ -245,36 +254,56 @@ func (s *server) deleteExperiment(c *gin.Context) {
 	defer cancel()
 	st, err := s.Store.Delete(ctx, id)
 	if err != nil {
-		s.fail(c, statusFor(err), s.message(err))
+		s.logFailure(c, "delete experiment", id, s.fail(c, err), err)
 		return
 	}
 	s.Logger.InfoContext(ctx, "experiment deleted", "id", id, "job", st.Job)
 	c.JSON(http.StatusOK, gin.H{"id": id, "job": st.Job, "deleted": true})
 }
 
+// readyz answers 200 only when a POST would work now; otherwise 503 with
+// the reason, whatever kind of error the check met.
 func (s *server) readyz(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.Ready(ctx); err != nil {
-		c.String(http.StatusServiceUnavailable, "not ready: %v\n", err)
+		s.fail(c, failure.Wrap(failure.Unavailable, err, "not ready"))
 		return
 	}
 	c.String(http.StatusOK, "ok\n")
 }
 
-// fail answers with a JSON error a person can act on. 503s carry
-// Retry-After: the condition is expected to pass.
-func (s *server) fail(c *gin.Context, code int, msg string) {
-	if code == http.StatusServiceUnavailable {
-		c.Header("Retry-After", "5")
-	}
-	c.AbortWithStatusJSON(code, gin.H{"error": msg})
-}
-
 func (s *server) recovered(c *gin.Context, v any) {
 	s.Logger.ErrorContext(c.Request.Context(), "panic in handler", "panic", v, "path", c.Request.URL.Path)
-	s.fail(c, http.StatusInternalServerError, "internal error")
+	s.fail(c, failure.New(failure.Internal, "internal error"))
 }
+
+// limitTarget refuses request targets longer than MaxRequestTarget with a
+// JSON 414, before any handler reads them.
+func (s *server) limitTarget(c *gin.Context) {
+	target := c.Request.RequestURI
+	if target == "" { // a request built in-process rather than read by a server
+		target = c.Request.URL.RequestURI()
+	}
+	if n := len(target); n > MaxRequestTarget {
+		s.fail(c, failure.New(failure.URITooLong, "the request target is %d bytes; the limit is %d", n, MaxRequestTarget))
+	}
+}
+
+// methodLabel bounds the method label of the request metrics: any other
+// token is a valid HTTP method, and each would add series for ever.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return method
+	}
+	return "other"
+}
+
+// maxLoggedPath keeps a log line short when the path is long (up to
+// MaxRequestTarget, or more for a 414).
+const maxLoggedPath = 512
 
 // observe records metrics and one log line per request.
 func (s *server) observe(c *gin.Context) {
@@ -286,14 +315,19 @@ func (s *server) observe(c *gin.Context) {
 	}
 	elapsed := time.Since(start)
 	code := c.Writer.Status()
-	s.Metrics.Requests.WithLabelValues(route, c.Request.Method, strconv.Itoa(code)).Inc()
-	s.Metrics.RequestDuration.WithLabelValues(route, c.Request.Method).Observe(elapsed.Seconds())
+	method := methodLabel(c.Request.Method)
+	s.Metrics.Requests.WithLabelValues(route, method, strconv.Itoa(code)).Inc()
+	s.Metrics.RequestDuration.WithLabelValues(route, method).Observe(elapsed.Seconds())
 	if route == "/healthz" || route == "/readyz" || route == "/metrics" {
 		return // probes and scrapes would drown the log
 	}
+	path := c.Request.URL.Path
+	if len(path) > maxLoggedPath {
+		path = path[:maxLoggedPath] + "..."
+	}
 	s.Logger.LogAttrs(c.Request.Context(), slog.LevelInfo, "request",
 		slog.String("method", c.Request.Method),
-		slog.String("path", c.Request.URL.Path),
+		slog.String("path", path),
 		slog.Int("code", code),
 		slog.Duration("elapsed", elapsed),
 	)

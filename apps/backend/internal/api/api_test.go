@@ -1,10 +1,12 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,11 +25,11 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/gmini-dev/gmini/apps/backend/internal/experiment"
 	"github.com/gmini-dev/gmini/apps/backend/internal/lifecycle"
 	"github.com/gmini-dev/gmini/apps/backend/internal/metrics"
 	"github.com/gmini-dev/gmini/apps/backend/internal/spawn"
 	"github.com/gmini-dev/gmini/apps/backend/internal/template"
+	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 )
 
 const ns = "gmini-test"
@@ -53,6 +55,7 @@ type fixture struct {
 	client  *fake.Clientset
 	handler http.Handler
 	metrics *metrics.Metrics
+	log     *bytes.Buffer // JSON lines
 }
 
 func newFixture(t *testing.T, tmpl template.Source, ready func(context.Context) error) *fixture {
@@ -66,13 +69,15 @@ func newFixture(t *testing.T, tmpl template.Source, ready func(context.Context) 
 		ready = func(context.Context) error { return nil }
 	}
 	m := metrics.New()
+	log := &bytes.Buffer{}
 	h := NewHandler(Config{
 		Spawner: &spawn.Spawner{Client: client, Namespace: ns, Templates: tmpl},
 		Store:   &lifecycle.Store{Client: client, Namespace: ns},
 		Metrics: m,
+		Logger:  slog.New(slog.NewJSONHandler(log, nil)),
 		Ready:   ready,
 	})
-	return &fixture{client: client, handler: h, metrics: m}
+	return &fixture{client: client, handler: h, metrics: m, log: log}
 }
 
 func (f *fixture) do(method, path, contentType, body string) *httptest.ResponseRecorder {
@@ -120,7 +125,7 @@ func TestCreateExperiment(t *testing.T) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
 		t.Fatal(err)
 	}
-	wantName := experiment.JobName("aB3dE9xQ2mNpL7")
+	wantName := jobspec.JobName("aB3dE9xQ2mNpL7")
 	if got.ID != "aB3dE9xQ2mNpL7" || got.Job != wantName || got.Namespace != ns || !got.Created ||
 		got.Status != "/experiments/aB3dE9xQ2mNpL7" || rec.Header().Get("Location") != got.Status {
 		t.Errorf("answer = %+v, Location %q", got, rec.Header().Get("Location"))
@@ -134,10 +139,10 @@ func TestCreateExperiment(t *testing.T) {
 	if job.Name != wantName {
 		t.Errorf("job name = %q, want %q", job.Name, wantName)
 	}
-	if job.Labels["app"] != "gmini" || job.Labels[spawn.LabelManagedBy] != spawn.LabelManagedByName {
+	if job.Labels["app"] != "gmini" || job.Labels[jobspec.LabelManagedBy] != jobspec.LabelManagedByName {
 		t.Errorf("job labels = %v", job.Labels)
 	}
-	if job.Annotations[spawn.AnnotationID] != "aB3dE9xQ2mNpL7" {
+	if job.Annotations[jobspec.AnnotationID] != "aB3dE9xQ2mNpL7" {
 		t.Errorf("job annotations = %v", job.Annotations)
 	}
 	if *job.Spec.BackoffLimit != 4 || job.Spec.Template.Spec.RestartPolicy != corev1.RestartPolicyNever {
@@ -297,7 +302,7 @@ func TestExperimentLifecycle(t *testing.T) {
 	if rec := f.post(`{"experiment": {"id": "Exp1", "key": "k"}}`); rec.Code != http.StatusCreated {
 		t.Fatalf("create: %d %s", rec.Code, rec.Body)
 	}
-	name := experiment.JobName("Exp1")
+	name := jobspec.JobName("Exp1")
 
 	rec := f.do(http.MethodGet, "/experiments/Exp1", "", "")
 	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"state":"Pending"`) {
@@ -306,12 +311,13 @@ func TestExperimentLifecycle(t *testing.T) {
 
 	// The Job controller would set this; the fake clientset has none.
 	job, _ := f.client.BatchV1().Jobs(ns).Get(context.Background(), name, metav1.GetOptions{})
+	job.UID = "uid-1" // the fake clientset assigns none; pods are matched by it
 	now := metav1.Now()
 	job.Status.StartTime = &now
 	job.Status.CompletionTime = &now
 	job.Status.Succeeded = 1
 	job.Status.Conditions = []batchv1.JobCondition{{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, LastTransitionTime: now}}
-	if _, err := f.client.BatchV1().Jobs(ns).UpdateStatus(context.Background(), job, metav1.UpdateOptions{}); err != nil {
+	if _, err := f.client.BatchV1().Jobs(ns).Update(context.Background(), job, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	rec = f.do(http.MethodGet, "/experiments/Exp1", "", "")
@@ -325,8 +331,12 @@ func TestExperimentLifecycle(t *testing.T) {
 		t.Fatalf("logs without pod: %d %s", rec.Code, rec.Body)
 	}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name + "-abcde", Namespace: ns, Labels: map[string]string{batchv1.JobNameLabel: name}},
-		Status:     corev1.PodStatus{Phase: corev1.PodSucceeded},
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-abcde", Namespace: ns,
+			Labels:          map[string]string{batchv1.JobNameLabel: name, batchv1.ControllerUidLabel: string(job.UID)},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(job, batchv1.SchemeGroupVersion.WithKind("Job"))},
+		},
+		Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: "runner"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodSucceeded},
 	}
 	if _, err := f.client.CoreV1().Pods(ns).Create(context.Background(), pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -373,11 +383,18 @@ func TestProbes(t *testing.T) {
 	}
 	readyErr = notReady
 	rec := f.do(http.MethodGet, "/readyz", "", "")
-	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "connection refused") {
-		t.Errorf("readyz when not ready = %d %q", rec.Code, rec.Body)
+	if rec.Code != http.StatusServiceUnavailable || errorMessage(t, rec) != "not ready: kubernetes API not ready: connection refused" ||
+		rec.Header().Get("Retry-After") == "" {
+		t.Errorf("readyz when not ready = %d %q, Retry-After %q", rec.Code, rec.Body, rec.Header().Get("Retry-After"))
+	}
+	// An API server that answers its /readyz with an error status is not
+	// an upstream failure here: the backend is just not ready.
+	readyErr = apierrors.NewInternalError(errors.New("etcd not ready"))
+	if rec := f.do(http.MethodGet, "/readyz", "", ""); rec.Code != http.StatusServiceUnavailable || !strings.Contains(errorMessage(t, rec), "etcd not ready") {
+		t.Errorf("readyz when the API server is not ready = %d %q", rec.Code, rec.Body)
 	}
 	metricsBody := f.do(http.MethodGet, "/metrics", "", "").Body.String()
-	for _, want := range []string{`gmini_http_requests_total{code="503",method="GET",route="/readyz"} 1`, "go_goroutines", "gmini_http_request_duration_seconds_bucket"} {
+	for _, want := range []string{`gmini_http_requests_total{code="503",method="GET",route="/readyz"} 2`, "go_goroutines", "gmini_http_request_duration_seconds_bucket"} {
 		if !strings.Contains(metricsBody, want) {
 			t.Errorf("metrics lack %q", want)
 		}

@@ -1,57 +1,49 @@
 package api
 
 import (
-	"context"
-	"errors"
-	"net"
 	"net/http"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"github.com/gin-gonic/gin"
 
-	"github.com/gmini-dev/gmini/apps/backend/internal/experiment"
-	"github.com/gmini-dev/gmini/apps/backend/internal/lifecycle"
-	"github.com/gmini-dev/gmini/apps/backend/internal/spawn"
-	"github.com/gmini-dev/gmini/apps/backend/internal/template"
+	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
 )
 
-// statusFor maps an error from any layer onto the HTTP status a client can
-// act on. Errors from the Kubernetes API are never hidden behind a 2xx.
-func statusFor(err error) int {
-	var maxBytes *http.MaxBytesError
-	switch {
-	case experiment.IsInputError(err):
-		return http.StatusBadRequest
-	case errors.As(err, &maxBytes):
-		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, lifecycle.ErrNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, spawn.ErrConflict), errors.Is(err, lifecycle.ErrNoOutput):
-		return http.StatusConflict
-	case unavailable(err):
-		return http.StatusServiceUnavailable
-	}
-	var status apierrors.APIStatus
-	if errors.As(err, &status) {
-		// The API server answered but refused (forbidden, invalid, ...):
-		// the backend's upstream failed, not the client.
-		return http.StatusBadGateway
+// codes is the one place where a kind of failure becomes an HTTP status.
+// Packages below say what went wrong (failure.Kind); only this table says
+// how HTTP spells it.
+var codes = map[failure.Kind]int{
+	failure.Invalid:              http.StatusBadRequest,
+	failure.TooLarge:             http.StatusRequestEntityTooLarge,
+	failure.URITooLong:           http.StatusRequestURITooLong,
+	failure.UnsupportedMediaType: http.StatusUnsupportedMediaType,
+	failure.NotFound:             http.StatusNotFound,
+	failure.MethodNotAllowed:     http.StatusMethodNotAllowed,
+	failure.Conflict:             http.StatusConflict,
+	failure.Unavailable:          http.StatusServiceUnavailable,
+	failure.Upstream:             http.StatusBadGateway,
+	failure.Internal:             http.StatusInternalServerError,
+}
+
+// retryAfterSeconds is what a 503 asks clients to wait: about as long as
+// an informer needs to see a fixed template, or an API server to restart.
+const retryAfterSeconds = "5"
+
+// statusOf is the HTTP status for err.
+func statusOf(err error) int {
+	if code, ok := codes[failure.KindOf(err)]; ok {
+		return code
 	}
 	return http.StatusInternalServerError
 }
 
-// unavailable reports errors that mean "the API server cannot be reached
-// right now": retrying later may succeed.
-func unavailable(err error) bool {
-	var netErr net.Error
-	switch {
-	case errors.Is(err, template.ErrNotSynced),
-		errors.Is(err, context.DeadlineExceeded),
-		errors.As(err, &netErr),
-		apierrors.IsServiceUnavailable(err),
-		apierrors.IsServerTimeout(err),
-		apierrors.IsTimeout(err),
-		apierrors.IsTooManyRequests(err):
-		return true
+// fail answers with a JSON error a person can act on, and returns the
+// status it sent. Answers to conditions expected to pass carry
+// Retry-After.
+func (s *server) fail(c *gin.Context, err error) int {
+	code := statusOf(err)
+	if code == http.StatusServiceUnavailable || code == http.StatusTooManyRequests {
+		c.Header("Retry-After", retryAfterSeconds)
 	}
-	return false
+	c.AbortWithStatusJSON(code, gin.H{"error": failure.MessageOf(err)})
+	return code
 }

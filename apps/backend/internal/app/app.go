@@ -56,7 +56,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 	if err != nil {
 		return err
 	}
-	templates := template.NewCronJobSource(client, cfg.Namespace, cfg.Template)
+	templates := template.NewCronJobSource(client, cfg.Namespace, cfg.Template, log)
 	informerCtx, stopInformer := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopInformer()
 	templates.Start(informerCtx)
@@ -67,9 +67,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		Store:   &lifecycle.Store{Client: client, Namespace: cfg.Namespace},
 		Metrics: metrics.New(),
 		Logger:  log,
+		// Ready means "a POST would work": the template is there and
+		// usable, and the API server answers.
 		Ready: func(ctx context.Context) error {
-			if !templates.HasSynced() {
-				return template.ErrNotSynced
+			if err := templates.Check(); err != nil {
+				return err
 			}
 			return apiReady(ctx, client)
 		},
@@ -86,6 +88,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    api.MaxHeaderBytes,
 	}
 	log.Info("backend listening", "addr", ln.Addr().String(), "namespace", cfg.Namespace,
 		"template", cfg.Template, "qps", cfg.QPS, "burst", cfg.Burst)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -65,8 +66,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 
 	var errs []error
 	var err error
-	if cfg.QPS, err = strconv.ParseFloat(qps, 64); err != nil || cfg.QPS <= 0 {
-		errs = append(errs, fmt.Errorf("kube-qps %q: want a positive number", qps))
+	// ParseFloat accepts "NaN" and "Inf", and NaN <= 0 is false; client-go
+	// takes the limit as a float32, so anything above its range is Inf too.
+	if cfg.QPS, err = strconv.ParseFloat(qps, 64); err != nil || !(cfg.QPS > 0 && cfg.QPS <= math.MaxFloat32) {
+		errs = append(errs, fmt.Errorf("kube-qps %q: want a positive finite number", qps))
 	}
 	if cfg.Burst, err = strconv.Atoi(burst); err != nil || cfg.Burst <= 0 {
 		errs = append(errs, fmt.Errorf("kube-burst %q: want a positive integer", burst))

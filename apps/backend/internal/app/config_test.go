@@ -44,6 +44,17 @@ func TestParseConfig(t *testing.T) {
 			}
 		}},
 		{name: "bad qps", args: []string{"--kube-qps", "fast"}, wantErr: "kube-qps"},
+		{name: "zero qps", args: []string{"--kube-qps", "0"}, wantErr: "kube-qps"},
+		{name: "negative qps", args: []string{"--kube-qps", "-5"}, wantErr: "kube-qps"},
+		{name: "NaN qps", args: []string{"--kube-qps", "NaN"}, wantErr: "kube-qps"},
+		{name: "Inf qps", args: []string{"--kube-qps", "Inf"}, wantErr: "kube-qps"},
+		{name: "+Inf qps from the environment", env: map[string]string{"GMINI_KUBE_QPS": "+Inf"}, wantErr: "kube-qps"},
+		{name: "qps beyond float32", args: []string{"--kube-qps", "1e39"}, wantErr: "kube-qps"},
+		{name: "fractional qps", args: []string{"--kube-qps", "0.5"}, check: func(t *testing.T, c Config) {
+			if c.QPS != 0.5 {
+				t.Errorf("qps = %v", c.QPS)
+			}
+		}},
 		{name: "zero burst", args: []string{"--kube-burst", "0"}, wantErr: "kube-burst"},
 		{name: "body limit above the argument limit", args: []string{"--max-body-bytes", "200000"}, wantErr: "max-body-bytes"},
 		{name: "bad timeout", env: map[string]string{"GMINI_API_TIMEOUT": "soon"}, wantErr: "api-timeout"},

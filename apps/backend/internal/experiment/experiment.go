@@ -1,5 +1,4 @@
-// Package experiment decodes and validates the body of POST /experiment and
-// maps an experiment ID onto the name of the Job that runs it.
+// Package experiment decodes and validates the body of POST /experiment.
 //
 // The wire contract comes from the tutorial's frontend:
 //
@@ -11,20 +10,17 @@ package experiment
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/base32"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"unicode/utf8"
+
+	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
+	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 )
 
 const (
-	// MaxIDLength bounds experiment IDs. IDs come from a document store; 128
-	// leaves room for any store's keys while keeping annotations small.
-	MaxIDLength = 128
 	// maxDepth bounds JSON nesting: deeper documents are rejected before they
 	// cost memory, and no real experiment needs more.
 	maxDepth = 32
@@ -48,25 +44,15 @@ type Experiment struct {
 	Hash string
 }
 
-// InputError is an error the client can fix: its message says what is wrong
-// with the request.
-type InputError struct{ msg string }
-
-func (e *InputError) Error() string { return e.msg }
-
+// inputErrorf is an error the client can fix: its message says what is
+// wrong with the request.
 func inputErrorf(format string, args ...any) error {
-	return &InputError{msg: fmt.Sprintf(format, args...)}
+	return failure.New(failure.Invalid, format, args...)
 }
 
-// IsInputError reports whether err was caused by the request's content.
-func IsInputError(err error) bool {
-	var ie *InputError
-	return errors.As(err, &ie)
-}
-
-// Decode reads one request body. Every error it returns is an *InputError
-// except errors from r itself (such as *http.MaxBytesError), which are
-// returned wrapped so the caller can map them.
+// Decode reads one request body. Every error it returns is of kind
+// failure.Invalid except errors from r itself (such as *http.MaxBytesError),
+// which are returned wrapped so failure.KindOf classifies them.
 func Decode(r io.Reader) (Experiment, error) {
 	data, err := io.ReadAll(r)
 	if err != nil {
@@ -131,30 +117,13 @@ func Decode(r io.Reader) (Experiment, error) {
 	return Experiment{ID: id, Body: body, Hash: hex.EncodeToString(sum[:])}, nil
 }
 
-// ValidateID checks that id can name an experiment: 1 to MaxIDLength
-// characters from [A-Za-z0-9._-], starting with a letter or digit. Mixed case
-// is allowed: IDs come from a document store that generates them so.
+// ValidateID checks that id can name an experiment (jobspec.ValidateID);
+// its error is the client's to fix.
 func ValidateID(id string) error {
-	switch {
-	case id == "":
-		return inputErrorf(`"experiment.id" is empty`)
-	case len(id) > MaxIDLength:
-		return inputErrorf(`"experiment.id" is %d characters long; the limit is %d`, len(id), MaxIDLength)
-	case !isAlnum(id[0]):
-		return inputErrorf(`"experiment.id" %q must start with a letter or a digit`, id)
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !isAlnum(c) && c != '.' && c != '_' && c != '-' {
-			r, _ := utf8.DecodeRuneInString(id[i:])
-			return inputErrorf(`"experiment.id" has the character %q at byte %d; allowed are letters, digits, '.', '_' and '-'`, r, i)
-		}
+	if err := jobspec.ValidateID(id); err != nil {
+		return &failure.Error{Kind: failure.Invalid, Err: err}
 	}
 	return nil
-}
-
-func isAlnum(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }
 
 // parseStrict decodes one JSON value, keeping numbers exact and rejecting
@@ -248,52 +217,4 @@ func jsonKind(v any) string {
 		return "an object"
 	}
 	return fmt.Sprintf("%T", v)
-}
-
-// jobNamePrefix and hashLen shape Job names: "exp-" + readable part + "-" +
-// hash. A Job's name is copied into a label, so it must be at most 63
-// characters.
-const (
-	jobNamePrefix = "exp-"
-	maxJobName    = 63
-	hashLen       = 10
-)
-
-// JobName maps an experiment ID onto a DNS-1123 label of at most 63
-// characters. The readable part is the ID lower-cased with other characters
-// turned into '-', so people can recognise their Job; the suffix is a hash of
-// the exact ID, so IDs that differ only in case or punctuation
-// ("aB3" and "ab3", "a.b" and "a_b") still get different names. Two IDs share
-// a name only if 50 bits of SHA-256 collide; the backend still checks the ID
-// annotation of an existing Job before treating it as the same experiment.
-func JobName(id string) string {
-	sum := sha256.Sum256([]byte(id))
-	suffix := strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:]))[:hashLen]
-
-	var b strings.Builder
-	dash := true // no leading '-' and no runs of '-'
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		switch {
-		case 'A' <= c && c <= 'Z':
-			c += 'a' - 'A'
-		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
-		default:
-			c = '-'
-		}
-		if c == '-' && dash {
-			continue
-		}
-		dash = c == '-'
-		b.WriteByte(c)
-	}
-	readable := b.String()
-	if room := maxJobName - len(jobNamePrefix) - 1 - hashLen; len(readable) > room {
-		readable = readable[:room]
-	}
-	readable = strings.TrimRight(readable, "-")
-	if readable == "" {
-		return jobNamePrefix + suffix
-	}
-	return jobNamePrefix + readable + "-" + suffix
 }

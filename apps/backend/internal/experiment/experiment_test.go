@@ -2,15 +2,20 @@ package experiment
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
-	"k8s.io/apimachinery/pkg/util/validation"
+	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
 )
+
+// isInputError reports whether err is the client's to fix.
+func isInputError(err error) bool {
+	var f *failure.Error
+	return errors.As(err, &f) && f.Kind == failure.Invalid
+}
 
 func TestDecode(t *testing.T) {
 	tests := []struct {
@@ -18,7 +23,7 @@ func TestDecode(t *testing.T) {
 		body     string
 		wantID   string
 		wantBody string
-		wantErr  string // substring of the InputError; "" means success
+		wantErr  string // substring of the Invalid error; "" means success
 	}{
 		{name: "tutorial body", body: `{"experiment": {"id": "aB3dE9xQ2mNpL7", "key": "k1"}}`, wantID: "aB3dE9xQ2mNpL7", wantBody: `{"experiment":{"id":"aB3dE9xQ2mNpL7","key":"k1"}}`},
 		{name: "extra fields kept, keys sorted", body: `{"experiment": {"z": [1, 2.50], "id": "e1", "a": {"b": null}}}`, wantID: "e1", wantBody: `{"experiment":{"a":{"b":null},"id":"e1","z":[1,2.50]}}`},
@@ -61,8 +66,8 @@ func TestDecode(t *testing.T) {
 				if err == nil {
 					t.Fatalf("Decode succeeded with ID %q, want error containing %q", got.ID, tt.wantErr)
 				}
-				if !IsInputError(err) {
-					t.Errorf("error %v is not an InputError", err)
+				if !isInputError(err) {
+					t.Errorf("error %v is not of kind Invalid", err)
 				}
 				if !strings.Contains(err.Error(), tt.wantErr) {
 					t.Errorf("error = %q, want it to contain %q", err, tt.wantErr)
@@ -114,56 +119,10 @@ func TestDecodeReaderError(t *testing.T) {
 	if !errors.As(err, &maxErr) {
 		t.Fatalf("error = %v, want a wrapped *http.MaxBytesError", err)
 	}
-	if IsInputError(err) {
-		t.Errorf("a reader error must not be reported as an InputError")
+	if isInputError(err) {
+		t.Errorf("a reader error must not be reported as the client's input error")
 	}
-}
-
-func TestJobName(t *testing.T) {
-	ids := []string{
-		"aB3dE9xQ2mNpL7", "ab3de9xq2mnpl7", "AB3DE9XQ2MNPL7", // case must not collide
-		"a.b", "a_b", "a-b", "a--b", "a..b", // punctuation must not collide
-		"e1", "E1", "0", "9-", "x_", "---a", "a.-_b",
-		strings.Repeat("a", 128), strings.Repeat("a", 127), strings.Repeat("A", 128),
-		strings.Repeat("ab", 64), strings.Repeat("a.", 63) + "a",
-	}
-	seen := map[string]string{}
-	for _, id := range ids {
-		if err := ValidateID(id); err != nil {
-			// IDs that ValidateID rejects never reach JobName; keep the
-			// table honest.
-			if id != "---a" && id != "9-" && id != "x_" {
-				t.Fatalf("test ID %q is invalid: %v", id, err)
-			}
-		}
-		name := JobName(id)
-		if errs := validation.IsDNS1123Label(name); len(errs) > 0 {
-			t.Errorf("JobName(%q) = %q is not a DNS-1123 label: %v", id, name, errs)
-		}
-		if len(name) > 63 {
-			t.Errorf("JobName(%q) = %q has %d characters", id, name, len(name))
-		}
-		if other, ok := seen[name]; ok {
-			t.Errorf("JobName(%q) = JobName(%q) = %q", id, other, name)
-		}
-		seen[name] = id
-		if JobName(id) != name {
-			t.Errorf("JobName(%q) is not stable", id)
-		}
-	}
-	if got := JobName("aB3dE9xQ2mNpL7"); !strings.HasPrefix(got, "exp-ab3de9xq2mnpl7-") {
-		t.Errorf("JobName keeps no readable part: %q", got)
-	}
-}
-
-func TestJobNameManyIDs(t *testing.T) {
-	seen := make(map[string]int, 100000)
-	for i := 0; i < 100000; i++ {
-		id := fmt.Sprintf("Exp%06d", i)
-		name := JobName(id)
-		if j, ok := seen[name]; ok {
-			t.Fatalf("IDs %d and %d share the name %q", i, j, name)
-		}
-		seen[name] = i
+	if got := failure.KindOf(err); got != failure.TooLarge {
+		t.Errorf("KindOf = %q, want %q", got, failure.TooLarge)
 	}
 }

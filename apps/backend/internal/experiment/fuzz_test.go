@@ -7,11 +7,11 @@ import (
 	"strings"
 	"testing"
 
-	"k8s.io/apimachinery/pkg/util/validation"
+	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 )
 
-// `make fuzz` runs both targets for a bounded number of inputs (the
-// Makefile says why a count and not a duration).
+// `make fuzz` runs FuzzDecode here and FuzzJobName in jobspec for a bounded
+// number of inputs (the Makefile says why a count and not a duration).
 //
 // Without -fuzz, `go test` runs each target once per seed below, so the
 // seeds are checked on every unit test run.
@@ -23,8 +23,8 @@ var decodeSeeds = []string{
 	`{"experiment": {"z": [1, 2.50, -0e+3], "id": "e1", "a": {"b": null, "c": true}}}`,
 	`{"experiment": {"id": "e1", "seed": 123456789012345678901234567890}}`,
 	`{"experiment": {"id": "run_2024.01-a", "s": "\u00e9\ud83d\ude00\u0000<>&"}}`,
-	`{"experiment": {"id": "` + strings.Repeat("a", MaxIDLength) + `"}}`,
-	`{"experiment": {"id": "` + strings.Repeat("a", MaxIDLength+1) + `"}}`,
+	`{"experiment": {"id": "` + strings.Repeat("a", jobspec.MaxIDLength) + `"}}`,
+	`{"experiment": {"id": "` + strings.Repeat("a", jobspec.MaxIDLength+1) + `"}}`,
 	``, " \n\t", `[]`, `null`, `"x"`, `1`, `{}`, `{"experiment": null}`,
 	`{"experiment": []}`, `{"experiment": "e1"}`, `{"experiment": {}}`,
 	`{"experiment": {"id": null}}`, `{"experiment": {"id": 7}}`, `{"experiment": {"id": ""}}`,
@@ -41,7 +41,7 @@ var decodeSeeds = []string{
 }
 
 // FuzzDecode checks that Decode never panics, that it rejects only with an
-// InputError (the reader here cannot fail), and that what it accepts is
+// Invalid error (the reader here cannot fail), and that what it accepts is
 // canonical: a valid ID, a Hash that is the SHA-256 of Body, and a Body
 // that decodes again to the same ID, Body and Hash (the runner and a retry
 // see exactly what the backend hashed).
@@ -52,8 +52,8 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		exp, err := Decode(bytes.NewReader(data))
 		if err != nil {
-			if !IsInputError(err) {
-				t.Fatalf("Decode(%q) failed with %T %v, want an *InputError", data, err, err)
+			if !isInputError(err) {
+				t.Fatalf("Decode(%q) failed with %T %v, want a *failure.Error of kind Invalid", data, err, err)
 			}
 			if err.Error() == "" {
 				t.Fatalf("Decode(%q) gave an empty error message", data)
@@ -84,54 +84,6 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// jobNameSeeds are pairs of IDs that differ only in what JobName lowers or
-// replaces, so the fuzzer starts from the near-collisions that matter.
-var jobNameSeeds = [][2]string{
-	{"aB3dE9xQ2mNpL7", "ab3de9xq2mnpl7"},
-	{"a.b", "a_b"}, {"a-b", "a--b"}, {"a..b", "a.b"}, {"e1", "E1"},
-	{strings.Repeat("a", 128), strings.Repeat("a", 127)},
-	{strings.Repeat("a", 128), strings.Repeat("A", 128)},
-	{strings.Repeat("a", 47) + "b", strings.Repeat("a", 47) + "c"}, // same readable part once cut
-	{"0", "9-"}, {"x_", "x."}, {"---a", "a"}, {"", "-"}, {"é", "\xff"}, {"a\x00b", "a b"},
-}
-
-// FuzzJobName checks the ID-to-name mapping for any input, valid ID or not:
-// the name is a DNS-1123 label of at most 63 characters starting with
-// "exp-", the same ID always gives the same name, and two different IDs
-// never share one (a collision needs 50 bits of SHA-256 to match, which a
-// fuzzer finding would be news).
-func FuzzJobName(f *testing.F) {
-	for _, p := range jobNameSeeds {
-		f.Add(p[0], p[1])
-	}
-	f.Fuzz(func(t *testing.T, a, b string) {
-		na := JobName(a)
-		if errs := validation.IsDNS1123Label(na); len(errs) > 0 {
-			t.Fatalf("JobName(%q) = %q is not a DNS-1123 label: %v", a, na, errs)
-		}
-		if len(na) > 63 || !strings.HasPrefix(na, "exp-") {
-			t.Fatalf("JobName(%q) = %q: want exp-... of at most 63 characters", a, na)
-		}
-		if JobName(a) != na {
-			t.Fatalf("JobName(%q) is not deterministic", a)
-		}
-		if ValidateID(a) == nil {
-			// The readable part is the ID lower-cased with other
-			// characters turned into '-'; people find their Job by it.
-			first := strings.ToLower(a[:1])
-			if !strings.HasPrefix(na, "exp-"+first) {
-				t.Fatalf("JobName(%q) = %q does not start with the ID's first character", a, na)
-			}
-		}
-		if a == b {
-			return
-		}
-		if nb := JobName(b); na == nb {
-			t.Fatalf("different IDs %q and %q share the Job name %q", a, b, na)
-		}
-	})
-}
-
 // TestDecodeBodyFitsOneArgument: the runner gets Body as one process
 // argument, which Linux limits to 128 KiB. A body within the request limit
 // must not grow past it when re-encoded (encoding/json's HTML escaping made
@@ -152,8 +104,8 @@ func TestDecodeBodyFitsOneArgument(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			exp, err := Decode(strings.NewReader(tt.body))
 			if tt.wantErr {
-				if !IsInputError(err) || !strings.Contains(err.Error(), "one argument") {
-					t.Fatalf("err = %v, want an InputError about the argument limit", err)
+				if !isInputError(err) || !strings.Contains(err.Error(), "one argument") {
+					t.Fatalf("err = %v, want an Invalid error about the argument limit", err)
 				}
 				return
 			}

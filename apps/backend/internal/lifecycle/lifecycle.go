@@ -5,9 +5,7 @@ package lifecycle
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"time"
 
@@ -17,8 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/gmini-dev/gmini/apps/backend/internal/experiment"
-	"github.com/gmini-dev/gmini/apps/backend/internal/spawn"
+	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
+	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 )
 
 // States of an experiment, derived from its Job.
@@ -27,18 +25,13 @@ const (
 	StateRunning   = "Running"
 	StateSucceeded = "Succeeded"
 	StateFailed    = "Failed"
+	StateSuspended = "Suspended"
+	StateDeleting  = "Deleting"
 )
 
-// ErrNotFound means no Job exists for the experiment (never created, or
-// removed by its TTL or a DELETE).
-var ErrNotFound = errors.New("not found")
-
-// ErrNoOutput means the experiment exists but no runner has produced output
-// yet.
-var ErrNoOutput = errors.New("no output yet")
-
-// maxLogBytes bounds what GET /experiments/{id}/logs returns.
-const maxLogBytes = 1 << 20
+// deleteAttempts bounds Delete's retries when the Job changes between the
+// get and the delete (another request deleted or re-created it).
+const deleteAttempts = 3
 
 // Status is an experiment as the API shows it.
 type Status struct {
@@ -56,10 +49,16 @@ type Status struct {
 	Failed      int32      `json:"failed"`
 }
 
-// FromJob derives an experiment's status from its Job.
+// FromJob derives an experiment's status from its Job's status alone.
+//
+// The outcome is known as soon as the Job controller decides it:
+// SuccessCriteriaMet and FailureTarget (Kubernetes 1.31+) come while the
+// last pods are still terminating, before Complete and Failed, so the state
+// goes Running → Succeeded, never back to Pending. A Job being deleted shows
+// as Deleting, with the outcome's reason if it had one.
 func FromJob(job *batchv1.Job) Status {
 	s := Status{
-		ID:        job.Annotations[spawn.AnnotationID],
+		ID:        job.Annotations[jobspec.AnnotationID],
 		Job:       job.Name,
 		Namespace: job.Namespace,
 		State:     StatePending,
@@ -72,27 +71,49 @@ func FromJob(job *batchv1.Job) Status {
 		v := t.UTC()
 		s.StartedAt = &v
 	}
-	if job.Status.Ready != nil && *job.Status.Ready > 0 {
+	// A pod counts as running once it is ready, that is once its
+	// containers started. An API server that does not report ready pods
+	// (the field is nil) leaves only the active count.
+	if ready := job.Status.Ready; job.Status.Active > 0 && (ready == nil || *ready > 0) {
 		s.State = StateRunning
 	}
-	for _, c := range job.Status.Conditions {
+
+	var final, decided, suspended *batchv1.JobCondition
+	for i := range job.Status.Conditions {
+		c := &job.Status.Conditions[i]
 		if c.Status != corev1.ConditionTrue {
 			continue
 		}
 		switch c.Type {
-		case batchv1.JobComplete:
-			s.State = StateSucceeded
-		case batchv1.JobFailed:
-			s.State = StateFailed
-		default:
-			continue
+		case batchv1.JobComplete, batchv1.JobFailed:
+			final = c
+		case batchv1.JobSuccessCriteriaMet, batchv1.JobFailureTarget:
+			decided = c
+		case batchv1.JobSuspended:
+			suspended = c
 		}
-		s.Reason, s.Message = c.Reason, c.Message
-		v := c.LastTransitionTime.UTC()
+	}
+	if final != nil {
+		decided = final
+	}
+	switch {
+	case decided != nil:
+		s.State = StateFailed
+		if decided.Type == batchv1.JobComplete || decided.Type == batchv1.JobSuccessCriteriaMet {
+			s.State = StateSucceeded
+		}
+		s.Reason, s.Message = decided.Reason, decided.Message
+		v := decided.LastTransitionTime.UTC()
 		if job.Status.CompletionTime != nil {
 			v = job.Status.CompletionTime.UTC()
 		}
 		s.CompletedAt = &v
+	case suspended != nil:
+		s.State = StateSuspended
+		s.Reason, s.Message = suspended.Reason, suspended.Message
+	}
+	if job.DeletionTimestamp != nil {
+		s.State = StateDeleting
 	}
 	return s
 }
@@ -103,19 +124,19 @@ type Store struct {
 	Namespace string
 }
 
-// job fetches the experiment's Job and checks it is really this
-// experiment's.
+// job fetches the experiment's Job and checks, by jobspec.Owns, that it is
+// really this experiment's.
 func (s *Store) job(ctx context.Context, id string) (*batchv1.Job, error) {
-	name := experiment.JobName(id)
+	name := jobspec.JobName(id)
 	job, err := s.Client.BatchV1().Jobs(s.Namespace).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("experiment %q: %w", id, ErrNotFound)
+		return nil, failure.New(failure.NotFound, "experiment %q not found: no job %s (never created, or removed by its TTL or a DELETE)", id, name)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get job %s/%s: %w", s.Namespace, name, err)
 	}
-	if job.Annotations[spawn.AnnotationID] != id {
-		return nil, fmt.Errorf("experiment %q: %w", id, ErrNotFound)
+	if owner, ok := jobspec.Owns(job); !ok || owner != id {
+		return nil, failure.New(failure.NotFound, "experiment %q not found: job %s is not this experiment's", id, name)
 	}
 	return job, nil
 }
@@ -129,15 +150,18 @@ func (s *Store) Get(ctx context.Context, id string) (Status, error) {
 	return FromJob(job), nil
 }
 
-// List returns every experiment in the namespace, newest first.
+// List returns every experiment in the namespace, newest first: the Jobs
+// that Get would answer for, and only those.
 func (s *Store) List(ctx context.Context) ([]Status, error) {
-	jobs, err := s.Client.BatchV1().Jobs(s.Namespace).List(ctx, metav1.ListOptions{LabelSelector: spawn.ManagedSelector})
+	jobs, err := s.Client.BatchV1().Jobs(s.Namespace).List(ctx, metav1.ListOptions{LabelSelector: jobspec.ManagedSelector})
 	if err != nil {
 		return nil, fmt.Errorf("list jobs in %s: %w", s.Namespace, err)
 	}
 	out := make([]Status, 0, len(jobs.Items))
 	for i := range jobs.Items {
-		out = append(out, FromJob(&jobs.Items[i]))
+		if _, ok := jobspec.Owns(&jobs.Items[i]); ok {
+			out = append(out, FromJob(&jobs.Items[i]))
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
@@ -148,66 +172,33 @@ func (s *Store) List(ctx context.Context) ([]Status, error) {
 	return out, nil
 }
 
-// Logs copies the runner's output of the experiment's newest pod to w.
-func (s *Store) Logs(ctx context.Context, id string, w io.Writer) error {
-	job, err := s.job(ctx, id)
-	if err != nil {
-		return err
-	}
-	pods, err := s.Client.CoreV1().Pods(s.Namespace).List(ctx, metav1.ListOptions{
-		LabelSelector: batchv1.JobNameLabel + "=" + job.Name,
-	})
-	if err != nil {
-		return fmt.Errorf("list pods of job %s: %w", job.Name, err)
-	}
-	var newest *corev1.Pod
-	for i := range pods.Items {
-		p := &pods.Items[i]
-		if newest == nil || p.CreationTimestamp.After(newest.CreationTimestamp.Time) {
-			newest = p
-		}
-	}
-	if newest == nil {
-		return fmt.Errorf("experiment %q: no runner pod exists (yet or any more): %w", id, ErrNoOutput)
-	}
-	if newest.Status.Phase == corev1.PodPending {
-		return fmt.Errorf("experiment %q: runner pod %s has not started: %w", id, newest.Name, ErrNoOutput)
-	}
-	limit := int64(maxLogBytes)
-	req := s.Client.CoreV1().Pods(s.Namespace).GetLogs(newest.Name, &corev1.PodLogOptions{
-		Container:  spawn.RunnerContainer,
-		LimitBytes: &limit,
-	})
-	stream, err := req.Stream(ctx)
-	if err != nil {
-		return fmt.Errorf("read logs of pod %s: %w", newest.Name, err)
-	}
-	defer stream.Close()
-	if _, err := io.Copy(w, stream); err != nil {
-		return fmt.Errorf("copy logs of pod %s: %w", newest.Name, err)
-	}
-	return nil
-}
-
 // Delete cancels an experiment: the Job goes at once and the garbage
 // collector removes its pods (background propagation), so a running runner
-// is stopped.
+// is stopped. A DELETE or POST of the same experiment racing this one is
+// an ordinary race, answered as such: the Job is looked up again.
 func (s *Store) Delete(ctx context.Context, id string) (Status, error) {
-	job, err := s.job(ctx, id)
-	if err != nil {
-		return Status{}, err
-	}
 	policy := metav1.DeletePropagationBackground
-	err = s.Client.BatchV1().Jobs(s.Namespace).Delete(ctx, job.Name, metav1.DeleteOptions{
-		PropagationPolicy: &policy,
-		// Delete exactly the Job we checked, not a new one of the same name.
-		Preconditions: &metav1.Preconditions{UID: &job.UID},
-	})
-	if apierrors.IsNotFound(err) {
-		return Status{}, fmt.Errorf("experiment %q: %w", id, ErrNotFound)
-	}
-	if err != nil {
+	for range deleteAttempts {
+		job, err := s.job(ctx, id)
+		if err != nil {
+			return Status{}, err
+		}
+		err = s.Client.BatchV1().Jobs(s.Namespace).Delete(ctx, job.Name, metav1.DeleteOptions{
+			PropagationPolicy: &policy,
+			// Delete exactly the Job we checked, not a new one of the same name.
+			Preconditions: &metav1.Preconditions{UID: &job.UID},
+		})
+		switch {
+		case err == nil:
+			return FromJob(job), nil
+		case apierrors.IsNotFound(err):
+			return Status{}, failure.New(failure.NotFound, "experiment %q not found: its job %s was deleted by another request", id, job.Name)
+		case apierrors.IsConflict(err):
+			// The UID precondition failed: the Job was deleted, or
+			// deleted and created again, since the get.
+			continue
+		}
 		return Status{}, fmt.Errorf("delete job %s/%s: %w", s.Namespace, job.Name, err)
 	}
-	return FromJob(job), nil
+	return Status{}, failure.New(failure.Conflict, "the job of experiment %q was replaced during the delete %d times in a row; retry", id, deleteAttempts)
 }

@@ -4,9 +4,7 @@ package spawn
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"maps"
 
 	batchv1 "k8s.io/api/batch/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -14,30 +12,16 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/experiment"
+	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
 	"github.com/gmini-dev/gmini/apps/backend/internal/template"
+	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 )
 
-// Labels and annotations that mark a Job as gmini's. The ID is an
-// annotation because label values cannot hold every valid ID (length, dots
-// at the ends); the Job name, derived from it, is the lookup key.
-const (
-	LabelApp           = "app"
-	LabelAppValue      = "gmini"
-	LabelManagedBy     = "app.kubernetes.io/managed-by"
-	LabelManagedByName = "gmini-backend"
-	AnnotationID       = "gmini.dev/experiment-id"
-	AnnotationHash     = "gmini.dev/experiment-sha256"
-
-	// RunnerContainer is the container that receives the experiment.
-	RunnerContainer = "runner"
-)
-
-// ManagedSelector selects every Job the backend created.
-var ManagedSelector = LabelManagedBy + "=" + LabelManagedByName
-
-// ErrConflict means another experiment already owns the Job name: the same
-// ID with a different body, or (never seen) a hash collision.
-var ErrConflict = errors.New("conflict")
+// createAttempts bounds Create's retries when a DELETE of the same
+// experiment removes the Job between the create that found it and the get
+// that reads it. Each retry is one more race lost against a DELETE; three
+// in a row means something keeps deleting the Job.
+const createAttempts = 3
 
 // Spawner creates Jobs in one namespace.
 type Spawner struct {
@@ -61,84 +45,55 @@ type Result struct {
 func (s *Spawner) Create(ctx context.Context, exp experiment.Experiment) (Result, error) {
 	tmpl, err := s.Templates.JobTemplate()
 	if err != nil {
-		return Result{}, fmt.Errorf("load job template: %w", err)
-	}
-	job, err := BuildJob(tmpl, s.Namespace, exp)
-	if err != nil {
 		return Result{}, err
 	}
-	created, err := s.Client.BatchV1().Jobs(s.Namespace).Create(ctx, job, metav1.CreateOptions{})
-	if err == nil {
-		return Result{Job: created, Created: true}, nil
-	}
-	if !apierrors.IsAlreadyExists(err) {
-		return Result{}, fmt.Errorf("create job %s/%s: %w", s.Namespace, job.Name, err)
-	}
-	existing, err := s.Client.BatchV1().Jobs(s.Namespace).Get(ctx, job.Name, metav1.GetOptions{})
+	job, err := jobspec.Build(tmpl, s.Namespace, exp.ID, exp.Hash, exp.Body)
 	if err != nil {
-		return Result{}, fmt.Errorf("get existing job %s/%s: %w", s.Namespace, job.Name, err)
+		return Result{}, failure.Wrap(failure.Unavailable, err, "build the job of experiment %q from the template", exp.ID)
 	}
-	switch {
-	case existing.Annotations[AnnotationID] != exp.ID:
-		return Result{}, fmt.Errorf("%w: job %s belongs to experiment %q", ErrConflict, job.Name, existing.Annotations[AnnotationID])
-	case existing.Annotations[AnnotationHash] != exp.Hash:
-		return Result{}, fmt.Errorf("%w: experiment %q was already submitted with a different body (job %s); use a new ID or delete the experiment first", ErrConflict, exp.ID, job.Name)
-	case existing.DeletionTimestamp != nil:
-		return Result{}, fmt.Errorf("%w: the previous job %s of experiment %q is being deleted; retry in a few seconds", ErrConflict, job.Name, exp.ID)
+	jobs := s.Client.BatchV1().Jobs(s.Namespace)
+	for range createAttempts {
+		created, err := jobs.Create(ctx, job, metav1.CreateOptions{})
+		if err == nil {
+			return Result{Job: created, Created: true}, nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return Result{}, fmt.Errorf("create job %s/%s: %w", s.Namespace, job.Name, err)
+		}
+		existing, err := jobs.Get(ctx, job.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			continue // deleted since the create saw it: create again
+		}
+		if err != nil {
+			return Result{}, fmt.Errorf("get existing job %s/%s: %w", s.Namespace, job.Name, err)
+		}
+		if err := sameExperiment(existing, exp); err != nil {
+			return Result{}, err
+		}
+		return Result{Job: existing}, nil
 	}
-	return Result{Job: existing}, nil
+	return Result{}, failure.New(failure.Conflict,
+		"job %s of experiment %q was deleted while it was being created, %d times in a row; retry", job.Name, exp.ID, createAttempts)
 }
 
-// BuildJob makes the Job for exp from the template. The template's metadata
-// and spec are kept; gmini adds its labels, annotations and the runner's
-// argument.
-func BuildJob(tmpl *batchv1.JobTemplateSpec, namespace string, exp experiment.Experiment) (*batchv1.Job, error) {
-	job := &batchv1.Job{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:        experiment.JobName(exp.ID),
-			Namespace:   namespace,
-			Labels:      maps.Clone(tmpl.Labels),
-			Annotations: maps.Clone(tmpl.Annotations),
-		},
-		Spec: *tmpl.Spec.DeepCopy(),
+// sameExperiment tells a retry of exp (nil) from a Job that cannot serve
+// as exp's: another owner, a Job on its way out, or another body.
+func sameExperiment(existing *batchv1.Job, exp experiment.Experiment) error {
+	owner, ok := jobspec.Owns(existing)
+	switch {
+	case !ok && existing.Annotations[jobspec.AnnotationID] == "":
+		return failure.New(failure.Conflict, "job %s exists but was not created by gmini (no %s annotation); delete or rename it",
+			existing.Name, jobspec.AnnotationID)
+	case !ok:
+		return failure.New(failure.Conflict, "job %s exists but is not gmini's experiment %q (label %s=%q, annotation %s=%q); delete or rename it",
+			existing.Name, exp.ID, jobspec.LabelManagedBy, existing.Labels[jobspec.LabelManagedBy], jobspec.AnnotationID, existing.Annotations[jobspec.AnnotationID])
+	case owner != exp.ID:
+		// Only two IDs whose 50-bit name hashes collide get here.
+		return failure.New(failure.Conflict, "job %s belongs to experiment %q; use another ID", existing.Name, owner)
+	case existing.DeletionTimestamp != nil:
+		return failure.New(failure.Conflict, "the previous job %s of experiment %q is being deleted; retry in a few seconds", existing.Name, exp.ID)
+	case existing.Annotations[jobspec.AnnotationHash] != exp.Hash:
+		return failure.New(failure.Conflict, "experiment %q was already submitted with a different body (job %s); use a new ID or delete the experiment first", exp.ID, existing.Name)
 	}
-	if job.Labels == nil {
-		job.Labels = map[string]string{}
-	}
-	job.Labels[LabelApp] = LabelAppValue
-	job.Labels[LabelManagedBy] = LabelManagedByName
-	if job.Annotations == nil {
-		job.Annotations = map[string]string{}
-	}
-	job.Annotations[AnnotationID] = exp.ID
-	job.Annotations[AnnotationHash] = exp.Hash
-
-	pod := &job.Spec.Template
-	if pod.Labels == nil {
-		pod.Labels = map[string]string{}
-	}
-	pod.Labels[LabelApp] = LabelAppValue
-	if pod.Annotations == nil {
-		pod.Annotations = map[string]string{}
-	}
-	pod.Annotations[AnnotationID] = exp.ID
-
-	containers := pod.Spec.Containers
-	idx := -1
-	for i := range containers {
-		if containers[i].Name == RunnerContainer {
-			idx = i
-		}
-	}
-	if idx < 0 && len(containers) == 1 {
-		idx = 0
-	}
-	if idx < 0 {
-		return nil, fmt.Errorf("job template has no container named %q", RunnerContainer)
-	}
-	// The experiment travels as one process argument, as in the tutorial
-	// (`app.py '<json>'`); the request size limit keeps it far below
-	// Linux's 128 KiB cap on a single argument.
-	containers[idx].Args = []string{string(exp.Body)}
-	return job, nil
+	return nil
 }

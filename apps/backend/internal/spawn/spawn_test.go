@@ -1,83 +1,155 @@
 package spawn
 
 import (
+	"context"
 	"strings"
 	"testing"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/experiment"
+	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
+	"github.com/gmini-dev/gmini/apps/backend/internal/template"
+	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 )
 
-func TestBuildJob(t *testing.T) {
-	exp, err := experiment.Decode(strings.NewReader(`{"experiment": {"id": "Exp.1", "key": "k"}}`))
+const ns = "ns1"
+
+func decode(t *testing.T, body string) experiment.Experiment {
+	t.Helper()
+	exp, err := experiment.Decode(strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pod := func(names ...string) corev1.PodTemplateSpec {
-		var cs []corev1.Container
-		for _, n := range names {
-			cs = append(cs, corev1.Container{Name: n, Image: n + ":dev"})
-		}
-		return corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: cs}}
+	return exp
+}
+
+func testTemplate() *batchv1.JobTemplateSpec {
+	return &batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "runner", Image: "runner:dev"}}},
+	}}}
+}
+
+// existingJob is the Job a previous POST of body made.
+func existingJob(t *testing.T, body string) *batchv1.Job {
+	t.Helper()
+	exp := decode(t, body)
+	job, err := jobspec.Build(testTemplate(), ns, exp.ID, exp.Hash, exp.Body)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return job
+}
+
+func TestCreate(t *testing.T) {
+	const body = `{"experiment": {"id": "Exp.1", "key": "k"}}`
+	name := jobspec.JobName("Exp.1")
+	now := metav1.Now()
+	deleting := func(j *batchv1.Job) *batchv1.Job { j.DeletionTimestamp = &now; return j }
+	foreign := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
+	edited := existingJob(t, body)
+	edited.Annotations[jobspec.AnnotationID] = "Exp.2"
+
 	tests := []struct {
-		name     string
-		tmpl     batchv1.JobTemplateSpec
-		wantArgs int // index of the container that gets the experiment
-		wantErr  string
+		name        string
+		existing    []runtime.Object
+		tmpl        template.Source
+		body        string
+		wantCreated bool
+		wantKind    failure.Kind
+		wantMsg     string
 	}{
-		{"runner container", batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: pod("runner")}}, 0, ""},
-		{"runner among sidecars", batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: pod("log-shipper", "runner")}}, 1, ""},
-		{"single container of another name", batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: pod("main")}}, 0, ""},
-		{"no runner among several", batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: pod("a", "b")}}, 0, `no container named "runner"`},
-		{"template labels kept", batchv1.JobTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"team": "ml"}, Annotations: map[string]string{"note": "x"}},
-			Spec: batchv1.JobSpec{Template: pod("runner")}}, 0, ""},
+		{name: "new", body: body, wantCreated: true},
+		{name: "retry of the same experiment", existing: []runtime.Object{existingJob(t, body)}, body: `{"experiment":{"key":"k","id":"Exp.1"}}`},
+		{name: "same ID, other body", existing: []runtime.Object{existingJob(t, body)}, body: `{"experiment": {"id": "Exp.1", "key": "other"}}`,
+			wantKind: failure.Conflict, wantMsg: `experiment "Exp.1" was already submitted with a different body (job ` + name + `); use a new ID or delete the experiment first`},
+		{name: "other body while the old job is being deleted", existing: []runtime.Object{deleting(existingJob(t, body))}, body: `{"experiment": {"id": "Exp.1", "key": "other"}}`,
+			wantKind: failure.Conflict, wantMsg: `the previous job ` + name + ` of experiment "Exp.1" is being deleted; retry in a few seconds`},
+		{name: "same body while the old job is being deleted", existing: []runtime.Object{deleting(existingJob(t, body))}, body: body,
+			wantKind: failure.Conflict, wantMsg: "is being deleted; retry in a few seconds"},
+		{name: "a job gmini did not make", existing: []runtime.Object{foreign}, body: body,
+			wantKind: failure.Conflict, wantMsg: "job " + name + " exists but was not created by gmini (no gmini.dev/experiment-id annotation); delete or rename it"},
+		{name: "an edited annotation", existing: []runtime.Object{edited}, body: body,
+			wantKind: failure.Conflict, wantMsg: "job " + name + ` exists but is not gmini's experiment "Exp.1"`},
+		{name: "template unusable", tmpl: template.Static{}, body: body, wantKind: failure.Unavailable, wantMsg: "not loaded yet"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			orig := tt.tmpl.DeepCopy()
-			job, err := BuildJob(&tt.tmpl, "ns1", exp)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			t.Parallel()
+			client := fake.NewClientset(tt.existing...)
+			if tt.tmpl == nil {
+				tt.tmpl = template.Static{Template: testTemplate()}
+			}
+			s := &Spawner{Client: client, Namespace: ns, Templates: tt.tmpl}
+			res, err := s.Create(context.Background(), decode(t, tt.body))
+			if tt.wantKind != "" {
+				if failure.KindOf(err) != tt.wantKind || !strings.Contains(err.Error(), tt.wantMsg) {
+					t.Fatalf("err = %v (kind %q), want %q with %q", err, failure.KindOf(err), tt.wantKind, tt.wantMsg)
 				}
 				return
 			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			if job.Name != experiment.JobName("Exp.1") || job.Namespace != "ns1" {
-				t.Errorf("name %s/%s", job.Namespace, job.Name)
-			}
-			if job.Labels[LabelApp] != LabelAppValue || job.Labels[LabelManagedBy] != LabelManagedByName ||
-				job.Spec.Template.Labels[LabelApp] != LabelAppValue {
-				t.Errorf("labels job %v pod %v", job.Labels, job.Spec.Template.Labels)
-			}
-			if job.Annotations[AnnotationID] != "Exp.1" || job.Annotations[AnnotationHash] != exp.Hash {
-				t.Errorf("annotations %v", job.Annotations)
-			}
-			for k, v := range tt.tmpl.Labels {
-				if job.Labels[k] != v {
-					t.Errorf("template label %s lost", k)
-				}
-			}
-			for i, c := range job.Spec.Template.Spec.Containers {
-				if i == tt.wantArgs {
-					if len(c.Args) != 1 || c.Args[0] != string(exp.Body) {
-						t.Errorf("container %s args = %q", c.Name, c.Args)
-					}
-				} else if len(c.Args) != 0 {
-					t.Errorf("container %s got args %q", c.Name, c.Args)
-				}
-			}
-			// The template belongs to the informer cache: it must not change.
-			if tt.tmpl.Labels[LabelManagedBy] != "" || len(tt.tmpl.Spec.Template.Spec.Containers[0].Args) != 0 ||
-				len(orig.Labels) != len(tt.tmpl.Labels) {
-				t.Errorf("BuildJob modified the template")
+			if res.Created != tt.wantCreated || res.Job.Name != name {
+				t.Errorf("result = created %v job %s, want created %v job %s", res.Created, res.Job.Name, tt.wantCreated, name)
 			}
 		})
+	}
+}
+
+// TestCreateRacingDelete: a DELETE of the same experiment that removes the
+// Job between the create (AlreadyExists) and the get (NotFound) is a race
+// the POST wins by creating again, not a 502.
+func TestCreateRacingDelete(t *testing.T) {
+	const body = `{"experiment": {"id": "e1"}}`
+	old := existingJob(t, body)
+	client := fake.NewClientset(old)
+	gets := 0
+	client.PrependReactor("get", "jobs", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		gets++
+		if gets > 1 {
+			return false, nil, nil
+		}
+		// The DELETE lands here.
+		gvr := batchv1.SchemeGroupVersion.WithResource("jobs")
+		if err := client.Tracker().Delete(gvr, ns, old.Name); err != nil {
+			t.Error(err)
+		}
+		return true, nil, apierrors.NewNotFound(gvr.GroupResource(), old.Name)
+	})
+	s := &Spawner{Client: client, Namespace: ns, Templates: template.Static{Template: testTemplate()}}
+	res, err := s.Create(context.Background(), decode(t, body))
+	if err != nil || !res.Created {
+		t.Fatalf("Create = %+v, %v; want a new Job", res, err)
+	}
+}
+
+// TestCreateRaceBounded: a Job that is deleted every time it is found makes
+// Create give up after createAttempts with a Conflict, not loop.
+func TestCreateRaceBounded(t *testing.T) {
+	client := fake.NewClientset()
+	gvr := batchv1.SchemeGroupVersion.WithResource("jobs")
+	creates := 0
+	client.PrependReactor("create", "jobs", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		creates++
+		return true, nil, apierrors.NewAlreadyExists(gvr.GroupResource(), "x")
+	})
+	client.PrependReactor("get", "jobs", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewNotFound(gvr.GroupResource(), "x")
+	})
+	s := &Spawner{Client: client, Namespace: ns, Templates: template.Static{Template: testTemplate()}}
+	_, err := s.Create(context.Background(), decode(t, `{"experiment": {"id": "e1"}}`))
+	if failure.KindOf(err) != failure.Conflict || !strings.Contains(err.Error(), "was deleted while it was being created, 3 times in a row; retry") {
+		t.Fatalf("err = %v (kind %q)", err, failure.KindOf(err))
+	}
+	if creates != createAttempts {
+		t.Errorf("%d creates, want %d", creates, createAttempts)
 	}
 }
