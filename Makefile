@@ -7,7 +7,7 @@ MODULES := apps/backend apps/runner tools
 # YAML outside their module, which Go's test cache does not track.
 UNIT_FLAGS ?= -count=1 -short
 
-.PHONY: all build test unit fuzz lint fmt vet images cluster-test e2e reliability check-clean up down proxy bench kube clean
+.PHONY: all build test unit fuzz lint fmt vet actionlint images cluster-test e2e reliability check-clean up down proxy bench kube kube-test clean
 
 all: lint test
 
@@ -22,7 +22,7 @@ unit:
 ## test: everything CI runs: lint, fast tests, bounded fuzzing, the local provider's own
 ## tests, the end-to-end and reliability suites on real clusters, then a check that
 ## nothing was left behind
-test: lint unit fuzz cluster-test e2e reliability check-clean
+test: lint unit fuzz kube kube-test cluster-test e2e reliability check-clean
 
 ## fuzz: the request decoder and the ID-to-Job-name mapping, FUZZTIME each
 # Counts, not durations: a duration is a context deadline in Go's fuzz
@@ -32,20 +32,23 @@ test: lint unit fuzz cluster-test e2e reliability check-clean
 # stall both workers for the whole run. 250000 runs take ~10s here.
 FUZZTIME ?= 250000x
 FUZZMINIMIZETIME ?= 500x
+FUZZ_TARGETS := FuzzDecode:./internal/experiment/ FuzzJobName:./jobspec/
 fuzz:
-	@for t in FuzzDecode FuzzJobName; do \
+	@for tp in $(FUZZ_TARGETS); do t=$${tp%%:*}; p=$${tp#*:}; \
 	  (cd apps/backend && $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) \
-	    -fuzzminimizetime $(FUZZMINIMIZETIME) ./internal/experiment/) || exit 1; \
+	    -fuzzminimizetime $(FUZZMINIMIZETIME) $$p) || exit 1; \
 	done
 
-## lint: gofmt and go vet must be clean (e2e files included)
-lint: fmt vet
+## lint: gofmt, go vet (e2e files included) and actionlint on the GitHub workflows
+lint: fmt vet actionlint
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 vet:
 	@for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
 	@cd tools && $(GO) vet -tags e2e ./e2e/ ./reliability/
+actionlint:
+	@cd tools && $(GO) tool actionlint ../.github/workflows/*.yaml
 
 ## images: backend, runner and pause images as OCI archives in _output/images (no Docker needed)
 images:
@@ -55,6 +58,11 @@ images:
 ## the Go build cache makes later ones a relink)
 kube:
 	cd tools && $(GO) run ./cmd/kube
+
+## kube-test: the tests of tools/kube, a module outside go.work, with the flags of
+## its build so the compiled Kubernetes packages come from the build cache
+kube-test: kube
+	cd tools/kube && GOWORK=off CGO_ENABLED=0 $(GO) test -trimpath -count=1 ./...
 
 ## cluster-test: the local provider's tests: create a node, run a Job, restart the
 ## API server, kill containerd, destroy, and assert no process, mount, netns or iptables rule is left

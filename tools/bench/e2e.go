@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,9 +19,13 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/e2e-framework/pkg/envconf"
+	"sigs.k8s.io/e2e-framework/pkg/envfuncs"
 
+	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 	"github.com/gmini-dev/gmini/tools/cluster/local"
 	"github.com/gmini-dev/gmini/tools/deploy"
+	"github.com/gmini-dev/gmini/tools/internal/layout"
 )
 
 // Stages of one experiment, as first seen by a watch from the host
@@ -65,31 +68,27 @@ func (t *timeline) get(job, stage string) (time.Time, bool) {
 	return at, ok
 }
 
-func endToEnd(ctx context.Context, log *slog.Logger, root string, c *local.Cluster, o options, tars []string, rep *report) error {
-	c.WithName(o.e2eNm)
-	if _, err := c.Create(ctx); err != nil {
-		return fmt.Errorf("create cluster %s: %w", o.e2eNm, err)
-	}
+func endToEnd(ctx context.Context, log *slog.Logger, l layout.Layout, c *local.Cluster, o options, images deploy.Images, rep *report) error {
 	defer func() {
 		if err := c.Destroy(context.WithoutCancel(ctx)); err != nil {
 			log.Error("destroy cluster", "name", o.e2eNm, "err", err)
 		}
 	}()
-	if err := deploy.LoadImages(ctx, log, c, tars); err != nil {
-		return err
-	}
-	cfg := c.KubernetesRestConfig()
-	if err := deploy.Apply(ctx, log, cfg, filepath.Join(root, "overlays", "dev")); err != nil {
-		return err
-	}
-	client, err := clientset(cfg, -1, 0)
+	ctx, err := deploy.Run(ctx, envconf.New(),
+		envfuncs.CreateClusterWithOpts(c, o.e2eNm),
+		deploy.LoadImages(log, o.e2eNm, images),
+		deploy.ApplyOverlay(log, l.Overlay("dev")),
+		deploy.WaitBackend(log, deploy.Namespace, 3*time.Minute),
+	)
 	if err != nil {
 		return err
 	}
-	if err := deploy.WaitBackend(ctx, log, client, deploy.Namespace, 3*time.Minute); err != nil {
+	client, err := clientset(c.KubernetesRestConfig(), -1, 0)
+	if err != nil {
 		return err
 	}
-	url, err := serviceURL(ctx, c, client)
+	// The host routes the service range into the cluster's namespace.
+	url, err := deploy.ClusterIPURL(ctx, client, deploy.Namespace)
 	if err != nil {
 		return err
 	}
@@ -145,24 +144,6 @@ func endToEnd(ctx context.Context, log *slog.Logger, root string, c *local.Clust
 	return nil
 }
 
-// serviceURL is the backend's Service address, which the host routes into
-// the cluster's network namespace.
-func serviceURL(ctx context.Context, c *local.Cluster, client kubernetes.Interface) (string, error) {
-	nw, err := c.Network()
-	if err != nil {
-		return "", err
-	}
-	svc, err := client.CoreV1().Services(deploy.Namespace).Get(ctx, "gmini-backend", metav1.GetOptions{})
-	if err != nil {
-		return "", fmt.Errorf("get backend service: %w", err)
-	}
-	ip, err := netip.ParseAddr(svc.Spec.ClusterIP)
-	if err != nil || !nw.ServiceCIDR.Contains(ip) || !netip.MustParsePrefix("198.18.0.0/15").Contains(ip) {
-		return "", fmt.Errorf("backend ClusterIP %q is outside the cluster's service range %s", svc.Spec.ClusterIP, nw.ServiceCIDR)
-	}
-	return "http://" + netip.AddrPortFrom(ip, 8080).String(), nil
-}
-
 func postOne(ctx context.Context, c *http.Client, url string, i int) (string, time.Time, error) {
 	body := fmt.Sprintf(`{"experiment": {"id": "e2e-bench-%d", "key": "k-%d"}}`, i, i)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/experiment", strings.NewReader(body))
@@ -192,13 +173,13 @@ func postOne(ctx context.Context, c *http.Client, url string, i int) (string, ti
 
 func watchPods(ctx context.Context, client kubernetes.Interface, tl *timeline) {
 	watchLoop(ctx, func(ctx context.Context) (watch.Interface, error) {
-		return client.CoreV1().Pods(deploy.Namespace).Watch(ctx, metav1.ListOptions{LabelSelector: jobPodLabel})
+		return client.CoreV1().Pods(deploy.Namespace).Watch(ctx, metav1.ListOptions{LabelSelector: batchv1.JobNameLabel})
 	}, func(obj any, at time.Time) {
 		pod, ok := obj.(*corev1.Pod)
 		if !ok {
 			return
 		}
-		job := pod.Labels[jobPodLabel]
+		job := pod.Labels[batchv1.JobNameLabel]
 		tl.mark(job, stPod, at)
 		for _, c := range pod.Status.Conditions {
 			if c.Status != corev1.ConditionTrue {
@@ -224,7 +205,7 @@ func watchPods(ctx context.Context, client kubernetes.Interface, tl *timeline) {
 
 func watchJobs(ctx context.Context, client kubernetes.Interface, tl *timeline) {
 	watchLoop(ctx, func(ctx context.Context) (watch.Interface, error) {
-		return client.BatchV1().Jobs(deploy.Namespace).Watch(ctx, metav1.ListOptions{LabelSelector: benchSelector})
+		return client.BatchV1().Jobs(deploy.Namespace).Watch(ctx, metav1.ListOptions{LabelSelector: jobspec.ManagedSelector})
 	}, func(obj any, at time.Time) {
 		job, ok := obj.(*batchv1.Job)
 		if !ok {

@@ -1,13 +1,15 @@
-// Command bench measures how fast gmini turns requests into Jobs, against
-// the limit of the API server on the same machine, and prints the figures
+// Command bench measures how fast gmini turns requests into Jobs, beside one
+// client-go client creating the same Jobs directly, and prints the figures
 // as Markdown tables. Run it with `make bench` (cd tools && go run ./bench).
 //
 // It makes two local clusters in turn. The first has no node (etcd,
 // kube-apiserver, kube-controller-manager), so the spawn benchmarks measure
-// the API path without a kubelet and pods competing for the CPU: the
-// ceiling (client-go without a client-side limit), gmini (the real backend
-// process over loopback HTTP) and the tutorial's design (client-go with its
-// default QPS 5 / burst 10). The second has a node and the dev overlay
+// the API path without a kubelet and pods competing for the CPU: direct
+// (one in-process client-go client without a client-side limit, at the
+// same concurrency), gmini (the real backend process over loopback HTTP)
+// and the tutorial's design (client-go with its default QPS 5 / burst 10).
+// Beside Jobs/s and latency it reads, per row, the CPU time the backend and
+// kube-apiserver + etcd spent per created Job. The second has a node and the dev overlay
 // deployed, for POST-to-Complete times. These figures are not tests.
 package main
 
@@ -18,17 +20,19 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"sigs.k8s.io/e2e-framework/pkg/envconf"
+
+	"github.com/gmini-dev/gmini/tools/backendproc"
 	"github.com/gmini-dev/gmini/tools/cluster"
 	"github.com/gmini-dev/gmini/tools/cluster/local"
 	"github.com/gmini-dev/gmini/tools/deploy"
-	"github.com/gmini-dev/gmini/tools/manifests"
+	"github.com/gmini-dev/gmini/tools/internal/layout"
 )
 
 type options struct {
@@ -55,7 +59,7 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var o options
 	var conc, extra, compare string
-	fs.IntVar(&o.n, "n", 300, "Jobs per spawn run (ceiling and gmini rows)")
+	fs.IntVar(&o.n, "n", 300, "Jobs per spawn run (direct and gmini rows)")
 	fs.IntVar(&o.nNaive, "n-naive", 60, "Jobs per run of the QPS 5 / burst 10 row (it runs at about 5 Jobs/s)")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds of each spawn row, in rotated order; a row's figures pool all its rounds")
 	fs.StringVar(&conc, "concurrency", "1,8,32", "comma-separated concurrencies")
@@ -84,41 +88,36 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 
-	root, err := manifests.RepoRoot(".")
+	l, err := layout.FromWorkingDir()
 	if err != nil {
 		return err
 	}
-	out := filepath.Join(root, "_output")
 	start := time.Now()
-
-	provider, _, err := cluster.New(ctx, cluster.Options{Provider: cluster.Local, RepoRoot: root, Log: log})
+	node, err := cluster.Prepare(ctx, log, l)
 	if err != nil {
-		return fmt.Errorf("prepare local cluster: %w", err)
+		return fmt.Errorf("prepare the machine: %w", err)
 	}
-	tars, err := deploy.BuildImages(ctx, log, root, filepath.Join(out, "images"), "dev")
-	if err != nil {
+	images := deploy.Images{Layout: l, Tag: "dev"}
+	if _, err := deploy.Run(ctx, envconf.New(), deploy.BuildImages(log, images)); err != nil {
 		return err
 	}
-	backendBin := filepath.Join(out, "bench", "backend")
-	if err := buildBackend(ctx, root, backendBin); err != nil {
+	backendBin, err := backendproc.Build(ctx, log, l)
+	if err != nil {
 		return err
 	}
 
 	rep := &report{}
 	rep.machine = machine()
 	rep.command = "cd tools && go run ./bench " + strings.Join(args, " ")
-	if err := spawnBenchmarks(ctx, log, root, provider.(*local.Cluster), o, backendBin, rep); err != nil {
+	spawnCluster := cluster.NewLocal(l, node, o.spawnName, log, local.WithoutNode())
+	if err := spawnBenchmarks(ctx, log, l, spawnCluster, o, backendBin, rep); err != nil {
 		return err
 	}
-	if err := imageSizes(tars, rep); err != nil {
+	if err := imageSizes(images.Archives(), rep); err != nil {
 		return err
 	}
 	if !o.skipE2E && o.e2eN > 0 {
-		node, _, err := cluster.New(ctx, cluster.Options{Provider: cluster.Local, RepoRoot: root, Log: log, NoBuild: true})
-		if err != nil {
-			return err
-		}
-		if err := endToEnd(ctx, log, root, node.(*local.Cluster), o, tars, rep); err != nil {
+		if err := endToEnd(ctx, log, l, cluster.NewLocal(l, node, o.e2eNm, log), o, images, rep); err != nil {
 			return err
 		}
 	}

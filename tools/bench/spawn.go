@@ -2,21 +2,18 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -25,16 +22,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+	"github.com/gmini-dev/gmini/tools/backendproc"
 	"github.com/gmini-dev/gmini/tools/cluster/local"
 	"github.com/gmini-dev/gmini/tools/deploy"
-)
-
-const (
-	managedBy = "app.kubernetes.io/managed-by"
-	// benchSelector matches every Job a run made, whoever made it: the
-	// ceiling rows label their Jobs like the backend does.
-	benchSelector = managedBy + "=gmini-backend"
-	jobPodLabel   = "batch.kubernetes.io/job-name"
+	"github.com/gmini-dev/gmini/tools/internal/layout"
 )
 
 // row is one line of the spawn table.
@@ -44,15 +36,32 @@ type row struct {
 	n, errors   int
 	wall        time.Duration
 	lat         []time.Duration
-	backendCPU  time.Duration // gmini rows: the backend's CPU time during the run
-	rounds      int
+	// CPU time spent during the row's runs by the backend process (gmini
+	// rows only) and by the API server and etcd (every row).
+	backendCPU, apiCPU time.Duration
+	rounds             int
 }
 
 func (r row) rate() float64 { return float64(r.n-r.errors) / r.wall.Seconds() }
 
-func spawnBenchmarks(ctx context.Context, log *slog.Logger, root string, c *local.Cluster, o options, backendBin string, rep *report) error {
-	c.WithName(o.spawnName)
-	local.WithoutNode()(c)
+// perJob divides a CPU time by the row's created Jobs.
+func (r row) perJob(d time.Duration) time.Duration {
+	if r.n-r.errors <= 0 {
+		return 0
+	}
+	return d / time.Duration(r.n-r.errors)
+}
+
+// Row names. "direct" is one client-go client in this process at the same
+// concurrency: the figure gmini is compared with, not a limit of the API
+// server.
+const (
+	rowDirect = "direct: client-go in-process, no client-side limit"
+	rowGmini  = "gmini: POST /experiment to the backend"
+	rowNaive  = "tutorial design: client-go QPS 5 / burst 10"
+)
+
+func spawnBenchmarks(ctx context.Context, log *slog.Logger, l layout.Layout, c *local.Cluster, o options, backendBin string, rep *report) error {
 	if _, err := c.Create(ctx); err != nil {
 		return fmt.Errorf("create cluster %s: %w", o.spawnName, err)
 	}
@@ -63,7 +72,7 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, root string, c *loca
 	}()
 	kubeconfig := c.GetKubeconfig()
 	base := c.KubernetesRestConfig()
-	if err := deploy.Apply(ctx, log, base, filepath.Join(root, "overlays", "dev")); err != nil {
+	if err := deploy.Apply(ctx, log, base, l.Overlay("dev")); err != nil {
 		return err
 	}
 	admin, err := clientset(base, -1, 0)
@@ -74,32 +83,44 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, root string, c *loca
 	if err != nil {
 		return err
 	}
+	apiPIDs, err := controlPlanePIDs(c)
+	if err != nil {
+		return err
+	}
+	logDir := l.Logs("bench")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return err
+	}
+	newBackend := func(logName string, extra []string) *backendproc.Process {
+		args := append([]string{"--kubeconfig", kubeconfig, "--namespace", deploy.Namespace, "--listen", "127.0.0.1:0"}, extra...)
+		return backendproc.New(backendproc.Options{Binary: backendBin, Args: args, LogPath: filepath.Join(logDir, logName), Log: log})
+	}
 
 	// Cold start: a fresh process each time, until /readyz answers 200.
-	var b *backend
+	b := newBackend("backend.log", o.backendArgs)
 	for i := range 3 {
-		if b != nil {
-			b.stop()
+		if i > 0 {
+			if _, err := b.Stop(ctx); err != nil {
+				return err
+			}
 		}
-		b, err = startBackend(ctx, backendBin, kubeconfig, o.backendArgs, filepath.Join(root, "_output", "bench"), "backend.log")
-		if err != nil {
+		if err := b.Start(ctx); err != nil {
 			return err
 		}
-		rep.coldStarts = append(rep.coldStarts, b.coldStart)
-		log.Info("backend ready", "try", i+1, "cold start", b.coldStart.Round(time.Millisecond))
+		rep.coldStarts = append(rep.coldStarts, b.ColdStart())
+		log.Info("backend ready", "try", i+1, "cold start", b.ColdStart().Round(time.Millisecond))
 	}
-	defer b.stop()
-	var before *backend
+	defer b.Stop(context.WithoutCancel(ctx))
+	var before *backendproc.Process
 	if len(o.compareArgs) > 0 {
-		before, err = startBackend(ctx, backendBin, kubeconfig, append(append([]string(nil), o.backendArgs...), o.compareArgs...),
-			filepath.Join(root, "_output", "bench"), "backend-compare.log")
-		if err != nil {
+		before = newBackend("backend-compare.log", append(append([]string(nil), o.backendArgs...), o.compareArgs...))
+		if err := before.Start(ctx); err != nil {
 			return err
 		}
-		defer before.stop()
+		defer before.Stop(context.WithoutCancel(ctx))
 	}
 
-	ceiling, err := clientset(base, -1, 0)
+	direct, err := clientset(base, -1, 0)
 	if err != nil {
 		return err
 	}
@@ -113,37 +134,38 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, root string, c *loca
 	}
 
 	// Warm both paths (TLS, HTTP/2, the backend's caches) before measuring.
-	if _, err := runCreates(ctx, "warm-up", 4, 20, ceilingCreate(ceiling, tmpl, "warm")); err != nil {
+	if _, err := runCreates(ctx, "warm-up", 4, 20, directCreate(direct, tmpl, "warm")); err != nil {
 		return err
 	}
-	if _, err := runCreates(ctx, "warm-up", 4, 20, gminiPost(httpc, b.url, "warm")); err != nil {
+	if _, err := runCreates(ctx, "warm-up", 4, 20, gminiPost(httpc, b.URL(), "warm")); err != nil {
 		return err
 	}
 	if before != nil {
-		if _, err := runCreates(ctx, "warm-up", 4, 20, gminiPost(httpc, before.url, "warm-before")); err != nil {
+		if _, err := runCreates(ctx, "warm-up", 4, 20, gminiPost(httpc, before.URL(), "warm-before")); err != nil {
 			return err
 		}
 	}
 	if err := clean(ctx, admin); err != nil {
 		return err
 	}
-	rep.rssIdle = b.rss()
+	rep.rssIdle = b.RSS()
 
+	type run struct {
+		name    string
+		n       int
+		backend *backendproc.Process // nil for the in-process clients
+		fn      func(prefix string) createFunc
+	}
 	for _, conc := range o.concurrency {
-		type run struct {
-			name string
-			n    int
-			fn   func(prefix string) createFunc
-		}
 		runs := []run{
-			{"ceiling: client-go, no client-side limit", o.n, func(p string) createFunc { return ceilingCreate(ceiling, tmpl, "ceil-"+p) }},
-			{"gmini: POST /experiment to the backend", o.n, func(p string) createFunc { return gminiPost(httpc, b.url, "gmini-"+p) }},
+			{rowDirect, o.n, nil, func(p string) createFunc { return directCreate(direct, tmpl, "direct-"+p) }},
+			{rowGmini, o.n, b, func(p string) createFunc { return gminiPost(httpc, b.URL(), "gmini-"+p) }},
 		}
 		if before != nil {
-			runs = append(runs, run{"backend with " + strings.Join(o.compareArgs, " "), o.n,
-				func(p string) createFunc { return gminiPost(httpc, before.url, "before-"+p) }})
+			runs = append(runs, run{"backend with " + strings.Join(o.compareArgs, " "), o.n, before,
+				func(p string) createFunc { return gminiPost(httpc, before.URL(), "before-"+p) }})
 		}
-		naiveRun := run{"tutorial design: client-go QPS 5 / burst 10", o.nNaive, func(p string) createFunc { return ceilingCreate(naive, tmpl, "naive-"+p) }}
+		naiveRun := run{rowNaive, o.nNaive, nil, func(p string) createFunc { return directCreate(naive, tmpl, "naive-"+p) }}
 		total := map[string]*row{}
 		for round := range o.rounds {
 			// Rotate the order each round, so that no row always runs
@@ -153,19 +175,23 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, root string, c *loca
 				order = append(order, naiveRun)
 			}
 			for _, r := range order {
-				isGmini := strings.HasPrefix(r.name, "gmini")
-				var sampler *rssSampler
-				if isGmini && conc == o.concurrency[len(o.concurrency)-1] {
-					sampler = b.sample()
+				var stopRSS func() int64
+				if r.backend == b && conc == o.concurrency[len(o.concurrency)-1] {
+					stopRSS = b.PeakRSS()
 				}
-				cpu0 := b.cpu()
+				var backendCPU0 time.Duration
+				if r.backend != nil {
+					backendCPU0 = r.backend.CPU()
+				}
+				apiCPU0 := cpuOf(apiPIDs)
 				res, err := runCreates(ctx, r.name, conc, r.n, r.fn(fmt.Sprintf("c%d-r%d", conc, round)))
-				if sampler != nil {
-					rep.rssLoad = max(rep.rssLoad, sampler.stop())
-					rep.rssLoadConc = conc
+				res.apiCPU = cpuOf(apiPIDs) - apiCPU0
+				if r.backend != nil {
+					res.backendCPU = r.backend.CPU() - backendCPU0
 				}
-				if isGmini {
-					res.backendCPU = b.cpu() - cpu0
+				if stopRSS != nil {
+					rep.rssLoad = max(rep.rssLoad, stopRSS())
+					rep.rssLoadConc = conc
 				}
 				if err != nil {
 					return err
@@ -182,6 +208,7 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, root string, c *loca
 				t.wall += res.wall
 				t.lat = append(t.lat, res.lat...)
 				t.backendCPU += res.backendCPU
+				t.apiCPU += res.apiCPU
 				t.rounds++
 				if err := clean(ctx, admin); err != nil {
 					return err
@@ -193,6 +220,27 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, root string, c *loca
 		}
 	}
 	return nil
+}
+
+// controlPlanePIDs are the processes whose CPU a Job costs on the API side.
+func controlPlanePIDs(c *local.Cluster) ([]int, error) {
+	var pids []int
+	for _, name := range []string{local.APIServer, local.Etcd} {
+		pid, err := c.PID(name)
+		if err != nil {
+			return nil, err
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
+}
+
+func cpuOf(pids []int) time.Duration {
+	var d time.Duration
+	for _, pid := range pids {
+		d += backendproc.ProcessCPU(pid)
+	}
+	return d
 }
 
 // createFunc creates Job number i and says whether it succeeded.
@@ -241,10 +289,18 @@ func runCreates(ctx context.Context, name string, conc, n int, fn createFunc) (r
 	return r, nil
 }
 
-func ceilingCreate(client kubernetes.Interface, tmpl *batchv1.JobTemplateSpec, prefix string) createFunc {
+// directCreate makes exactly the Job the backend would make for the same
+// experiment (jobspec.Build on the live template), without the backend.
+func directCreate(client kubernetes.Interface, tmpl *batchv1.JobTemplateSpec, prefix string) createFunc {
 	return func(ctx context.Context, i int) error {
 		id := fmt.Sprintf("bench-%s-%d", prefix, i)
-		_, err := client.BatchV1().Jobs(deploy.Namespace).Create(ctx, buildJob(tmpl, id), metav1.CreateOptions{})
+		body := []byte(`{"experiment":{"id":"` + id + `","key":"k"}}`)
+		sum := sha256.Sum256(body)
+		job, err := jobspec.Build(tmpl, deploy.Namespace, id, hex.EncodeToString(sum[:]), body)
+		if err != nil {
+			return err
+		}
+		_, err = client.BatchV1().Jobs(deploy.Namespace).Create(ctx, job, metav1.CreateOptions{})
 		return err
 	}
 }
@@ -270,44 +326,10 @@ func gminiPost(c *http.Client, url, prefix string) createFunc {
 	}
 }
 
-// buildJob makes the Job the backend would make for id: the template's
-// metadata and spec, gmini's labels and annotations, and the runner's
-// argument. The backend's own builder is internal to its module.
-func buildJob(tmpl *batchv1.JobTemplateSpec, id string) *batchv1.Job {
-	job := &batchv1.Job{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:        id,
-			Labels:      maps.Clone(tmpl.Labels),
-			Annotations: maps.Clone(tmpl.Annotations),
-		},
-		Spec: *tmpl.Spec.DeepCopy(),
-	}
-	if job.Labels == nil {
-		job.Labels = map[string]string{}
-	}
-	job.Labels["app"] = "gmini"
-	job.Labels[managedBy] = "gmini-backend"
-	if job.Annotations == nil {
-		job.Annotations = map[string]string{}
-	}
-	job.Annotations["gmini.dev/experiment-id"] = id
-	job.Annotations["gmini.dev/experiment-sha256"] = strings.Repeat("0", 64)
-	pod := &job.Spec.Template
-	if pod.Annotations == nil {
-		pod.Annotations = map[string]string{}
-	}
-	pod.Annotations["gmini.dev/experiment-id"] = id
-	pod.Spec.Containers[0].Args = []string{`{"experiment":{"id":"` + id + `","key":"k"}}`}
-	return job
-}
-
 func jobTemplate(ctx context.Context, client kubernetes.Interface) (*batchv1.JobTemplateSpec, error) {
 	cj, err := client.BatchV1().CronJobs(deploy.Namespace).Get(ctx, "gmini-runner", metav1.GetOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("get the job template: %w", err)
-	}
-	if len(cj.Spec.JobTemplate.Spec.Template.Spec.Containers) == 0 {
-		return nil, fmt.Errorf("job template has no container")
 	}
 	return &cj.Spec.JobTemplate, nil
 }
@@ -318,15 +340,15 @@ func clean(ctx context.Context, client kubernetes.Interface) error {
 	bg := metav1.DeletePropagationBackground
 	jobs := client.BatchV1().Jobs(deploy.Namespace)
 	if err := jobs.DeleteCollection(ctx, metav1.DeleteOptions{PropagationPolicy: &bg},
-		metav1.ListOptions{LabelSelector: benchSelector}); err != nil {
+		metav1.ListOptions{LabelSelector: jobspec.ManagedSelector}); err != nil {
 		return fmt.Errorf("delete benchmark jobs: %w", err)
 	}
 	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-		j, err := jobs.List(ctx, metav1.ListOptions{LabelSelector: benchSelector, Limit: 1})
+		j, err := jobs.List(ctx, metav1.ListOptions{LabelSelector: jobspec.ManagedSelector, Limit: 1})
 		if err != nil || len(j.Items) > 0 {
 			return false, nil
 		}
-		p, err := client.CoreV1().Pods(deploy.Namespace).List(ctx, metav1.ListOptions{LabelSelector: jobPodLabel, Limit: 1})
+		p, err := client.CoreV1().Pods(deploy.Namespace).List(ctx, metav1.ListOptions{LabelSelector: batchv1.JobNameLabel, Limit: 1})
 		return err == nil && len(p.Items) == 0, nil
 	})
 	if err != nil {
@@ -342,142 +364,6 @@ func clientset(base *rest.Config, qps float32, burst int) (*kubernetes.Clientset
 	cfg.QPS, cfg.Burst = qps, burst
 	cfg.UserAgent = "gmini-bench"
 	return kubernetes.NewForConfig(cfg)
-}
-
-func buildBackend(ctx context.Context, root, out string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, ".")
-	cmd.Dir = filepath.Join(root, "apps", "backend")
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build backend: %w\n%s", err, msg)
-	}
-	return nil
-}
-
-// backend is the real backend process, run on the host with the admin
-// kubeconfig and its default client settings.
-type backend struct {
-	cmd       *exec.Cmd
-	url       string
-	coldStart time.Duration
-	logFile   *os.File
-}
-
-func startBackend(ctx context.Context, bin, kubeconfig string, extra []string, logDir, logName string) (*backend, error) {
-	addr, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	logFile, err := os.Create(filepath.Join(logDir, logName))
-	if err != nil {
-		return nil, err
-	}
-	args := append([]string{"--kubeconfig", kubeconfig, "--namespace", deploy.Namespace, "--listen", addr}, extra...)
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("start backend: %w", err)
-	}
-	b := &backend{cmd: cmd, url: "http://" + addr, logFile: logFile}
-	c := &http.Client{Timeout: time.Second}
-	err = wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		res, err := c.Get(b.url + "/readyz")
-		if err != nil {
-			return false, nil
-		}
-		res.Body.Close()
-		return res.StatusCode == http.StatusOK, nil
-	})
-	if err != nil {
-		b.stop()
-		log, _ := os.ReadFile(logFile.Name())
-		return nil, fmt.Errorf("backend not ready: %w\n%s", err, log)
-	}
-	b.coldStart = time.Since(start)
-	return b, nil
-}
-
-func (b *backend) stop() {
-	_ = b.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = b.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		_ = b.cmd.Process.Kill()
-		<-done
-	}
-	b.logFile.Close()
-}
-
-// rss reads the process's resident set size in bytes.
-func (b *backend) rss() int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", b.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
-			f := strings.Fields(l)
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
-// cpu is the process's user and system CPU time so far.
-func (b *backend) cpu() time.Duration {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", b.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	s := string(data)
-	// Fields after the command name, which is in parentheses and may hold spaces.
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ is 100 on Linux
-}
-
-type rssSampler struct {
-	stopc chan struct{}
-	done  chan int64
-}
-
-// sample records the peak RSS every 20 ms until stop.
-func (b *backend) sample() *rssSampler {
-	s := &rssSampler{stopc: make(chan struct{}), done: make(chan int64, 1)}
-	go func() {
-		var peak int64
-		t := time.NewTicker(20 * time.Millisecond)
-		defer t.Stop()
-		for {
-			peak = max(peak, b.rss())
-			select {
-			case <-s.stopc:
-				s.done <- peak
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return s
-}
-
-func (s *rssSampler) stop() int64 { close(s.stopc); return <-s.done }
-
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 func pct(d []time.Duration, p int) time.Duration {

@@ -1,13 +1,15 @@
-// Package cluster picks and prepares the cluster that gmini's end-to-end
-// tests and `make up` run on: kind where a Docker engine answers, otherwise
-// a local node made of host processes. Both are e2e-framework providers.
+// Package cluster chooses and builds the cluster that gmini's suites, its
+// benchmark and `make up` run on: kind where a Docker engine answers,
+// otherwise a local node made of host processes. Choosing (Resolve) is
+// separate from building (NewLocal, NewKind), as in kind's
+// DetectNodeProvider and NewProvider, so callers get the concrete type they
+// need.
 package cluster
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 
 	"sigs.k8s.io/e2e-framework/support"
 
@@ -16,31 +18,22 @@ import (
 	"github.com/gmini-dev/gmini/tools/images"
 	"github.com/gmini-dev/gmini/tools/internal/hostpkgs"
 	"github.com/gmini-dev/gmini/tools/internal/kubebuild"
+	"github.com/gmini-dev/gmini/tools/internal/layout"
 )
 
-// Provider names accepted by New.
+// Provider names accepted by Resolve.
 const (
 	Auto  = "auto"
 	Kind  = "kind"
 	Local = "local"
 )
 
-// Options say which cluster to prepare.
-type Options struct {
-	// Provider is Auto, Kind or Local.
-	Provider string
-	// RepoRoot is the repository checkout; build output goes to
-	// RepoRoot/_output.
-	RepoRoot string
-	Log      *slog.Logger
-	// LocalOptions are passed to the local provider.
-	LocalOptions []local.Option
-	// NoBuild skips installing and building what a new local node needs:
-	// enough to reach or destroy a running one.
-	NoBuild bool
-}
+// Provider is what the suites need of any cluster: e2e-framework's
+// provider contract with image loading.
+type Provider = support.E2EClusterProviderWithImageLoader
 
-// Resolve turns Auto into the provider that can run here.
+// Resolve turns Auto (or "") into the provider that can run here: kind
+// when a Docker engine answers, else the local node.
 func Resolve(ctx context.Context, provider string) (string, error) {
 	switch provider {
 	case Kind, Local:
@@ -54,43 +47,83 @@ func Resolve(ctx context.Context, provider string) (string, error) {
 	return "", fmt.Errorf("unknown cluster provider %q: want %s, %s or %s", provider, Auto, Kind, Local)
 }
 
-// New returns an uncreated provider, having built what it needs: for the
-// local node, its Debian packages, the Kubernetes binary and the pause image.
-func New(ctx context.Context, opts Options) (support.E2EClusterProviderWithImageLoader, string, error) {
-	name, err := Resolve(ctx, opts.Provider)
-	if err != nil {
-		return nil, "", err
-	}
-	log := opts.Log
-	if log == nil {
-		log = slog.Default()
-	}
-	if name == Kind {
-		log.Info("cluster provider: kind (a Docker engine answers)")
-		p := kind.NewProvider().WithOpts(kind.WithLogger(log))
-		return p.(support.E2EClusterProviderWithImageLoader), name, nil
-	}
-	log.Info("cluster provider: local node (no Docker engine)")
-	out := filepath.Join(opts.RepoRoot, "_output")
-	kubeBin := filepath.Join(out, "bin", "kube")
-	pause := images.Pause(opts.RepoRoot, "dev")
-	pauseTar := filepath.Join(out, "images", pause.Name+".tar")
-	lopts := append([]local.Option{
-		local.WithKubeBinary(kubeBin),
-		local.WithPauseImage(pauseTar, pause.Tag),
-		local.WithLogger(log),
-	}, opts.LocalOptions...)
-	if opts.NoBuild {
-		return local.NewCluster("", lopts...), name, nil
-	}
+// LocalNode is what a local node takes from the machine: the Kubernetes
+// binary and the pod sandbox image.
+type LocalNode struct {
+	KubeBinary string
+	PauseImage string // docker-archive tarball
+	PauseTag   string
+}
+
+// Prepare makes this machine able to run local nodes: it installs the
+// Debian packages they need and builds the Kubernetes binary and the pause
+// image, each only when missing or out of date. Call it once, before
+// creating local clusters.
+func Prepare(ctx context.Context, log *slog.Logger, l layout.Layout) (LocalNode, error) {
+	node := Artifacts(l)
 	if err := hostpkgs.Ensure(ctx, log, hostpkgs.LocalNode()...); err != nil {
-		return nil, "", fmt.Errorf("install the local node's Debian packages: %w", err)
+		return LocalNode{}, fmt.Errorf("install the local node's Debian packages: %w", err)
 	}
-	if err := kubebuild.Build(ctx, log, opts.RepoRoot, kubeBin); err != nil {
-		return nil, "", fmt.Errorf("build kubernetes %s: %w", kubebuild.KubernetesVersion, err)
+	if err := kubebuild.Build(ctx, log, l.KubeModule(), node.KubeBinary); err != nil {
+		return LocalNode{}, fmt.Errorf("build kubernetes %s: %w", kubebuild.KubernetesVersion, err)
 	}
-	if _, err := images.Build(ctx, log, pause, filepath.Dir(pauseTar)); err != nil {
-		return nil, "", fmt.Errorf("build pause image: %w", err)
+	pause := images.Pause(l.Root, "dev")
+	if _, err := images.Build(ctx, log, pause, l.Images()); err != nil {
+		return LocalNode{}, fmt.Errorf("build pause image: %w", err)
 	}
-	return local.NewCluster("", lopts...), name, nil
+	return node, nil
+}
+
+// Artifacts says where Prepare puts what a local node needs, without
+// building anything: enough to reach or destroy a running node.
+func Artifacts(l layout.Layout) LocalNode {
+	pause := images.Pause(l.Root, "dev")
+	return LocalNode{
+		KubeBinary: l.KubeBinary(),
+		PauseImage: images.ArchivePath(l.Images(), pause),
+		PauseTag:   pause.Tag,
+	}
+}
+
+// NewLocal returns the local cluster called name, with its run directory
+// in the checkout's output and the node's artifacts; nothing starts until
+// Create.
+func NewLocal(l layout.Layout, node LocalNode, name string, log *slog.Logger, opts ...local.Option) *local.Cluster {
+	base := []local.Option{
+		local.WithRunDir(l.ClusterDir(name)),
+		local.WithKubeBinary(node.KubeBinary),
+		local.WithPauseImage(node.PauseImage, node.PauseTag),
+		local.WithLogger(log),
+	}
+	return local.NewCluster(name, append(base, opts...)...)
+}
+
+// NewKind returns the kind cluster called name.
+func NewKind(name string, log *slog.Logger) *kind.Cluster {
+	c := kind.NewCluster(name)
+	c.WithOpts(kind.WithLogger(log))
+	return c
+}
+
+// New builds the named provider (after Resolve) for callers that work with
+// either kind: the e2e suite and `make up`. For the local node it runs
+// Prepare first unless prepare is false (reaching or destroying a running
+// cluster needs nothing built).
+func New(ctx context.Context, log *slog.Logger, l layout.Layout, provider, name string, prepare bool) (Provider, error) {
+	switch provider {
+	case Kind:
+		log.Info("cluster provider: kind (a Docker engine answers)")
+		return NewKind(name, log), nil
+	case Local:
+		log.Info("cluster provider: local node (no Docker engine)")
+		node := Artifacts(l)
+		if prepare {
+			var err error
+			if node, err = Prepare(ctx, log, l); err != nil {
+				return nil, err
+			}
+		}
+		return NewLocal(l, node, name, log), nil
+	}
+	return nil, fmt.Errorf("cluster provider %q: resolve it first (Resolve)", provider)
 }

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -30,7 +32,7 @@ type Response struct {
 // a Response, not an error; errors mean the request did not get through.
 func (b Backend) Do(ctx context.Context, method, path, contentType string, body []byte) (Response, error) {
 	req := b.Client.CoreV1().RESTClient().Verb(method).
-		Namespace(b.Namespace).Resource("services").Name("gmini-backend:8080").
+		Namespace(b.Namespace).Resource("services").Name(fmt.Sprintf("%s:%d", BackendName, BackendPort)).
 		SubResource("proxy").Suffix(strings.TrimPrefix(path, "/"))
 	if contentType != "" {
 		req = req.SetHeader("Content-Type", contentType)
@@ -57,4 +59,19 @@ func (b Backend) Do(ctx context.Context, method, path, contentType string, body 
 // Post sends an experiment exactly as the tutorial's frontend does.
 func (b Backend) Post(ctx context.Context, body string) (Response, error) {
 	return b.Do(ctx, http.MethodPost, "/experiment", "application/json", []byte(body))
+}
+
+// ClusterIPURL is the backend Service's address, http://<ClusterIP>:8080.
+// Only the local provider's host routes the service range into the
+// cluster, so only it can use this; anything else goes through Backend.
+func ClusterIPURL(ctx context.Context, client kubernetes.Interface, namespace string) (string, error) {
+	svc, err := client.CoreV1().Services(namespace).Get(ctx, BackendName, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("get service %s/%s: %w", namespace, BackendName, err)
+	}
+	ip, err := netip.ParseAddr(svc.Spec.ClusterIP)
+	if err != nil {
+		return "", fmt.Errorf("service %s/%s has no ClusterIP (%q): %w", namespace, BackendName, svc.Spec.ClusterIP, err)
+	}
+	return "http://" + netip.AddrPortFrom(ip, BackendPort).String(), nil
 }

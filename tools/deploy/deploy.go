@@ -1,6 +1,8 @@
-// Package deploy puts gmini on a cluster: it builds the images from source,
-// loads them into the cluster, applies a kustomization server-side and waits
-// for the backend. The e2e suite and `make up` share it.
+// Package deploy puts gmini on a cluster, as steps any suite, the benchmark
+// and `make up` compose (e2e-framework env.Funcs, like envfuncs'
+// CreateClusterWithOpts and LoadImageArchiveToCluster): build the images,
+// load them into the cluster, apply an overlay server-side, wait for the
+// backend, and reach it.
 package deploy
 
 import (
@@ -20,50 +22,95 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
+	"sigs.k8s.io/e2e-framework/pkg/env"
+	"sigs.k8s.io/e2e-framework/pkg/envconf"
+	"sigs.k8s.io/e2e-framework/pkg/envfuncs"
+	"sigs.k8s.io/e2e-framework/support"
 
 	"github.com/gmini-dev/gmini/tools/images"
+	"github.com/gmini-dev/gmini/tools/internal/layout"
 	"github.com/gmini-dev/gmini/tools/manifests"
 )
 
 // Namespace of the dev overlay, which the root kustomization renders.
 const Namespace = "gmini-dev"
 
+// Names of the backend's Deployment, Service and port, as the base sets them.
+const (
+	BackendName = "gmini-backend"
+	BackendPort = 8080
+)
+
 // FieldManager owns the fields this package applies.
 const FieldManager = "gmini-deploy"
 
-// ImageLoader is the part of an e2e-framework cluster provider that loads
-// image archives.
-type ImageLoader interface {
-	LoadImageArchive(ctx context.Context, archivePath string, args ...string) error
+// Images are the project's backend and runner images, tagged Tag, with
+// their archives in the checkout's image directory.
+type Images struct {
+	Layout layout.Layout
+	Tag    string
 }
 
-// BuildImages builds the backend and runner images tagged tag into outDir
-// and returns the archives' paths.
-func BuildImages(ctx context.Context, log *slog.Logger, repoRoot, outDir, tag string) ([]string, error) {
-	var tars []string
-	for _, spec := range images.Project(repoRoot, tag) {
-		if spec.Name == "pause" {
-			continue // the cluster provider brings its own sandbox image
+func (im Images) specs() []images.Spec {
+	var out []images.Spec
+	for _, s := range images.Project(im.Layout.Root, im.Tag) {
+		if s.Name != "pause" { // the cluster provider brings its own sandbox image
+			out = append(out, s)
 		}
-		tar, err := images.Build(ctx, log, spec, outDir)
-		if err != nil {
-			return nil, fmt.Errorf("build image %s: %w", spec.Tag, err)
-		}
-		tars = append(tars, tar)
 	}
-	return tars, nil
+	return out
 }
 
-// LoadImages imports archives into the cluster's container runtime.
-func LoadImages(ctx context.Context, log *slog.Logger, c ImageLoader, tars []string) error {
-	for _, tar := range tars {
-		start := time.Now()
-		if err := c.LoadImageArchive(ctx, tar); err != nil {
-			return fmt.Errorf("load image archive %s: %w", tar, err)
-		}
-		log.Info("image loaded", "archive", filepath.Base(tar), "elapsed", time.Since(start).Round(time.Millisecond))
+// Archives are the paths BuildImages writes.
+func (im Images) Archives() []string {
+	var out []string
+	for _, s := range im.specs() {
+		out = append(out, images.ArchivePath(im.Layout.Images(), s))
 	}
-	return nil
+	return out
+}
+
+// BuildImages builds the images from source into their archives.
+func BuildImages(log *slog.Logger, im Images) env.Func {
+	return func(ctx context.Context, _ *envconf.Config) (context.Context, error) {
+		for _, spec := range im.specs() {
+			if _, err := images.Build(ctx, log, spec, im.Layout.Images()); err != nil {
+				return ctx, fmt.Errorf("build image %s: %w", spec.Tag, err)
+			}
+		}
+		return ctx, nil
+	}
+}
+
+// LoadImages imports the archives into the runtime of the cluster that
+// envfuncs.CreateClusterWithOpts stored under clusterName.
+func LoadImages(log *slog.Logger, clusterName string, im Images) env.Func {
+	return func(ctx context.Context, _ *envconf.Config) (context.Context, error) {
+		p, ok := envfuncs.GetClusterFromContext(ctx, clusterName)
+		if !ok {
+			return ctx, fmt.Errorf("load images: no cluster %q in the context (create it first)", clusterName)
+		}
+		loader, ok := p.(support.E2EClusterProviderWithImageLoader)
+		if !ok {
+			return ctx, fmt.Errorf("load images: cluster %q cannot load images", clusterName)
+		}
+		for _, tar := range im.Archives() {
+			start := time.Now()
+			if err := loader.LoadImageArchive(ctx, tar); err != nil {
+				return ctx, fmt.Errorf("load image archive %s: %w", tar, err)
+			}
+			log.Info("image loaded", "archive", filepath.Base(tar), "elapsed", time.Since(start).Round(time.Millisecond))
+		}
+		return ctx, nil
+	}
+}
+
+// ApplyOverlay renders the kustomization in dir and applies it to the
+// environment's cluster.
+func ApplyOverlay(log *slog.Logger, dir string) env.Func {
+	return func(ctx context.Context, cfg *envconf.Config) (context.Context, error) {
+		return ctx, Apply(ctx, log, cfg.Client().RESTConfig(), dir)
+	}
 }
 
 // Apply renders the kustomization in dir and applies every object with
@@ -102,30 +149,55 @@ func Apply(ctx context.Context, log *slog.Logger, cfg *rest.Config, dir string) 
 	return nil
 }
 
-// WaitBackend waits until the backend Deployment is available, and explains
-// why not when it times out (the pods' states and the last events).
-func WaitBackend(ctx context.Context, log *slog.Logger, client kubernetes.Interface, namespace string, timeout time.Duration) error {
+// WaitBackend waits until the backend Deployment in namespace is
+// available.
+func WaitBackend(log *slog.Logger, namespace string, timeout time.Duration) env.Func {
+	return func(ctx context.Context, cfg *envconf.Config) (context.Context, error) {
+		client, err := kubernetes.NewForConfig(cfg.Client().RESTConfig())
+		if err != nil {
+			return ctx, err
+		}
+		return ctx, waitBackend(ctx, log, client, namespace, timeout)
+	}
+}
+
+// waitBackend explains why not when it times out: the pods' states and the
+// last events.
+func waitBackend(ctx context.Context, log *slog.Logger, client kubernetes.Interface, namespace string, timeout time.Duration) error {
 	start := time.Now()
 	var last *appsv1.Deployment
 	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		d, err := client.AppsV1().Deployments(namespace).Get(ctx, "gmini-backend", metav1.GetOptions{})
+		d, err := client.AppsV1().Deployments(namespace).Get(ctx, BackendName, metav1.GetOptions{})
 		if err != nil {
 			return false, nil // not applied yet or API hiccup: keep waiting
 		}
 		last = d
 		for _, c := range d.Status.Conditions {
-			if c.Type == appsv1.DeploymentAvailable && c.Status == corev1.ConditionTrue && d.Status.UpdatedReplicas == *d.Spec.Replicas {
+			if c.Type == appsv1.DeploymentAvailable && c.Status == corev1.ConditionTrue &&
+				d.Status.UpdatedReplicas == *d.Spec.Replicas && d.Status.ObservedGeneration >= d.Generation {
 				return true, nil
 			}
 		}
 		return false, nil
 	})
 	if err != nil {
-		return fmt.Errorf("backend deployment %s/gmini-backend not available after %s: %w\n%s",
-			namespace, timeout, err, Diagnose(context.WithoutCancel(ctx), client, namespace, last))
+		return fmt.Errorf("backend deployment %s/%s not available after %s: %w\n%s",
+			namespace, BackendName, timeout, err, Diagnose(context.WithoutCancel(ctx), client, namespace, last))
 	}
 	log.Info("backend available", "elapsed", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// Run runs steps in order outside a test environment (`make up`, the
+// benchmark), threading the context as env.Environment would.
+func Run(ctx context.Context, cfg *envconf.Config, steps ...env.Func) (context.Context, error) {
+	for _, step := range steps {
+		var err error
+		if ctx, err = step(ctx, cfg); err != nil {
+			return ctx, err
+		}
+	}
+	return ctx, nil
 }
 
 // Diagnose summarises pods and recent events of the namespace, for error

@@ -21,12 +21,12 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
+	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 	"github.com/gmini-dev/gmini/tools/deploy"
 )
 
 const (
 	ns             = deploy.Namespace
-	managedBy      = "app.kubernetes.io/managed-by=gmini-backend"
 	experimentID   = "aB3dE9xQ2mNpL7"
 	tutorialBody   = `{"experiment": {"id": "` + experimentID + `", "key": "k-123"}}`
 	jobWaitTimeout = 2 * time.Minute
@@ -54,7 +54,7 @@ func explain(ctx context.Context, t *testing.T, cfg *envconf.Config) string {
 
 func managedJobs(ctx context.Context, t *testing.T, cfg *envconf.Config) []batchv1.Job {
 	t.Helper()
-	list, err := clientset(t, cfg).BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{LabelSelector: managedBy})
+	list, err := clientset(t, cfg).BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{LabelSelector: jobspec.ManagedSelector})
 	if err != nil {
 		t.Fatalf("list jobs: %v", err)
 	}

@@ -90,7 +90,7 @@ func Build(ctx context.Context, log *slog.Logger, spec Spec, outDir string) (tar
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return "", fmt.Errorf("image %s: create output directory: %w", spec.Name, err)
 	}
-	tarPath = filepath.Join(outDir, spec.Name+".tar")
+	tarPath = ArchivePath(outDir, spec)
 	if err := tarball.WriteToFile(tarPath, ref, img); err != nil {
 		return "", fmt.Errorf("image %s: write %s: %w", spec.Name, tarPath, err)
 	}
@@ -105,6 +105,11 @@ func Build(ctx context.Context, log *slog.Logger, spec Spec, outDir string) (tar
 	log.Info("built image", "tag", spec.Tag, "digest", digest.String(), "archive", tarPath,
 		"bytes", size, "elapsed", time.Since(start).Round(10*time.Millisecond))
 	return tarPath, nil
+}
+
+// ArchivePath is where Build writes spec's archive in outDir.
+func ArchivePath(outDir string, spec Spec) string {
+	return filepath.Join(outDir, spec.Name+".tar")
 }
 
 func (s Spec) validate() error {

@@ -4,10 +4,7 @@
 package manifests
 
 import (
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -62,27 +59,4 @@ func build(dir string) (resmap.ResMap, error) {
 		return nil, fmt.Errorf("build kustomization %s: %w", dir, err)
 	}
 	return m, nil
-}
-
-// RepoRoot returns the repository root: the nearest directory at or above
-// start that holds go.work. The kustomizations are addressed relative to it.
-func RepoRoot(start string) (string, error) {
-	dir, err := filepath.Abs(start)
-	if err != nil {
-		return "", fmt.Errorf("find repository root from %s: %w", start, err)
-	}
-	for {
-		_, err := os.Stat(filepath.Join(dir, "go.work"))
-		if err == nil {
-			return dir, nil
-		}
-		if !errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Errorf("find repository root from %s: %w", start, err)
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("find repository root from %s: no go.work in any parent directory", start)
-		}
-		dir = parent
-	}
 }

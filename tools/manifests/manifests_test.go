@@ -28,6 +28,8 @@ import (
 	"k8s.io/pod-security-admission/policy"
 	sigsjson "sigs.k8s.io/json"
 	sigsyaml "sigs.k8s.io/yaml"
+
+	"github.com/gmini-dev/gmini/tools/internal/layout"
 )
 
 // These tests read YAML outside the tools module, and go test's result cache
@@ -81,11 +83,11 @@ var overlays = []struct {
 
 func repoRoot(t *testing.T) string {
 	t.Helper()
-	root, err := RepoRoot(".")
+	l, err := layout.FromWorkingDir()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return root
+	return l.Root
 }
 
 func render(t *testing.T, dir string) []byte {

@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -220,30 +218,6 @@ func TestAPIServerOutage(t *testing.T) {
 	testenv.Test(t, f)
 }
 
-// apiServerPID reads the kube-apiserver's PID from the local provider's
-// state file, which records every component it started.
-func apiServerPID(t *testing.T) int {
-	t.Helper()
-	path := filepath.Join(suite.root, "_output", "cluster", clusterName, "state.json")
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read cluster state: %v", err)
-	}
-	var st struct {
-		Components map[string]struct {
-			PID int `json:"pid"`
-		} `json:"components"`
-	}
-	if err := json.Unmarshal(data, &st); err != nil {
-		t.Fatalf("parse %s: %v", path, err)
-	}
-	pid := st.Components[local.APIServer].PID
-	if pid <= 0 {
-		t.Fatalf("%s records no %s PID", path, local.APIServer)
-	}
-	return pid
-}
-
 func TestAPIServerHang(t *testing.T) {
 	const hung = 5
 	var pid int
@@ -252,7 +226,10 @@ func TestAPIServerHang(t *testing.T) {
 		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			ensureBackend(ctx, t)
 			deleteJobs(ctx, t)
-			pid = apiServerPID(t)
+			var err error
+			if pid, err = suite.cluster.PID(local.APIServer); err != nil {
+				t.Fatal(err)
+			}
 			return ctx
 		}).
 		Assess("POSTs and /readyz answer 503 within their timeouts", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {

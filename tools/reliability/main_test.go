@@ -10,8 +10,8 @@
 // authenticates with a token of its own ServiceAccount, so every request
 // goes through exactly the RBAC it has in a cluster.
 //
-// Run it with `cd tools && go test -tags e2e -count=1 -v ./reliability/`.
-// GMINI_REL_KEEP=1 leaves the cluster running.
+// Run it with `make reliability`. GMINI_REL_KEEP=1 leaves the cluster
+// running; logs are in _output/logs/reliability.
 package reliability
 
 import (
@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -35,19 +34,20 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/envfuncs"
 
+	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+	"github.com/gmini-dev/gmini/tools/backendproc"
 	"github.com/gmini-dev/gmini/tools/cluster"
 	"github.com/gmini-dev/gmini/tools/cluster/local"
 	"github.com/gmini-dev/gmini/tools/deploy"
-	"github.com/gmini-dev/gmini/tools/manifests"
+	"github.com/gmini-dev/gmini/tools/internal/layout"
 )
 
 const (
 	clusterName = "gmini-rel"
 	ns          = deploy.Namespace
-	backendSA   = "gmini-backend"
+	backendSA   = deploy.BackendName
 	backendUser = "system:serviceaccount:" + ns + ":" + backendSA
-	managedBy   = "app.kubernetes.io/managed-by=gmini-backend"
-	annotID     = "gmini.dev/experiment-id"
+	annotID     = jobspec.AnnotationID
 	// apiTimeout is the backend's --api-timeout: the bound on a POST's
 	// API calls, hence on how long a 503 may take.
 	apiTimeout = 5 * time.Second
@@ -58,14 +58,13 @@ var (
 	logger  = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	// suite is what TestMain prepared; every test reads it.
 	suite struct {
-		root     string
-		out      string
+		layout   layout.Layout
 		cluster  *local.Cluster
 		admin    *kubernetes.Clientset
 		adminCfg *rest.Config
 		// sa acts as the backend's ServiceAccount, with the same token.
 		sa      *kubernetes.Clientset
-		backend *backendProc
+		backend *backendproc.Process
 	}
 )
 
@@ -76,42 +75,27 @@ func TestMain(m *testing.M) {
 func run(m *testing.M) int {
 	ctx := context.Background()
 	start := time.Now()
-	root, err := manifests.RepoRoot(".")
+	l, err := layout.FromWorkingDir()
 	if err != nil {
 		logger.Error("find repository root", "err", err)
 		return 1
 	}
-	suite.root = root
-	suite.out = filepath.Join(root, "_output", "reliability")
-	if err := os.MkdirAll(suite.out, 0o755); err != nil {
-		logger.Error("make output directory", "err", err)
+	suite.layout = l
+	out := l.Logs("reliability")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		logger.Error("make log directory", "err", err)
 		return 1
 	}
-
+	node, err := cluster.Prepare(ctx, logger, l)
+	if err != nil {
+		logger.Error("prepare the machine", "err", err)
+		return 1
+	}
 	// A crash, not a polite stop: StopComponent kills the apiserver at
 	// once, which is what an outage looks like to the backend.
-	provider, _, err := cluster.New(ctx, cluster.Options{
-		Provider:     cluster.Local,
-		RepoRoot:     root,
-		Log:          logger,
-		LocalOptions: []local.Option{local.WithoutNode(), local.WithStopGrace(0)},
-	})
+	suite.cluster = cluster.NewLocal(l, node, clusterName, logger, local.WithoutNode(), local.WithStopGrace(0))
+	bin, err := backendproc.Build(ctx, logger, l)
 	if err != nil {
-		logger.Error("prepare cluster", "err", err)
-		return 1
-	}
-	c, ok := provider.(*local.Cluster)
-	if !ok {
-		logger.Error("cluster.New did not return a local cluster", "type", fmt.Sprintf("%T", provider))
-		return 1
-	}
-	// Named now, so Finish can destroy even a cluster whose Create failed
-	// half-way.
-	c.WithName(clusterName)
-	suite.cluster = c
-
-	bin := filepath.Join(root, "_output", "bin", "backend")
-	if err := buildBackend(ctx, root, bin); err != nil {
 		logger.Error("build backend", "err", err)
 		return 1
 	}
@@ -119,21 +103,18 @@ func run(m *testing.M) int {
 
 	testenv = env.NewWithConfig(envconf.New())
 	testenv.Setup(
-		envfuncs.CreateClusterWithOpts(c, clusterName),
+		envfuncs.CreateClusterWithOpts(suite.cluster, clusterName),
 		func(ctx context.Context, cfg *envconf.Config) (context.Context, error) {
 			// client-go's default of 5 requests a second would make the
 			// tests' own checks the slowest part of the suite.
 			suite.adminCfg = rest.CopyConfig(cfg.Client().RESTConfig())
 			suite.adminCfg.QPS, suite.adminCfg.Burst = 200, 400
-			admin, err := kubernetes.NewForConfig(suite.adminCfg)
-			if err != nil {
-				return ctx, err
-			}
-			suite.admin = admin
-			return ctx, deploy.Apply(ctx, logger, suite.adminCfg, filepath.Join(root, "overlays", "dev"))
+			suite.admin, err = kubernetes.NewForConfig(suite.adminCfg)
+			return ctx, err
 		},
+		deploy.ApplyOverlay(logger, l.Overlay("dev")),
 		func(ctx context.Context, cfg *envconf.Config) (context.Context, error) {
-			kubeconfig := filepath.Join(suite.out, "backend.kubeconfig")
+			kubeconfig := filepath.Join(out, "backend.kubeconfig")
 			saCfg, err := serviceAccountConfig(ctx, suite.admin, suite.adminCfg, kubeconfig)
 			if err != nil {
 				return ctx, err
@@ -141,65 +122,41 @@ func run(m *testing.M) int {
 			if suite.sa, err = kubernetes.NewForConfig(saCfg); err != nil {
 				return ctx, err
 			}
-			suite.backend = &backendProc{
-				bin:     bin,
-				logPath: filepath.Join(suite.out, "backend.log"),
-				args: []string{
+			logPath := filepath.Join(out, "backend.log")
+			_ = os.Remove(logPath)
+			suite.backend = backendproc.New(backendproc.Options{
+				Binary:  bin,
+				LogPath: logPath,
+				Log:     logger,
+				Args: []string{
 					"--kubeconfig", kubeconfig,
 					"--namespace", ns,
 					"--listen", "127.0.0.1:0",
 					"--log-format", "text",
 					"--api-timeout", apiTimeout.String(),
 				},
-			}
-			_ = os.Remove(suite.backend.logPath)
+			})
 			return ctx, suite.backend.Start(ctx)
 		},
 	)
-	logsDir := filepath.Join(suite.out, "cluster-logs")
-	testenv.Finish(func(ctx context.Context, cfg *envconf.Config) (context.Context, error) {
-		if suite.backend != nil {
-			if code, err := suite.backend.Stop(ctx); err != nil || code != 0 {
-				logger.Warn("backend did not stop cleanly", "exit", code, "err", err)
+	logsDir := filepath.Join(out, "cluster")
+	testenv.Finish(
+		func(ctx context.Context, cfg *envconf.Config) (context.Context, error) {
+			if suite.backend != nil {
+				if code, err := suite.backend.Stop(ctx); err != nil || code != 0 {
+					logger.Warn("backend did not stop cleanly", "exit", code, "err", err)
+				}
 			}
-		}
-		_ = os.RemoveAll(logsDir)
-		if err := c.ExportLogs(ctx, logsDir); err != nil {
-			logger.Warn("export cluster logs", "err", err)
-		}
-		if os.Getenv("GMINI_REL_KEEP") == "1" {
-			logger.Info("leaving the cluster running (GMINI_REL_KEEP=1)", "kubeconfig", c.GetKubeconfig())
 			return ctx, nil
-		}
-		// The provider itself, not envfuncs.DestroyCluster, which finds the
-		// cluster only when Create succeeded.
-		t0 := time.Now()
-		if err := c.Destroy(ctx); err != nil {
-			logger.Error("destroy cluster", "err", err)
-			return ctx, err
-		}
-		logger.Info("cluster destroyed", "elapsed", time.Since(t0).Round(time.Millisecond))
-		return ctx, nil
-	})
+		},
+		cluster.Teardown(logger, suite.cluster, logsDir, os.Getenv("GMINI_REL_KEEP") == "1"),
+	)
 	code := testenv.Run(m)
 	if code != 0 && suite.backend != nil {
-		fmt.Fprintf(os.Stderr, "\n==== backend log tail (%s) ====\n%s\n", suite.backend.logPath, suite.backend.LogTail(40))
+		fmt.Fprintf(os.Stderr, "\n==== backend log tail (%s) ====\n%s\n", suite.backend.LogPath(), suite.backend.LogTail(40))
 	}
 	logger.Info("reliability suite finished", "exit", code, "elapsed", time.Since(start).Round(time.Second))
 	return code
-}
-
-// buildBackend compiles the backend exactly as shipped, so the suite tests
-// the real binary and its flag handling.
-func buildBackend(ctx context.Context, root, bin string) error {
-	t0 := time.Now()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-	cmd.Dir = filepath.Join(root, "apps", "backend")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build apps/backend: %w\n%s", err, out)
-	}
-	logger.Info("backend built", "bin", bin, "elapsed", time.Since(t0).Round(time.Millisecond))
-	return nil
 }
 
 // serviceAccountConfig asks the TokenRequest API for a token of the

@@ -5,7 +5,6 @@ package reliability
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -30,7 +29,7 @@ var overlays = []string{"dev", "prod"}
 // overlay renders them.
 func renderedPods(t *testing.T, overlay string) (backend, runner corev1.PodTemplateSpec) {
 	t.Helper()
-	objs, err := manifests.Objects(filepath.Join(suite.root, "overlays", overlay))
+	objs, err := manifests.Objects(suite.layout.Overlay(overlay))
 	if err != nil {
 		t.Fatalf("render overlays/%s: %v", overlay, err)
 	}
@@ -80,7 +79,7 @@ func TestPodSecurity(t *testing.T) {
 	f := features.New("Pod Security restricted is enforced, and gmini's pods pass it").
 		Assess("every overlay's Namespace enforces restricted, and holds everything", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			for _, overlay := range overlays {
-				objs, err := manifests.Objects(filepath.Join(suite.root, "overlays", overlay))
+				objs, err := manifests.Objects(suite.layout.Overlay(overlay))
 				if err != nil {
 					t.Fatalf("render overlays/%s: %v", overlay, err)
 				}

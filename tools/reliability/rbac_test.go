@@ -17,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
+
+	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 )
 
 // access is one question to the authorizer about the backend's identity.
@@ -177,7 +179,7 @@ func TestBackendRBAC(t *testing.T) {
 					return err
 				}},
 				{"list jobs", true, func() error {
-					_, err := sa.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{LabelSelector: managedBy})
+					_, err := sa.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{LabelSelector: jobspec.ManagedSelector})
 					return err
 				}},
 				{"create a job (dry run)", true, func() error {

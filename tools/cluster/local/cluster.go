@@ -42,6 +42,7 @@ var _ support.E2EClusterProviderWithImageLoader = (*Cluster)(nil)
 // zero value is not usable.
 type Cluster struct {
 	name        string
+	version     string // requested with WithVersion; must be Version
 	runDir      string
 	kubeBin     string
 	pauseImage  string // docker-archive tarball
@@ -49,7 +50,6 @@ type Cluster struct {
 	noNode      bool
 	subnetIndex int // -1: derive from the name
 	log         *slog.Logger
-	readyTime   time.Duration
 	stopGrace   time.Duration
 
 	mu     sync.Mutex
@@ -57,20 +57,23 @@ type Cluster struct {
 	rc     *rest.Config
 }
 
+// readyTimeout bounds each readiness wait of Create and StartComponent.
+const readyTimeout = 2 * time.Minute
+
 // Option configures a Cluster.
 type Option func(*Cluster)
 
 // WithRunDir sets the directory for state, certificates, data and logs.
-// Default: _output/cluster/<name> in the repository root.
+// Required: the provider does not guess where a checkout keeps its output.
 func WithRunDir(dir string) Option { return func(c *Cluster) { c.runDir = dir } }
 
 // WithKubeBinary sets the multi-call kube binary (kube <component> flags...).
-// Default: _output/bin/kube in the repository root.
+// Create needs it; Destroy, which reads the state file, does not.
 func WithKubeBinary(path string) Option { return func(c *Cluster) { c.kubeBin = path } }
 
 // WithPauseImage sets the docker-archive tarball of the sandbox image and
 // the tag it carries; containerd never pulls it because it is imported
-// before the kubelet starts.
+// before the kubelet starts. Create needs it unless WithoutNode is given.
 func WithPauseImage(tarball, tag string) Option {
 	return func(c *Cluster) { c.pauseImage, c.pauseTag = tarball, tag }
 }
@@ -85,14 +88,6 @@ func WithSubnetIndex(i int) Option { return func(c *Cluster) { c.subnetIndex = i
 
 // WithLogger sets where progress lines go.
 func WithLogger(l *slog.Logger) Option { return func(c *Cluster) { c.log = l } }
-
-// WithProgress writes progress lines as text to w.
-func WithProgress(w io.Writer) Option {
-	return func(c *Cluster) { c.log = slog.New(slog.NewTextHandler(w, nil)) }
-}
-
-// WithReadyTimeout bounds each readiness wait in Create.
-func WithReadyTimeout(d time.Duration) Option { return func(c *Cluster) { c.readyTime = d } }
 
 // WithStopGrace sets how long StopComponent and Destroy wait after SIGTERM
 // before SIGKILL (default 10 s). The apiserver's graceful shutdown waits
@@ -112,10 +107,6 @@ func NewCluster(name string, opts ...Option) *Cluster {
 	return c
 }
 
-// NewProvider returns an unnamed cluster for e2e-framework's
-// env.Setup(envfuncs.CreateClusterWithOpts(local.NewProvider(), name, ...)).
-func NewProvider() support.E2EClusterProvider { return NewCluster("") }
-
 // ClusterOpt adapts an Option to e2e-framework's ClusterOpts.
 func ClusterOpt(o Option) support.ClusterOpts {
 	return func(p support.E2EClusterProvider) {
@@ -125,19 +116,10 @@ func ClusterOpt(o Option) support.ClusterOpts {
 	}
 }
 
-// SetDefaults fills in unset options.
+// SetDefaults fills in unset options that have a sensible default.
 func (c *Cluster) SetDefaults() support.E2EClusterProvider {
-	if c.kubeBin == "" {
-		c.kubeBin = filepath.Join(repoRoot(), "_output", "bin", "kube")
-	}
-	if c.pauseImage == "" {
-		c.pauseImage, c.pauseTag = filepath.Join(repoRoot(), "_output", "images", "pause.tar"), "gmini-pause:dev"
-	}
 	if c.log == nil {
 		c.log = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
-	if c.readyTime == 0 {
-		c.readyTime = 2 * time.Minute
 	}
 	if c.exited == nil {
 		c.exited = map[string]chan struct{}{}
@@ -148,8 +130,9 @@ func (c *Cluster) SetDefaults() support.E2EClusterProvider {
 // WithName sets the cluster name.
 func (c *Cluster) WithName(name string) support.E2EClusterProvider { c.name = name; return c }
 
-// WithVersion accepts only Version: the version is the kube binary's.
-func (c *Cluster) WithVersion(string) support.E2EClusterProvider { return c }
+// WithVersion records the Kubernetes version a caller asks for. The version
+// is the kube binary's, so Create refuses any other than Version.
+func (c *Cluster) WithVersion(v string) support.E2EClusterProvider { c.version = v; return c }
 
 // WithPath sets the kube binary.
 func (c *Cluster) WithPath(path string) support.E2EClusterProvider { c.kubeBin = path; return c }
@@ -223,37 +206,18 @@ func (c *Cluster) plan() (plan, error) {
 	if c.name == "" {
 		return plan{}, fmt.Errorf("local cluster: no name")
 	}
-	dir := c.runDir
-	if dir == "" {
-		dir = filepath.Join(repoRoot(), "_output", "cluster", c.name)
+	if c.runDir == "" {
+		return plan{}, fmt.Errorf("local cluster %s: no run directory (WithRunDir)", c.name)
 	}
-	abs, err := filepath.Abs(dir)
+	abs, err := filepath.Abs(c.runDir)
 	if err != nil {
-		return plan{}, fmt.Errorf("run directory %s: %w", dir, err)
+		return plan{}, fmt.Errorf("run directory %s: %w", c.runDir, err)
 	}
 	idx := c.subnetIndex
 	if idx < 0 {
 		idx = subnetIndex(c.name)
 	}
 	return newPlan(c.name, abs, idx)
-}
-
-// repoRoot is the nearest directory above the working directory holding
-// go.work, so defaults resolve the same from `go test` in any package;
-// without one it is the working directory.
-func repoRoot() string {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "."
-	}
-	for d := wd; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
-			return d
-		}
-		if filepath.Dir(d) == d {
-			return wd
-		}
-	}
 }
 
 func copyDir(ctx context.Context, src, dst string) error {

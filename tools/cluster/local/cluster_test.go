@@ -1,4 +1,4 @@
-package local
+package local_test
 
 import (
 	"context"
@@ -22,35 +22,29 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 
+	"github.com/gmini-dev/gmini/tools/cluster"
+	"github.com/gmini-dev/gmini/tools/cluster/local"
 	"github.com/gmini-dev/gmini/tools/cluster/local/cgroups"
 	"github.com/gmini-dev/gmini/tools/cluster/local/netns"
 	"github.com/gmini-dev/gmini/tools/images"
-	"github.com/gmini-dev/gmini/tools/internal/hostpkgs"
-	"github.com/gmini-dev/gmini/tools/internal/kubebuild"
+	"github.com/gmini-dev/gmini/tools/internal/layout"
 )
 
 // TestCluster brings a real node up, runs a Job with a locally built image,
 // reads its log through the API, restarts the API server, and checks that
 // Destroy leaves nothing behind. It takes about a minute.
 func TestCluster(t *testing.T) {
-	kube := requireNode(t)
+	node := requireNode(t)
+	kube := node.KubeBinary
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	work := t.TempDir()
-
-	pause := filepath.Join(repoRoot(), "_output", "images", "pause.tar")
-	if _, err := os.Stat(pause); err != nil {
-		var err error
-		if pause, err = images.Build(ctx, log, images.Pause(repoRoot(), "dev"), work); err != nil {
-			t.Fatal(err)
-		}
-	}
 	hello := buildHello(ctx, t, log, work)
 
 	hostRules := iptablesSave(t)
 	runDir := runDirFor(t, "itest")
-	c := NewCluster("itest", WithRunDir(runDir), WithKubeBinary(kube), WithPauseImage(pause, "gmini-pause:dev"), WithLogger(log))
+	c := local.NewCluster("itest", local.WithRunDir(runDir), local.WithKubeBinary(kube), local.WithPauseImage(node.PauseImage, node.PauseTag), local.WithLogger(log))
 	destroyed := false
 	t.Cleanup(func() {
 		if !destroyed {
@@ -69,7 +63,7 @@ func TestCluster(t *testing.T) {
 	if got := iptablesSave(t); got != hostRules {
 		t.Errorf("host iptables changed by Create:\nbefore:\n%s\nafter:\n%s", hostRules, got)
 	}
-	st, err := c.loadState()
+	st, err := c.LoadState()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,9 +71,9 @@ func TestCluster(t *testing.T) {
 
 	// A second cluster that would share the name or the address slot must
 	// refuse to start, and its failure must not harm the first.
-	for _, other := range []*Cluster{
-		NewCluster("itest", WithRunDir(runDirFor(t, "itest-same-name")), WithKubeBinary(kube), WithLogger(log)),
-		NewCluster("itest-other", WithRunDir(runDirFor(t, "itest-same-slot")), WithSubnetIndex(st.Plan.Index), WithKubeBinary(kube), WithLogger(log)),
+	for _, other := range []*local.Cluster{
+		local.NewCluster("itest", local.WithRunDir(runDirFor(t, "itest-same-name")), local.WithKubeBinary(kube), local.WithLogger(log)),
+		local.NewCluster("itest-other", local.WithRunDir(runDirFor(t, "itest-same-slot")), local.WithSubnetIndex(st.Plan.Index), local.WithKubeBinary(kube), local.WithLogger(log)),
 	} {
 		if _, err := other.Create(ctx); err == nil || !strings.Contains(err.Error(), "exists") {
 			t.Errorf("clashing Create: err = %v, want a refusal", err)
@@ -96,7 +90,7 @@ func TestCluster(t *testing.T) {
 
 	// The host routes the service range through the veth and kube-proxy
 	// DNATs it inside the namespace: the `kubernetes` Service answers.
-	viaService, err := clientcmd.BuildConfigFromFlags("https://"+net.JoinHostPort(st.Plan.apiServiceIP().String(), "443"), kubeconfig)
+	viaService, err := clientcmd.BuildConfigFromFlags("https://"+net.JoinHostPort(st.Plan.APIServiceIP().String(), "443"), kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,20 +117,20 @@ func TestCluster(t *testing.T) {
 	reportMemory(t, st)
 
 	start = time.Now()
-	if err := c.StopComponent(ctx, APIServer); err != nil {
+	if err := c.StopComponent(ctx, local.APIServer); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cs.Discovery().ServerVersion(); err == nil {
 		t.Error("API answers with kube-apiserver stopped")
 	}
-	if err := c.StartComponent(ctx, APIServer); err != nil {
+	if err := c.StartComponent(ctx, local.APIServer); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("TIMING apiserver stop+start: %s", time.Since(start).Round(10*time.Millisecond))
-	if v, err := cs.Discovery().ServerVersion(); err != nil || v.GitVersion != Version {
-		t.Errorf("after restart: version %v, %v; want %s", v, err, Version)
+	if v, err := cs.Discovery().ServerVersion(); err != nil || v.GitVersion != local.Version {
+		t.Errorf("after restart: version %v, %v; want %s", v, err, local.Version)
 	}
-	st, _ = c.loadState() // the restarted apiserver has a new PID
+	st, _ = c.LoadState() // the restarted apiserver has a new PID
 
 	export := t.TempDir()
 	if err := c.ExportLogs(ctx, export); err != nil {
@@ -152,14 +146,14 @@ func TestCluster(t *testing.T) {
 	if len(podPIDs) == 0 {
 		t.Error("found no pod processes before Destroy")
 	}
-	if err := syscall.Kill(st.Components[Containerd].PID, syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(st.Components[local.Containerd].PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 
 	// Tear down through a new instance that knows only the name and the
 	// run directory, as `make down` in another process would.
 	start = time.Now()
-	if err := NewCluster("itest", WithRunDir(runDir), WithLogger(log)).Destroy(ctx); err != nil {
+	if err := local.NewCluster("itest", local.WithRunDir(runDir), local.WithLogger(log)).Destroy(ctx); err != nil {
 		t.Fatal(err)
 	}
 	destroyed = true
@@ -178,14 +172,14 @@ func TestCluster(t *testing.T) {
 	}
 }
 
-// TestAPIServerOnly checks the WithoutNode mode: API and controllers, no
+// TestAPIServerOnly checks the local.WithoutNode mode: API and controllers, no
 // containerd or kubelet.
 func TestAPIServerOnly(t *testing.T) {
-	kube := requireNode(t)
+	kube := requireNode(t).KubeBinary
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
-	c := NewCluster("itest-api", WithRunDir(runDirFor(t, "itest-api")), WithKubeBinary(kube), WithoutNode(), WithLogger(log))
+	c := local.NewCluster("itest-api", local.WithRunDir(runDirFor(t, "itest-api")), local.WithKubeBinary(kube), local.WithoutNode(), local.WithLogger(log))
 	t.Cleanup(func() { _ = c.Destroy(context.Background()) })
 
 	start := time.Now()
@@ -194,13 +188,13 @@ func TestAPIServerOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("TIMING create without node: %s", time.Since(start).Round(10*time.Millisecond))
-	st, err := c.loadState()
+	st, err := c.LoadState()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{Containerd, Kubelet, KubeProxy, Scheduler} {
+	for _, name := range []string{local.Containerd, local.Kubelet, local.KubeProxy, local.Scheduler} {
 		if _, ok := st.Components[name]; ok {
-			t.Errorf("%s started in WithoutNode mode", name)
+			t.Errorf("%s started in local.WithoutNode mode", name)
 		}
 	}
 	cs := clientFor(t, kubeconfig)
@@ -213,27 +207,27 @@ func TestAPIServerOnly(t *testing.T) {
 	assertGone(t, st)
 }
 
-// requireNode skips unless the test may start a real node, and builds what
-// the node needs (Debian packages, the Kubernetes binary) when it is missing,
-// so that on a fresh clone these tests run rather than skip.
-func requireNode(t *testing.T) string {
+// requireNode skips with -short (make unit) and otherwise prepares the
+// machine with cluster.Prepare, as every suite does: on a fresh clone these
+// tests run rather than skip. Without root they fail: a test that cannot
+// run must say so under make test, not pass by skipping.
+func requireNode(t *testing.T) cluster.LocalNode {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts a real cluster; skipped with -short")
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+		t.Fatal("starting a local node needs root (network namespaces, mounts, iptables); run as root or with -short")
 	}
-	ctx := context.Background()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
-	if err := hostpkgs.Ensure(ctx, log, hostpkgs.LocalNode()...); err != nil {
+	l, err := layout.FromWorkingDir()
+	if err != nil {
 		t.Fatal(err)
 	}
-	kube := filepath.Join(repoRoot(), "_output", "bin", "kube")
-	if err := kubebuild.Build(ctx, log, repoRoot(), kube); err != nil {
+	node, err := cluster.Prepare(context.Background(), slog.New(slog.NewTextHandler(testWriter{t}, nil)), l)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return kube
+	return node
 }
 
 // runDirFor is under /tmp and not t.TempDir: if Destroy failed with
@@ -244,7 +238,7 @@ func runDirFor(t *testing.T, name string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if m, err := mountsUnder(dir); err == nil && len(m) == 0 && !t.Failed() {
+		if m, err := local.MountsUnder(dir); err == nil && len(m) == 0 && !t.Failed() {
 			os.RemoveAll(dir)
 		}
 	})
@@ -371,10 +365,10 @@ func startSleeper(ctx context.Context, t *testing.T, cs *kubernetes.Clientset) {
 }
 
 // podProcesses finds the processes in the cgroups of our containers.
-func podProcesses(t *testing.T, p plan) []int {
+func podProcesses(t *testing.T, p local.Plan) []int {
 	t.Helper()
 	var pids []int
-	for _, id := range containerIDs(p) {
+	for _, id := range local.ContainerIDs(p) {
 		ps, err := cgroups.Procs("k8s.io/" + id)
 		if err != nil {
 			t.Fatal(err)
@@ -391,7 +385,7 @@ func (e *jobFailed) Error() string { return "job failed: " + e.msg }
 // reportMemory logs each component's RSS and PSS (which splits the pages
 // the five kube processes share from the one binary among them, so the
 // PSS total is what the cluster really costs).
-func reportMemory(t *testing.T, st *state) {
+func reportMemory(t *testing.T, st *local.State) {
 	var rss, pss uint64
 	re := regexp.MustCompile(`(?m)^(Rss|Pss):\s+(\d+) kB`)
 	for name, pr := range st.Components {
@@ -415,14 +409,14 @@ func reportMemory(t *testing.T, st *state) {
 }
 
 // assertGone checks that nothing of the cluster is left on the machine.
-func assertGone(t *testing.T, st *state) {
+func assertGone(t *testing.T, st *local.State) {
 	t.Helper()
 	for name, pr := range st.Components {
-		if running(pr) {
+		if local.Running(pr) {
 			t.Errorf("%s (pid %d) still running", name, pr.PID)
 		}
 	}
-	if m, err := mountsUnder(st.Plan.RunDir); err != nil || len(m) > 0 {
+	if m, err := local.MountsUnder(st.Plan.RunDir); err != nil || len(m) > 0 {
 		t.Errorf("mounts left under %s: %v %v", st.Plan.RunDir, m, err)
 	}
 	if netns.Exists(st.Plan.NetNS) {
@@ -438,7 +432,7 @@ func assertGone(t *testing.T, st *state) {
 	if s := strings.TrimSpace(string(out)); s != "" {
 		t.Errorf("processes referring to the run directory left:\n%s", s)
 	}
-	if _, err := os.Stat(st.Plan.stateFile()); err == nil {
+	if _, err := os.Stat(st.Plan.StateFile()); err == nil {
 		t.Error("state file left")
 	}
 }

@@ -3,7 +3,66 @@ package local
 import (
 	"context"
 	"fmt"
+
+	"github.com/gmini-dev/gmini/tools/cluster/local/netns"
 )
+
+// Component names, as used in logs/<name>.log, the state file,
+// StopComponent and StartComponent.
+const (
+	Etcd              = "etcd"
+	APIServer         = "kube-apiserver"
+	ControllerManager = "kube-controller-manager"
+	Scheduler         = "kube-scheduler"
+	Containerd        = "containerd"
+	Kubelet           = "kubelet"
+	KubeProxy         = "kube-proxy"
+)
+
+// component is one process of the cluster: everything about it (its
+// configuration files, its command line, how to tell it is ready) lives in
+// its own file, next to this definition's value.
+type component struct {
+	name string
+	// node components run only when the cluster has a node.
+	node bool
+	// kube components are the multi-call kube binary's; others are
+	// programs from the host's packages.
+	kube bool
+	// configure writes the component's configuration files; nil if none.
+	configure func(b *boot) error
+	// args is its command line without the program.
+	args func(b *boot) []string
+	// ready waits until it serves; nil if nothing waits for it.
+	ready func(ctx context.Context, c *Cluster, p plan) error
+	// readyDesc is the progress line once ready returns.
+	readyDesc string
+	// explain names the components whose logs explain a failed ready.
+	explain []string
+}
+
+// components lists every component, for StartComponent.
+func components() []component {
+	return []component{etcd, apiServer, controllerManager, scheduler, containerd, kubelet, kubeProxy}
+}
+
+// command is the full argv, run inside the cluster's network namespace.
+func (comp component) command(b *boot) []string {
+	if comp.kube {
+		return netns.Command(b.p.NetNS, b.c.kubeBin, append([]string{comp.name}, comp.args(b)...)...)
+	}
+	return netns.Command(b.p.NetNS, comp.name, comp.args(b)...)
+}
+
+func (comp component) waitReady(ctx context.Context, c *Cluster, p plan) error {
+	if comp.ready == nil {
+		return nil
+	}
+	if err := comp.ready(ctx, c, p); err != nil {
+		return withLog(p, fmt.Errorf("wait for %s: %w", comp.name, err), append([]string{comp.name}, comp.explain...)...)
+	}
+	return nil
+}
 
 // StopComponent stops one running component (SIGTERM, then SIGKILL after a
 // grace period), keeping its record so StartComponent can start it again
@@ -26,8 +85,8 @@ func (c *Cluster) StopComponent(ctx context.Context, name string) error {
 }
 
 // StartComponent starts a stopped component again with the flags it was
-// first started with; it does nothing if the component runs. For etcd and
-// kube-apiserver it waits until they answer.
+// first started with, and waits until it is ready; it does nothing if the
+// component runs.
 func (c *Cluster) StartComponent(ctx context.Context, name string) error {
 	st, err := c.loadState()
 	if err != nil {
@@ -43,14 +102,12 @@ func (c *Cluster) StartComponent(ctx context.Context, name string) error {
 	if err := c.startProc(st, name, pr.Argv); err != nil {
 		return err
 	}
-	switch name {
-	case Etcd:
-		err = c.waitEtcd(ctx, st.Plan)
-	case APIServer:
-		err = c.waitAPIServer(ctx, st.Plan)
-	}
-	if err != nil {
-		return withLog(st.Plan, fmt.Errorf("start %s: %w", name, err), name)
+	for _, comp := range components() {
+		if comp.name == name {
+			if err := comp.waitReady(ctx, c, st.Plan); err != nil {
+				return fmt.Errorf("start %s: %w", name, err)
+			}
+		}
 	}
 	c.log.Info("component started", "cluster", c.name, "component", name)
 	return nil
@@ -69,4 +126,18 @@ func (c *Cluster) loadState() (*state, error) {
 		return nil, fmt.Errorf("cluster %s: no state file at %s (not created?)", c.name, p.stateFile())
 	}
 	return st, nil
+}
+
+// PID is the process ID of a running component, for tests that act on the
+// process itself (freeze it, kill it). 0 and an error if it is not running.
+func (c *Cluster) PID(name string) (int, error) {
+	st, err := c.loadState()
+	if err != nil {
+		return 0, err
+	}
+	pr, ok := st.Components[name]
+	if !ok || !running(pr) {
+		return 0, fmt.Errorf("cluster %s: %s is not running", c.name, name)
+	}
+	return pr.PID, nil
 }

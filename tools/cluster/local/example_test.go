@@ -2,6 +2,7 @@ package local_test
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"testing"
 
@@ -12,18 +13,21 @@ import (
 	"github.com/gmini-dev/gmini/tools/cluster/local"
 )
 
-// A TestMain that runs the suite against a local cluster, loading the
-// project's images first and keeping the logs of every run.
-func ExampleNewProvider() {
+// A TestMain that runs the suite against a local cluster, loading an image
+// first and keeping the logs of every run. The paths are explicit: the
+// provider never guesses where a checkout keeps its build output.
+func ExampleNewCluster() {
 	var m *testing.M // the *testing.M given to TestMain
 	testenv := env.New()
 	name := "e2e"
+	c := local.NewCluster(name,
+		local.WithRunDir("_output/cluster/e2e"),
+		local.WithKubeBinary("_output/bin/kube"),
+		local.WithPauseImage("_output/images/pause.tar", "gmini-pause:dev"),
+		local.WithLogger(slog.Default()))
 	testenv.Setup(
-		envfuncs.CreateClusterWithOpts(local.NewProvider(), name,
-			local.ClusterOpt(local.WithKubeBinary("_output/bin/kube")),
-			local.ClusterOpt(local.WithPauseImage("_output/images/pause.tar", "gmini-pause:dev"))),
+		envfuncs.CreateClusterWithOpts(c, name),
 		envfuncs.LoadImageArchiveToCluster(name, "_output/images/runner.tar"),
-		envfuncs.LoadImageArchiveToCluster(name, "_output/images/backend.tar"),
 	).Finish(
 		envfuncs.ExportClusterLogs(name, "_output/logs"),
 		envfuncs.DestroyCluster(name),
@@ -33,9 +37,8 @@ func ExampleNewProvider() {
 
 // A reliability step that takes the API server away and brings it back.
 func ExampleCluster_StopComponent() {
+	var c *local.Cluster // made by cluster.NewLocal and created
 	restartAPI := func(ctx context.Context, cfg *envconf.Config) (context.Context, error) {
-		p, _ := envfuncs.GetClusterFromContext(ctx, "e2e")
-		c := p.(*local.Cluster)
 		if err := c.StopComponent(ctx, local.APIServer); err != nil {
 			return ctx, err
 		}

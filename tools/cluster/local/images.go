@@ -29,12 +29,8 @@ func (c *Cluster) LoadImageArchive(ctx context.Context, archive string, _ ...str
 }
 
 func (c *Cluster) importImage(ctx context.Context, p plan, archive string) error {
-	snap := "overlayfs"
-	if !overlaySupported() {
-		snap = "native"
-	}
 	cmd := exec.CommandContext(ctx, "ctr", "--address", p.containerdSock(), "-n", "k8s.io",
-		"images", "import", "--snapshotter", snap, archive)
+		"images", "import", "--snapshotter", snapshotter(), archive)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("ctr images import %s: %w: %s", archive, err, bytes.TrimSpace(out))

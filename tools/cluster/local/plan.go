@@ -12,9 +12,6 @@ import (
 // pair inside 198.18.0.0/24, so 64 fit there.
 const maxClusters = 64
 
-// NodeName is the name the single node registers under.
-const NodeName = "gmini-node"
-
 // apiPort is the kube-apiserver's secure port inside the namespace.
 const apiPort = 6443
 

@@ -19,7 +19,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -28,11 +27,12 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	"sigs.k8s.io/e2e-framework/support"
+	"sigs.k8s.io/e2e-framework/pkg/envconf"
+	"sigs.k8s.io/e2e-framework/pkg/envfuncs"
 
 	"github.com/gmini-dev/gmini/tools/cluster"
 	"github.com/gmini-dev/gmini/tools/deploy"
-	"github.com/gmini-dev/gmini/tools/manifests"
+	"github.com/gmini-dev/gmini/tools/internal/layout"
 )
 
 const clusterName = "gmini"
@@ -62,19 +62,22 @@ func run(ctx context.Context, log *slog.Logger, stdout io.Writer, args []string)
 		fs.Usage()
 		return errors.New("want one command: up, down or proxy")
 	}
-	root, err := manifests.RepoRoot(".")
+	l, err := layout.FromWorkingDir()
 	if err != nil {
 		return err
 	}
 	cmd := fs.Arg(0)
-	p, _, err := cluster.New(ctx, cluster.Options{Provider: *provider, RepoRoot: root, Log: log, NoBuild: cmd != "up"})
+	kind, err := cluster.Resolve(ctx, *provider)
 	if err != nil {
 		return err
 	}
-	p.WithName(clusterName)
+	p, err := cluster.New(ctx, log, l, kind, clusterName, cmd == "up")
+	if err != nil {
+		return err
+	}
 	switch cmd {
 	case "up":
-		return up(ctx, log, stdout, p, root)
+		return up(ctx, log, stdout, p, l)
 	case "down":
 		if err := p.Destroy(ctx); err != nil {
 			return fmt.Errorf("destroy cluster %s: %w", clusterName, err)
@@ -88,32 +91,22 @@ func run(ctx context.Context, log *slog.Logger, stdout io.Writer, args []string)
 	return fmt.Errorf("unknown command %q", cmd)
 }
 
-func up(ctx context.Context, log *slog.Logger, stdout io.Writer, p support.E2EClusterProviderWithImageLoader, root string) error {
+func up(ctx context.Context, log *slog.Logger, stdout io.Writer, p cluster.Provider, l layout.Layout) error {
 	start := time.Now()
-	out := filepath.Join(root, "_output")
-	tars, err := deploy.BuildImages(ctx, log, root, filepath.Join(out, "images"), "dev")
-	if err != nil {
+	images := deploy.Images{Layout: l, Tag: "dev"}
+	cfg := envconf.New()
+	if _, err := deploy.Run(ctx, cfg,
+		deploy.BuildImages(log, images),
+		envfuncs.CreateClusterWithOpts(p, clusterName),
+		deploy.LoadImages(log, clusterName, images),
+		deploy.ApplyOverlay(log, l.Overlay("dev")),
+		deploy.WaitBackend(log, deploy.Namespace, 3*time.Minute),
+	); err != nil {
 		return err
 	}
-	kubeconfig, err := p.Create(ctx)
+	kubeconfig := p.GetKubeconfig()
+	client, err := kubernetes.NewForConfig(cfg.Client().RESTConfig())
 	if err != nil {
-		return fmt.Errorf("create cluster %s: %w", clusterName, err)
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
-	}
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
-	if err := deploy.LoadImages(ctx, log, p, tars); err != nil {
-		return err
-	}
-	if err := deploy.Apply(ctx, log, cfg, filepath.Join(root, "overlays", "dev")); err != nil {
-		return err
-	}
-	if err := deploy.WaitBackend(ctx, log, client, deploy.Namespace, 3*time.Minute); err != nil {
 		return err
 	}
 
@@ -185,7 +178,7 @@ func waitExperiment(ctx context.Context, client kubernetes.Interface, b deploy.B
 // proxy serves the backend on a local port by forwarding through the API
 // server's service proxy, the way `kubectl proxy` would, so curl examples
 // work unchanged.
-func proxy(ctx context.Context, log *slog.Logger, p support.E2EClusterProviderWithImageLoader, listen string) error {
+func proxy(ctx context.Context, log *slog.Logger, p cluster.Provider, listen string) error {
 	kubeconfig := p.GetKubeconfig()
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
@@ -195,7 +188,7 @@ func proxy(ctx context.Context, log *slog.Logger, p support.E2EClusterProviderWi
 	if err != nil {
 		return err
 	}
-	target, err := url.Parse(strings.TrimRight(cfg.Host, "/") + "/api/v1/namespaces/" + deploy.Namespace + "/services/gmini-backend:8080/proxy")
+	target, err := url.Parse(fmt.Sprintf("%s/api/v1/namespaces/%s/services/%s:%d/proxy", strings.TrimRight(cfg.Host, "/"), deploy.Namespace, deploy.BackendName, deploy.BackendPort))
 	if err != nil {
 		return err
 	}

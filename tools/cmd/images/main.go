@@ -14,11 +14,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"syscall"
 
 	"github.com/gmini-dev/gmini/tools/images"
+	"github.com/gmini-dev/gmini/tools/internal/layout"
 )
 
 func main() {
@@ -42,18 +42,18 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 	if *tag == "latest" {
 		return errors.New("tag latest would make the kubelet pull the image")
 	}
-	root := *repo
-	if root == "" {
+	l := layout.Layout{Root: *repo}
+	if *repo == "" {
 		var err error
-		if root, err = findRepoRoot(); err != nil {
-			return err
+		if l, err = layout.FromWorkingDir(); err != nil {
+			return fmt.Errorf("%w; pass -repo", err)
 		}
 	}
 	if *out == "" {
-		*out = filepath.Join(root, "_output", "images")
+		*out = l.Images()
 	}
 
-	specs := images.Project(root, *tag)
+	specs := images.Project(l.Root, *tag)
 	if want := fs.Args(); len(want) > 0 {
 		var picked []images.Spec
 		for _, name := range want {
@@ -73,22 +73,4 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 		fmt.Println(path)
 	}
 	return nil
-}
-
-// findRepoRoot walks up from the working directory to the go.work file.
-func findRepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.work above the working directory; pass -repo")
-		}
-		dir = parent
-	}
 }

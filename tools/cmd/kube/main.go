@@ -3,9 +3,9 @@
 //
 //	go run ./cmd/kube [-out PATH]
 //
-// The tests and `gmini-dev up` build it themselves when they need it; `make
-// test` runs this first so that a cold build (minutes) is its own step with
-// its own progress, not part of a test binary's -timeout.
+// cluster.Prepare builds it too when a suite or `gmini-dev up` needs it;
+// `make test` runs this first so that a cold build (minutes) is its own step
+// with its own progress, not part of a test binary's -timeout.
 package main
 
 import (
@@ -14,11 +14,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 
 	"github.com/gmini-dev/gmini/tools/internal/kubebuild"
-	"github.com/gmini-dev/gmini/tools/manifests"
+	"github.com/gmini-dev/gmini/tools/internal/layout"
 )
 
 func main() {
@@ -37,12 +36,12 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	root, err := manifests.RepoRoot(".")
+	l, err := layout.FromWorkingDir()
 	if err != nil {
 		return err
 	}
 	if *out == "" {
-		*out = filepath.Join(root, "_output", "bin", "kube")
+		*out = l.KubeBinary()
 	}
-	return kubebuild.Build(ctx, log, root, *out)
+	return kubebuild.Build(ctx, log, l.KubeModule(), *out)
 }

@@ -33,6 +33,17 @@ func LocalNode() []Package {
 	}
 }
 
+// provides names a file each package installs. A machine may have the
+// program from another package: GitHub's Ubuntu runners have Docker's
+// containerd.io, which conflicts with Debian's containerd but serves the
+// local node as well.
+var provides = map[Package]string{
+	"etcd-server":                 "/usr/bin/etcd",
+	"containerd":                  "/usr/bin/containerd",
+	"runc":                        "/usr/bin/runc",
+	"containernetworking-plugins": "/usr/lib/cni/bridge",
+}
+
 // Ensure installs those of pkgs that are not installed yet, with one
 // apt-get update before the install. It does nothing when all are present.
 func Ensure(ctx context.Context, log *slog.Logger, pkgs ...Package) error {
@@ -43,7 +54,14 @@ func Ensure(ctx context.Context, log *slog.Logger, pkgs ...Package) error {
 	if err != nil {
 		return err
 	}
-	todo := Missing(pkgs, status)
+	todo := slices.DeleteFunc(Missing(pkgs, status), func(p Package) bool {
+		f, ok := provides[p]
+		if !ok {
+			return false
+		}
+		_, err := os.Stat(f)
+		return err == nil
+	})
 	if len(todo) == 0 {
 		log.Debug("host packages present", "packages", pkgs)
 		return nil

@@ -25,20 +25,11 @@ import (
 // k8s.io/kubernetes requirement in tools/kube/go.mod.
 const KubernetesVersion = "v1.34.4"
 
-// ModuleDir is the module's directory relative to the repository root.
-const ModuleDir = "tools/kube"
-
-// Components lists the names the binary answers to, as its first argument or
-// as the base name of a link to it.
-func Components() []string {
-	return []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"}
-}
-
 // progressEvery is how often a running build reports that it is still alive.
 const progressEvery = 20 * time.Second
 
-// Build compiles tools/kube under repoRoot into outPath.
-func Build(ctx context.Context, log *slog.Logger, repoRoot, outPath string) error {
+// Build compiles the module in moduleDir (tools/kube) into outPath.
+func Build(ctx context.Context, log *slog.Logger, moduleDir, outPath string) error {
 	absOut, err := filepath.Abs(outPath)
 	if err != nil {
 		return fmt.Errorf("resolve output path %s: %w", outPath, err)
@@ -46,14 +37,19 @@ func Build(ctx context.Context, log *slog.Logger, repoRoot, outPath string) erro
 	if err := os.MkdirAll(filepath.Dir(absOut), 0o755); err != nil {
 		return fmt.Errorf("create output directory: %w", err)
 	}
-	// Build next to the target and rename over it: writing into a binary that
-	// a running node still executes fails with "text file busy".
-	tmpOut := absOut + ".partial"
-	defer os.Remove(tmpOut)
-	args := BuildArgs(tmpOut)
+	// Build straight into the target: go build then skips the link when
+	// the binary is up to date (seconds instead of a minute's relink), and
+	// otherwise renames the new binary over the old one, which works even
+	// while a node runs it. The rename needs go's work directory on the
+	// target's file system, hence GOTMPDIR next to it.
+	tmp := filepath.Join(filepath.Dir(absOut), ".gotmp")
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return fmt.Errorf("create build directory: %w", err)
+	}
+	args := BuildArgs(absOut)
 	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Dir = filepath.Join(repoRoot, ModuleDir)
-	cmd.Env = append(os.Environ(), BuildEnv()...)
+	cmd.Dir = moduleDir
+	cmd.Env = append(os.Environ(), append(BuildEnv(), "GOTMPDIR="+tmp)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return fmt.Errorf("build kube: %w", err)
@@ -86,9 +82,6 @@ wait:
 	}
 	if err := cmd.Wait(); err != nil {
 		return fmt.Errorf("build kube (%s): %w\n%s", time.Since(start).Round(time.Second), err, out.tail())
-	}
-	if err := os.Rename(tmpOut, absOut); err != nil {
-		return fmt.Errorf("build kube: install binary: %w", err)
 	}
 	log.Info("built kube binary", "packagesCompiled", out.compiled(),
 		"elapsed", time.Since(start).Round(100*time.Millisecond), "out", absOut)

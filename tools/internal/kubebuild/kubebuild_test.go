@@ -73,7 +73,7 @@ func TestBuild(t *testing.T) {
 		t.Skip("slow: compiles Kubernetes")
 	}
 	_, file, _, _ := runtime.Caller(0)
-	repoRoot := filepath.Join(filepath.Dir(file), "..", "..", "..")
+	moduleDir := filepath.Join(filepath.Dir(file), "..", "..", "kube")
 	out := filepath.Join(t.TempDir(), "kube")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -91,7 +91,7 @@ func TestBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = running.Process.Kill(); _ = running.Wait() }()
-	if err := Build(ctx, slog.New(slog.NewTextHandler(t.Output(), nil)), repoRoot, out); err != nil {
+	if err := Build(ctx, slog.New(slog.NewTextHandler(t.Output(), nil)), moduleDir, out); err != nil {
 		t.Fatalf("build over a running binary: %v", err)
 	}
 	got, err := exec.CommandContext(ctx, out, "kubelet", "--version").CombinedOutput()
