@@ -483,6 +483,14 @@ func TestBackend(t *testing.T) {
 					t.Errorf("%s probe = %+v, want GET %s on port http", name, p.probe, p.path)
 				}
 			}
+			// The endpoint must leave the Service before the process stops
+			// listening, and preStop plus the backend's shutdown must fit in
+			// the grace period, or the kubelet kills requests in flight.
+			if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil || c.Lifecycle.PreStop.Sleep.Seconds < 3 {
+				t.Errorf("preStop = %+v, want a sleep of at least 3 s", c.Lifecycle)
+			} else if grace, budget := deref64(d.Spec.Template.Spec.TerminationGracePeriodSeconds), c.Lifecycle.PreStop.Sleep.Seconds+25; grace < budget {
+				t.Errorf("terminationGracePeriodSeconds %d < preStop %d s + the backend's 25 s shutdown timeout", grace, c.Lifecycle.PreStop.Sleep.Seconds)
+			}
 			svc := only[*corev1.Service](t, objs, "gmini-backend")
 			if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 8080 || svc.Spec.Ports[0].TargetPort.String() != "http" {
 				t.Errorf("Service ports = %+v, want 8080 -> http", svc.Spec.Ports)
@@ -500,6 +508,13 @@ func TestBackend(t *testing.T) {
 			}
 		})
 	}
+}
+
+func deref64(p *int64) int64 {
+	if p == nil {
+		return 30 // the API's default
+	}
+	return *p
 }
 
 type podSpec struct {
