@@ -65,6 +65,9 @@ var (
 		// sa acts as the backend's ServiceAccount, with the same token.
 		sa      *kubernetes.Clientset
 		backend *backendproc.Process
+		// backendBin and backendKubeconfig start more backends, with
+		// other flags but the same identity.
+		backendBin, backendKubeconfig string
 	}
 )
 
@@ -115,6 +118,7 @@ func run(m *testing.M) int {
 		deploy.ApplyOverlay(logger, l.Overlay("dev")),
 		func(ctx context.Context, cfg *envconf.Config) (context.Context, error) {
 			kubeconfig := filepath.Join(out, "backend.kubeconfig")
+			suite.backendBin, suite.backendKubeconfig = bin, kubeconfig
 			saCfg, err := serviceAccountConfig(ctx, suite.admin, suite.adminCfg, kubeconfig)
 			if err != nil {
 				return ctx, err

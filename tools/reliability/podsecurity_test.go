@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
@@ -140,10 +141,10 @@ func TestPodSecurity(t *testing.T) {
 					s.Containers[0].SecurityContext.RunAsNonRoot = nil
 				}, "runAsNonRoot"},
 				{"runs as root", func(s *corev1.PodSpec) {
-					s.SecurityContext.RunAsUser = ptr(int64(0))
+					s.SecurityContext.RunAsUser = ptr.To(int64(0))
 				}, "runAsUser=0"},
 				{"privilege escalation allowed", func(s *corev1.PodSpec) {
-					s.Containers[0].SecurityContext.AllowPrivilegeEscalation = ptr(true)
+					s.Containers[0].SecurityContext.AllowPrivilegeEscalation = ptr.To(true)
 				}, "allowPrivilegeEscalation"},
 				{"capabilities not dropped", func(s *corev1.PodSpec) {
 					s.Containers[0].SecurityContext.Capabilities = nil
@@ -173,5 +174,3 @@ func TestPodSecurity(t *testing.T) {
 		}).Feature()
 	testenv.Test(t, f)
 }
-
-func ptr[T any](v T) *T { return &v }

@@ -79,8 +79,15 @@ func NewCronJobSource(client kubernetes.Interface, namespace, name string, log *
 	// not.
 	_ = s.informer.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
 		s.listMu.Lock()
+		changed := s.listErr == nil || s.listErr.Error() != err.Error()
 		s.listErr = err
 		s.listMu.Unlock()
+		// Before the first list, a failure (RBAC forbids the namespace, the
+		// API server is down) is why nothing works: say so once per new
+		// reason, not at every retry of the reflector.
+		if changed && !s.informer.HasSynced() {
+			s.log.Warn("cannot load the job template: POST /experiment and /readyz answer 503 until it loads", "err", err)
+		}
 		cache.DefaultWatchErrorHandler(ctx, r, err)
 	})
 	_, _ = s.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
