@@ -92,4 +92,3 @@ func writePKI(_ context.Context, b *boot) error {
 	}
 	return writeKubeconfig(p.kubeconfig(), p.serverURL(), b.c.GetKubectlContext(), ca.CertPEM(), pairs["admin"].CertPEM, pairs["admin"].KeyPEM)
 }
-

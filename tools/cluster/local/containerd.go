@@ -128,4 +128,3 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 `, q(filepath.Join(d, "root")), q(filepath.Join(d, "state")), q(p.containerdSock()), q(p.containerdSock()+".ttrpc"),
 		q(filepath.Join(d, "opt")), q(pauseTag), q(snapshotter), q(filepath.Join(d, "runc")), q(p.cniConfDir())), "\n")
 }
-

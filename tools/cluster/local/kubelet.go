@@ -85,4 +85,3 @@ func kubeletConfig(p plan, f map[string]string) map[string]any {
 		"serverTLSBootstrap":          false,
 	}
 }
-

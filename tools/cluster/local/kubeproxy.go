@@ -30,4 +30,3 @@ func kubeProxyConfig(p plan, kubeconfig string) map[string]any {
 		"conntrack":          map[string]any{"maxPerCore": 0},
 	}
 }
-
