@@ -98,10 +98,13 @@ func NewLocal(l layout.Layout, node LocalNode, name string, log *slog.Logger, op
 	return local.NewCluster(name, append(base, opts...)...)
 }
 
-// NewKind returns the kind cluster called name.
-func NewKind(name string, log *slog.Logger) *kind.Cluster {
+// NewKind returns the kind cluster called name, on the node image of the
+// same Kubernetes minor as the local node, so both providers test the
+// version people run. If its creation fails, the nodes' logs go to the
+// checkout's logs directory.
+func NewKind(l layout.Layout, name string, log *slog.Logger) *kind.Cluster {
 	c := kind.NewCluster(name)
-	c.WithOpts(kind.WithLogger(log))
+	c.WithOpts(kind.WithLogger(log), kind.WithFailureLogs(l.Logs("kind-"+name))).WithVersion(local.Version)
 	return c
 }
 
@@ -113,7 +116,7 @@ func New(ctx context.Context, log *slog.Logger, l layout.Layout, provider, name 
 	switch provider {
 	case Kind:
 		log.Info("cluster provider: kind (a Docker engine answers)")
-		return NewKind(name, log), nil
+		return NewKind(l, name, log), nil
 	case Local:
 		log.Info("cluster provider: local node (no Docker engine)")
 		node := Artifacts(l)

@@ -12,7 +12,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,12 +41,17 @@ const defaultReadyTimeout = 5 * time.Minute
 // Cluster is one kind cluster. Its kubeconfig lives in a private temporary
 // file, never in the user's ~/.kube/config.
 type Cluster struct {
-	name    string
-	image   string
-	log     *slog.Logger
-	kind    *cluster.Provider
-	kubeDir string // holds the kubeconfig file
-	rc      *rest.Config
+	name  string
+	image string
+	// imageErr is a version WithVersion could not map to an image; Create
+	// reports it.
+	imageErr error
+	// failureLogs receives the nodes' logs when Create fails.
+	failureLogs string
+	log         *slog.Logger
+	kind        *cluster.Provider
+	kubeDir     string // holds the kubeconfig file
+	rc          *rest.Config
 }
 
 // NewCluster returns a provider for the kind cluster called name.
@@ -65,6 +72,17 @@ func WithImage(image string) support.ClusterOpts {
 	return func(p support.E2EClusterProvider) {
 		if c, ok := p.(*Cluster); ok {
 			c.image = image
+		}
+	}
+}
+
+// WithFailureLogs sets where Create exports the nodes' logs when creation
+// fails, before it deletes the half-made cluster. Default: a new directory
+// under the system's temporary directory.
+func WithFailureLogs(dir string) support.ClusterOpts {
+	return func(p support.E2EClusterProvider) {
+		if c, ok := p.(*Cluster); ok {
+			c.failureLogs = dir
 		}
 	}
 }
@@ -96,11 +114,12 @@ func (c *Cluster) WithName(name string) support.E2EClusterProvider {
 	return c
 }
 
-// WithVersion selects kind's node image for a Kubernetes version (v1.34.0)
-// unless an image was set with WithImage.
+// WithVersion selects the pinned node image of a Kubernetes version's minor
+// (see NodeImage) unless an image was set with WithImage. A version without
+// a pinned image makes Create fail.
 func (c *Cluster) WithVersion(version string) support.E2EClusterProvider {
 	if c.image == "" {
-		c.image = NodeImage(version)
+		c.image, c.imageErr = NodeImage(version)
 	}
 	return c
 }
@@ -150,6 +169,9 @@ func (c *Cluster) create(ctx context.Context, opts ...cluster.CreateOption) (str
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("create kind cluster %s: %w", c.name, err)
 	}
+	if c.imageErr != nil {
+		return "", fmt.Errorf("create kind cluster %s: %w", c.name, c.imageErr)
+	}
 	p := c.provider()
 	existing, err := p.List()
 	if err != nil {
@@ -168,22 +190,45 @@ func (c *Cluster) create(ctx context.Context, opts ...cluster.CreateOption) (str
 	if deadline, ok := ctx.Deadline(); ok {
 		ready = time.Until(deadline)
 	}
+	// Retained on failure: without it kind deletes the nodes before
+	// anyone could read why they did not come up.
 	opts = append(opts,
 		cluster.CreateWithKubeconfigPath(path),
 		cluster.CreateWithWaitForReady(ready),
+		cluster.CreateWithRetain(true),
 		cluster.CreateWithDisplayUsage(false),
 		cluster.CreateWithDisplaySalutation(false),
 	)
 	c.log.Info("creating kind cluster", "name", c.name, "image", c.image)
 	start := time.Now()
 	if err := p.Create(c.name, opts...); err != nil {
-		return "", fmt.Errorf("create kind cluster %s: %w", c.name, err)
+		return "", c.failed(err)
 	}
 	c.log.Info("created kind cluster", "name", c.name, "elapsed", time.Since(start).Round(time.Second))
 	if err := c.loadRESTConfig(path); err != nil {
 		return "", err
 	}
 	return path, nil
+}
+
+// failed exports the logs of a cluster whose creation failed, then deletes
+// it, and returns err with where the logs are.
+func (c *Cluster) failed(err error) error {
+	dir := c.failureLogs
+	if dir == "" {
+		var derr error
+		if dir, derr = os.MkdirTemp("", "kind-"+c.name+"-logs-"); derr != nil {
+			return errors.Join(fmt.Errorf("create kind cluster %s: %w", c.name, err), derr)
+		}
+	}
+	errs := []error{fmt.Errorf("create kind cluster %s (node logs in %s): %w", c.name, dir, err)}
+	if lerr := c.provider().CollectLogs(c.name, dir); lerr != nil {
+		errs = append(errs, fmt.Errorf("export logs of kind cluster %s: %w", c.name, lerr))
+	}
+	if derr := c.provider().Delete(c.name, c.GetKubeconfig()); derr != nil {
+		errs = append(errs, fmt.Errorf("delete kind cluster %s after its failed creation: %w", c.name, derr))
+	}
+	return errors.Join(errs...)
 }
 
 func (c *Cluster) kubeconfigPath() (string, error) {
@@ -359,7 +404,11 @@ func loadArchive(n nodes.Node, archivePath string) error {
 }
 
 // LoadImage copies an image from the local Docker engine into the cluster
-// by saving it to an archive first, as `kind load docker-image` does.
+// by saving it to an archive first, as `kind load docker-image` does. It
+// saves only the nodes' platform: with Docker's containerd image store, a
+// save of every platform fails on multi-platform images whose other
+// platforms' blobs were never pulled. Docker before 28.0 has no
+// --platform; there a plain save is what it does anyway.
 func (c *Cluster) LoadImage(ctx context.Context, image string, args ...string) error {
 	if len(args) > 0 {
 		return fmt.Errorf("load image %s: arguments %q not supported", image, args)
@@ -370,7 +419,11 @@ func (c *Cluster) LoadImage(ctx context.Context, image string, args ...string) e
 	}
 	defer os.RemoveAll(dir)
 	archive := filepath.Join(dir, "image.tar")
-	if out, err := exec.CommandContext(ctx, "docker", "save", "-o", archive, image).CombinedOutput(); err != nil {
+	out, err := exec.CommandContext(ctx, "docker", "save", "--platform", "linux/"+runtime.GOARCH, "-o", archive, image).CombinedOutput()
+	if err != nil && strings.Contains(string(out), "unknown flag: --platform") {
+		out, err = exec.CommandContext(ctx, "docker", "save", "-o", archive, image).CombinedOutput()
+	}
+	if err != nil {
 		return fmt.Errorf("docker save %s: %w: %s", image, err, out)
 	}
 	return c.LoadImageArchive(ctx, archive)

@@ -56,22 +56,41 @@ func TestConfigDefaultImage(t *testing.T) {
 }
 
 func TestNodeImage(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"v1.34.0", "kindest/node:v1.34.0"},
-		{"1.34.0", "kindest/node:v1.34.0"},
-		{"", ""},
+	const v134 = "kindest/node:v1.34.11@sha256:44e222ee2132dab25ff87301682f89eb82c7880ea3a1bf543bfe9708fd08d67d"
+	tests := []struct{ in, want, err string }{
+		{in: "v1.34.4", want: v134}, // the local node's version: the same minor on both providers
+		{in: "1.34", want: v134},
+		{in: "v1.37.2", want: "kindest/node:v1.37.0@sha256:a1ed56cfb0e7b93589bdf97c8cd566405a265939e3620fc4f5de89adff580ae5"},
+		{in: "v1.29.0", err: "no pinned image for Kubernetes 1.29"},
+		{in: "latest", err: "want v1.MINOR"},
+		{in: "", err: "want v1.MINOR"},
 	}
 	for _, tt := range tests {
-		if got := NodeImage(tt.in); got != tt.want {
-			t.Errorf("NodeImage(%q) = %q, want %q", tt.in, got, tt.want)
+		got, err := NodeImage(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("NodeImage(%q) = %q, %v; want an error saying %q", tt.in, got, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("NodeImage(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+	for minor, img := range nodeImages {
+		if !strings.Contains(img, ":v"+minor+".") || !strings.Contains(img, "@sha256:") || len(img[strings.Index(img, "@sha256:")+8:]) != 64 {
+			t.Errorf("node image for %s = %q, want kindest/node:v%s.N@sha256:<64 hex>", minor, img, minor)
 		}
 	}
 }
 
 func TestOptions(t *testing.T) {
 	c := NewProvider().WithName("a").WithVersion("v1.34.0").(*Cluster)
-	if c.name != "a" || c.image != "kindest/node:v1.34.0" {
+	if want, _ := NodeImage("v1.34.0"); c.name != "a" || c.image != want {
 		t.Errorf("name %q image %q", c.name, c.image)
+	}
+	if _, err := NewCluster("old").WithVersion("v1.20.0").Create(context.Background()); err == nil || !strings.Contains(err.Error(), "no pinned image") {
+		t.Errorf("Create with an unpinned version: err = %v", err)
 	}
 	// An explicit image wins over a version, whatever the order.
 	c = NewCluster("b").WithOpts(WithImage("my/node:1")).WithVersion("v1.30.0").(*Cluster)

@@ -31,10 +31,12 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/e2e-framework/klient"
 	"sigs.k8s.io/e2e-framework/support"
+
+	"github.com/gmini-dev/gmini/tools/internal/kubebuild"
 )
 
-// Version is the Kubernetes version the kube binary is expected to be.
-const Version = "v1.34.4"
+// Version is the Kubernetes version the kube binary is built from.
+const Version = kubebuild.KubernetesVersion
 
 var _ support.E2EClusterProviderWithImageLoader = (*Cluster)(nil)
 
