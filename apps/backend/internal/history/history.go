@@ -1,0 +1,272 @@
+// Package history keeps a record of every experiment in a database, so an
+// experiment's outcome, output and body hash outlive its Job: status, logs
+// and retried POSTs still answer after the Job's TTL removed it.
+//
+// One Store interface has two implementations, chosen by Open's DSN:
+// embedded SQLite (modernc.org/sqlite, pure Go) for one replica, PostgreSQL
+// (pgx) for several. Both run the same SQL for every write, so the rules
+// that keep a record monotonic (a final state never changes, times once set
+// are kept) are stated once, in the database, where two writers cannot race
+// past them. internal/history/historytest holds the conformance suite that
+// both pass.
+package history
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
+)
+
+// States of a record. Final states never change once stored.
+const (
+	// StateSubmitted: claimed by a POST; its Job is not seen yet.
+	StateSubmitted = "Submitted"
+	StatePending   = "Pending"
+	StateRunning   = "Running"
+	StateSucceeded = "Succeeded"
+	StateFailed    = "Failed"
+	StateCancelled = "Cancelled"
+	StateSuspended = "Suspended"
+)
+
+// states lists every state, in the order messages name them.
+var states = []string{StateSubmitted, StatePending, StateRunning, StateSucceeded, StateFailed, StateCancelled, StateSuspended}
+
+// finalStatesSQL is the SQL list of the final states, for the statements
+// that refuse to change a final record.
+const finalStatesSQL = "('" + StateSucceeded + "', '" + StateFailed + "', '" + StateCancelled + "')"
+
+// Final reports whether state is final: Succeeded, Failed or Cancelled.
+func Final(state string) bool {
+	return state == StateSucceeded || state == StateFailed || state == StateCancelled
+}
+
+func knownState(state string) bool {
+	for _, s := range states {
+		if s == state {
+			return true
+		}
+	}
+	return false
+}
+
+// Limits.
+const (
+	// MaxLogBytes is how much of the runner's output a record keeps: the
+	// last MiB, as GET /experiments/{id}/logs serves from a live Job.
+	MaxLogBytes = 1 << 20
+	// DefaultPageSize is List's page size when ListOptions.Limit is 0.
+	DefaultPageSize = 100
+	// MaxPageSize is the largest page List returns.
+	MaxPageSize = 1000
+)
+
+// Record is what the history keeps of one experiment.
+type Record struct {
+	ID, Hash, Namespace, Job, JobUID, Submitter string
+	State, Reason, Message                      string
+	// CreatedAt is when the experiment was first submitted.
+	CreatedAt             time.Time
+	StartedAt, FinishedAt *time.Time
+	// ExitCode is the runner's exit code, once known.
+	ExitCode *int32
+	// HasLogs says the runner's output is stored; Logs reads it.
+	HasLogs   bool
+	UpdatedAt time.Time
+}
+
+// ListOptions select a page of records.
+type ListOptions struct {
+	// Limit is the page size: 0 means DefaultPageSize, at most MaxPageSize.
+	Limit int
+	// Continue is the previous page's Page.Continue; empty for the first page.
+	Continue string
+	// State keeps only records in this state; empty keeps all.
+	State string
+}
+
+// Page is one page of records, newest first.
+type Page struct {
+	Items []Record
+	// Continue fetches the next page; empty on the last page.
+	Continue string
+}
+
+// Store keeps the records. Every method is safe for concurrent use, also
+// from several processes sharing one PostgreSQL database. Errors carry a
+// failure.Kind: Unavailable when the database cannot be reached, times out,
+// is read-only or full; NotFound for a missing record; Invalid for bad
+// arguments.
+type Store interface {
+	// Claim records a submission. If id is new it stores rec (state
+	// Submitted unless set) and returns it with created=true. If id exists
+	// it returns the stored record unchanged and created=false (the caller
+	// compares Hash).
+	Claim(ctx context.Context, rec Record) (stored Record, created bool, err error)
+	// Update stores progress for rec.ID (state, reason, message, job, job
+	// UID, times, exit code). Idempotent and monotonic: a record in a final
+	// state is never changed; times once set are kept; a record that does
+	// not exist is created (the recorder may see a Job whose claim was lost,
+	// e.g. made before history was turned on). Submitted never replaces
+	// another state, and empty job, job UID and namespace keep the stored
+	// ones.
+	Update(ctx context.Context, rec Record) error
+	// Finish stores a final state together with the runner's output,
+	// atomically; logs are truncated to the last MaxLogBytes. A nil logs
+	// stores no output (HasLogs false); an empty, non-nil one stores an
+	// empty output. If the record is already final it changes nothing and
+	// returns the stored record.
+	Finish(ctx context.Context, rec Record, logs []byte) (Record, error)
+	// Get returns the record of id; failure.NotFound when absent.
+	Get(ctx context.Context, id string) (Record, error)
+	// Logs returns the stored output of id; failure.NotFound when the
+	// record or its output is absent.
+	Logs(ctx context.Context, id string) ([]byte, error)
+	// List returns a page of records, newest first (CreatedAt, then ID,
+	// descending), without their output. Pages are cut by key, not offset:
+	// records added between two calls never shift the next page.
+	List(ctx context.Context, opts ListOptions) (Page, error)
+	// Expire deletes, with their output, the records in a final state that
+	// finished before cutoff and the Submitted ones (a claim whose Job was
+	// never created) created before cutoff. It returns how many.
+	Expire(ctx context.Context, cutoff time.Time) (int64, error)
+	// Ping checks that the database answers.
+	Ping(ctx context.Context) error
+	// Close releases the database; the Store is unusable afterwards.
+	Close() error
+}
+
+// DSN prefixes Open accepts.
+const (
+	sqlitePrefix = "sqlite:"
+)
+
+// Open connects to the database named by dsn, applies the schema
+// migrations it lacks and returns the Store:
+//
+//	sqlite:/var/lib/gmini/history.db       embedded SQLite; the directory is created
+//	postgres://user:pass@host:5432/db       PostgreSQL (pgx DSN; postgresql:// too)
+func Open(ctx context.Context, dsn string, log *slog.Logger) (Store, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case strings.HasPrefix(dsn, sqlitePrefix):
+		return openSQLite(ctx, strings.TrimPrefix(dsn, sqlitePrefix), log)
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		return openPostgres(ctx, dsn, log)
+	}
+	return nil, failure.New(failure.Invalid,
+		"history: unsupported database %q: use sqlite:/path/to/history.db or postgres://user:password@host:5432/database", redact(dsn))
+}
+
+// redact keeps a DSN's scheme only, since an unknown form may still carry
+// a password.
+func redact(dsn string) string {
+	if scheme, _, ok := strings.Cut(dsn, ":"); ok && len(scheme) < 20 {
+		return scheme + ":…"
+	}
+	if len(dsn) > 12 {
+		return dsn[:12] + "…"
+	}
+	return dsn
+}
+
+// prepare validates rec for a write and fills what the store decides: the
+// times are UTC with microsecond precision (what both databases keep, so a
+// stored record reads back equal), CreatedAt and UpdatedAt default to now,
+// and a final state always has a FinishedAt (Expire goes by it).
+func prepare(rec Record, now time.Time) (Record, error) {
+	if rec.ID == "" {
+		return Record{}, failure.New(failure.Invalid, "history: record without an ID")
+	}
+	if !utf8.ValidString(rec.ID) || strings.ContainsRune(rec.ID, 0) {
+		return Record{}, failure.New(failure.Invalid, "history: record ID %q is not valid UTF-8 text", rec.ID)
+	}
+	if !knownState(rec.State) {
+		return Record{}, failure.New(failure.Invalid, "history: record %q: state %q is not one of %s", rec.ID, rec.State, strings.Join(states, ", "))
+	}
+	// Reason and message come from Kubernetes objects; a stray byte in
+	// them must not make the record unstorable (PostgreSQL refuses
+	// invalid UTF-8 and NUL in text).
+	for _, f := range []*string{&rec.Hash, &rec.Namespace, &rec.Job, &rec.JobUID, &rec.Submitter, &rec.Reason, &rec.Message} {
+		*f = cleanText(*f)
+	}
+	now = dbTime(now)
+	if rec.CreatedAt.IsZero() {
+		rec.CreatedAt = now
+	}
+	rec.CreatedAt = dbTime(rec.CreatedAt)
+	rec.UpdatedAt = now
+	rec.StartedAt = dbTimePtr(rec.StartedAt)
+	rec.FinishedAt = dbTimePtr(rec.FinishedAt)
+	if Final(rec.State) && rec.FinishedAt == nil {
+		rec.FinishedAt = &now
+	}
+	return rec, nil
+}
+
+func cleanText(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsRune(s, 0) {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
+}
+
+// dbTime is t as the databases keep it.
+func dbTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+func dbTimePtr(t *time.Time) *time.Time {
+	if t == nil || t.IsZero() {
+		return nil
+	}
+	v := dbTime(*t)
+	return &v
+}
+
+// tail returns the last MaxLogBytes of logs, keeping nil apart from empty.
+func tail(logs []byte) []byte {
+	if len(logs) > MaxLogBytes {
+		return logs[len(logs)-MaxLogBytes:]
+	}
+	return logs
+}
+
+// pageSize checks a requested limit.
+func pageSize(limit int) (int, error) {
+	switch {
+	case limit == 0:
+		return DefaultPageSize, nil
+	case limit < 0 || limit > MaxPageSize:
+		return 0, failure.New(failure.Invalid, "limit %d is out of range: give 1 to %d, or none for %d", limit, MaxPageSize, DefaultPageSize)
+	}
+	return limit, nil
+}
+
+// checkStateFilter checks ListOptions.State.
+func checkStateFilter(state string) error {
+	if state == "" || knownState(state) {
+		return nil
+	}
+	return failure.New(failure.Invalid, "state %q is not one of %s", state, strings.Join(states, ", "))
+}
+
+// errf is an error of kind about one operation on one record.
+func errf(kind failure.Kind, err error, op, id string) error {
+	if id == "" {
+		return failure.Wrap(kind, err, "history: %s", op)
+	}
+	return failure.Wrap(kind, err, "history: %s %q", op, id)
+}
+
+func notFound(id string) error {
+	return failure.New(failure.NotFound, "history: no record of experiment %q", id)
+}
+
+func noLogs(id string) error {
+	return failure.New(failure.NotFound, "history: no stored output for experiment %q", id)
+}
