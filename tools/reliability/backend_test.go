@@ -138,7 +138,8 @@ func allJobs(ctx context.Context, t *testing.T) int {
 
 // deleteJobs removes every Job in the namespace and waits until they are
 // gone, so each test starts from none. Their pods are left to the garbage
-// collector.
+// collector. Jobs the backend made wait for their history record: the
+// main backend's recorder stores them as Cancelled and lets them go.
 func deleteJobs(ctx context.Context, t *testing.T) {
 	t.Helper()
 	policy := metav1.DeletePropagationBackground
@@ -147,11 +148,22 @@ func deleteJobs(ctx context.Context, t *testing.T) {
 	if err != nil {
 		t.Fatalf("delete jobs: %v", err)
 	}
-	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+	var left []string
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
 		list, err := suite.admin.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{})
-		return err == nil && len(list.Items) == 0, nil
+		if err != nil {
+			return false, nil
+		}
+		left = left[:0]
+		for _, j := range list.Items {
+			left = append(left, fmt.Sprintf("%s %v", j.Name, j.Finalizers))
+		}
+		return len(list.Items) == 0, nil
 	})
-	if err != nil {
-		t.Fatalf("jobs still present a minute after deleting them: %v", err)
+	if n := len(left); err != nil {
+		if n > 5 {
+			left = append(left[:5], fmt.Sprintf("and %d more", n-5))
+		}
+		failf(t, "%d Jobs still present two minutes after deleting them (name and finalizers): %v", n, left)
 	}
 }

@@ -42,8 +42,15 @@ import (
 	"github.com/gmini-dev/gmini/tools/internal/layout"
 )
 
+// clusterName is the suite's cluster; GMINI_REL_CLUSTER picks another.
+var clusterName = func() string {
+	if v := os.Getenv("GMINI_REL_CLUSTER"); v != "" {
+		return v
+	}
+	return "gmini-rel"
+}()
+
 const (
-	clusterName = "gmini-rel"
 	ns          = deploy.Namespace
 	backendSA   = deploy.BackendName
 	backendUser = "system:serviceaccount:" + ns + ":" + backendSA
@@ -68,6 +75,8 @@ var (
 		// backendBin and backendKubeconfig start more backends, with
 		// other flags but the same identity.
 		backendBin, backendKubeconfig string
+		// historyDB is the main backend's SQLite history.
+		historyDB string
 	}
 )
 
@@ -84,7 +93,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	suite.layout = l
-	out := l.Logs("reliability")
+	out := l.Logs(clusterName)
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		logger.Error("make log directory", "err", err)
 		return 1
@@ -128,6 +137,11 @@ func run(m *testing.M) int {
 			}
 			logPath := filepath.Join(out, "backend.log")
 			_ = os.Remove(logPath)
+			// History on, as the dev overlay ships it: SQLite in a file.
+			suite.historyDB = filepath.Join(out, "history.db")
+			for _, f := range []string{suite.historyDB, suite.historyDB + "-wal", suite.historyDB + "-shm"} {
+				_ = os.Remove(f)
+			}
 			suite.backend = backendproc.New(backendproc.Options{
 				Binary:  bin,
 				LogPath: logPath,
@@ -138,6 +152,8 @@ func run(m *testing.M) int {
 					"--listen", "127.0.0.1:0",
 					"--log-format", "text",
 					"--api-timeout", apiTimeout.String(),
+					"--history-dsn", "sqlite:" + suite.historyDB,
+					"--identity", "reliability-main",
 				},
 			})
 			return ctx, suite.backend.Start(ctx)

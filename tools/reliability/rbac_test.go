@@ -5,6 +5,7 @@ package reliability
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -45,30 +46,53 @@ func (a access) String() string {
 	return fmt.Sprintf("%s %s %s", a.verb, r, where)
 }
 
-// backendAccess is what the backend needs (allowed) and what matters most
-// that it cannot do (denied). Denied entries are the ways a compromised
-// backend could widen its reach: read credentials, run arbitrary pods,
-// act outside its namespace, or grant itself more.
-func backendAccess() []access {
-	allow := func(verb, group, resource, sub, name, ns string) access {
-		return access{verb, group, resource, sub, name, ns, true}
+// used is exactly what the backend calls, resource by resource: the
+// verbs it uses and, for names it is limited to, that name. Every other
+// verb on these resources must be denied (exactGrid), so the Role holds
+// what the code uses and nothing more.
+var used = []struct {
+	group, resource, sub, name string
+	verbs                      []string
+}{
+	{"batch", "jobs", "", "exp-x", []string{"create", "get", "list", "watch", "patch", "delete"}},
+	{"batch", "cronjobs", "", "gmini-runner", []string{"list", "watch"}},
+	{"", "pods", "", "exp-x-abcde", []string{"list"}},
+	{"", "pods", "log", "exp-x-abcde", []string{"get"}},
+	{"coordination.k8s.io", "leases", "", "gmini-backend-recorder", []string{"create", "get", "update"}},
+}
+
+// exactGrid asks about every verb on every resource the backend uses.
+func exactGrid() []access {
+	verbs := []string{"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
+	var out []access
+	for _, u := range used {
+		for _, v := range verbs {
+			name := u.name
+			if v == "create" || v == "deletecollection" {
+				name = "" // not named in the request
+			}
+			out = append(out, access{v, u.group, u.resource, u.sub, name, ns, slices.Contains(u.verbs, v)})
+		}
 	}
+	// Names it is not limited to stay out of reach.
+	out = append(out,
+		access{"update", "coordination.k8s.io", "leases", "", "other-lease", ns, false},
+		access{"get", "batch", "cronjobs", "", "other", ns, false},
+		access{"list", "batch", "cronjobs", "", "", ns, false}, // without the name selector
+	)
+	return out
+}
+
+// backendAccess is exactly what the backend needs (allowed, and every
+// other verb on the same resources denied) and what matters most that it
+// cannot do (denied). Denied entries are the ways a compromised backend
+// could widen its reach: read credentials, run arbitrary pods, act outside
+// its namespace, or grant itself more.
+func backendAccess() []access {
 	deny := func(verb, group, resource, sub, name, ns string) access {
 		return access{verb, group, resource, sub, name, ns, false}
 	}
-	return []access{
-		// What it needs.
-		allow("create", "batch", "jobs", "", "", ns),
-		allow("get", "batch", "jobs", "", "exp-x", ns),
-		allow("list", "batch", "jobs", "", "", ns),
-		allow("watch", "batch", "jobs", "", "", ns),
-		allow("delete", "batch", "jobs", "", "exp-x", ns),
-		allow("get", "batch", "cronjobs", "", "gmini-runner", ns),
-		allow("list", "batch", "cronjobs", "", "gmini-runner", ns),
-		allow("watch", "batch", "cronjobs", "", "gmini-runner", ns),
-		allow("get", "", "pods", "", "exp-x-abcde", ns),
-		allow("list", "", "pods", "", "", ns),
-		allow("get", "", "pods", "log", "exp-x-abcde", ns),
+	return append(exactGrid(), []access{
 		// Credentials.
 		deny("get", "", "secrets", "", "any", ns),
 		deny("list", "", "secrets", "", "", ns),
@@ -79,22 +103,14 @@ func backendAccess() []access {
 		deny("create", "", "serviceaccounts", "token", "gmini-runner", ns),
 		deny("impersonate", "", "serviceaccounts", "", "gmini-runner", ns),
 		// Running arbitrary code.
-		deny("create", "", "pods", "", "", ns),
 		deny("create", "", "pods", "exec", "exp-x-abcde", ns),
 		deny("create", "", "pods", "attach", "exp-x-abcde", ns),
 		deny("create", "", "pods", "ephemeralcontainers", "exp-x-abcde", ns),
 		deny("patch", "", "pods", "ephemeralcontainers", "exp-x-abcde", ns),
-		deny("update", "batch", "jobs", "", "exp-x", ns),
-		deny("patch", "batch", "jobs", "", "exp-x", ns),
 		deny("create", "apps", "deployments", "", "", ns),
 		deny("patch", "apps", "deployments", "", "gmini-backend", ns),
-		deny("create", "batch", "cronjobs", "", "", ns),
-		// Changing its own template or the runner's.
-		deny("update", "batch", "cronjobs", "", "gmini-runner", ns),
-		deny("patch", "batch", "cronjobs", "", "gmini-runner", ns),
-		deny("delete", "batch", "cronjobs", "", "gmini-runner", ns),
-		deny("get", "batch", "cronjobs", "", "other", ns),
-		deny("list", "batch", "cronjobs", "", "", ns), // without the name selector
+		// Changing its own template or the runner's: exactGrid denies every
+		// verb but list and watch on the template.
 		// Outside its namespace.
 		deny("create", "batch", "jobs", "", "", "default"),
 		deny("create", "batch", "jobs", "", "", "kube-system"),
@@ -116,7 +132,7 @@ func backendAccess() []access {
 		deny("create", "rbac.authorization.k8s.io", "clusterrolebindings", "", "", ""),
 		deny("patch", "", "namespaces", "", ns, ""), // would lift Pod Security
 		deny("create", "certificates.k8s.io", "certificatesigningrequests", "", "", ""),
-	}
+	}...)
 }
 
 func TestBackendRBAC(t *testing.T) {
@@ -166,7 +182,7 @@ func TestBackendRBAC(t *testing.T) {
 				allowed bool
 				call    func() error
 			}{
-				{"get cronjob gmini-runner", true, func() error {
+				{"get cronjob gmini-runner (the informer only lists and watches)", false, func() error {
 					_, err := sa.BatchV1().CronJobs(ns).Get(ctx, "gmini-runner", metav1.GetOptions{})
 					return err
 				}},

@@ -78,7 +78,7 @@ func TestReadinessFollowsTemplate(t *testing.T) {
 			original = cj
 			return ctx
 		})
-	for _, b := range templateBreaks() {
+	for i, b := range templateBreaks() {
 		f = f.Assess(b.name+": not ready, POST 503 naming the problem, nothing created; fixed: ready again", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			base := suite.backend.URL()
 			cjs := suite.admin.BatchV1().CronJobs(ns)
@@ -101,7 +101,7 @@ func TestReadinessFollowsTemplate(t *testing.T) {
 			if a.Header.Get("Retry-After") == "" {
 				t.Error("/readyz 503 without Retry-After")
 			}
-			p, err := post(ctx, newClient(1, false), base, experimentBody("ready-"+strings.ReplaceAll(b.name, " ", "-")[:10], ""))
+			p, err := post(ctx, newClient(1, false), base, experimentBody(fmt.Sprintf("ready-broken-%d", i), ""))
 			if err != nil {
 				failf(t, "POST: %v", err)
 			}
@@ -130,7 +130,7 @@ func TestReadinessFollowsTemplate(t *testing.T) {
 				}
 			}
 			readyAnswer(ctx, t, base, http.StatusOK)
-			if p, err := post(ctx, newClient(1, false), base, experimentBody("ready-after-"+fmt.Sprint(len(b.name)), "")); err != nil || p.Code != http.StatusCreated {
+			if p, err := post(ctx, newClient(1, false), base, experimentBody(fmt.Sprintf("ready-fixed-%d", i), "")); err != nil || p.Code != http.StatusCreated {
 				failf(t, "POST after the template was fixed: %v %v, want 201", p, err)
 			}
 			deleteJobs(ctx, t)
@@ -152,7 +152,7 @@ func TestStartWithoutTemplate(t *testing.T) {
 		want := c.namespace + "/" + c.template
 		f := features.New("a backend started with a "+c.name+" serves /healthz, is not ready and refuses POSTs with the reason").
 			Assess("503 with the reason, and a warning in the log", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-				logPath := filepath.Join(suite.layout.Logs("reliability"), "backend-"+strings.ReplaceAll(c.name, " ", "-")+".log")
+				logPath := filepath.Join(suite.layout.Logs(clusterName), "backend-"+strings.ReplaceAll(c.name, " ", "-")+".log")
 				_ = os.Remove(logPath)
 				b := backendproc.New(backendproc.Options{
 					Binary:   suite.backendBin,

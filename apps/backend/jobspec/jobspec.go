@@ -9,9 +9,12 @@ package jobspec
 import (
 	"crypto/sha256"
 	"encoding/base32"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -37,6 +40,18 @@ const (
 
 	// RunnerContainer is the container that receives the experiment.
 	RunnerContainer = "runner"
+
+	// FinalizerHistory holds an experiment's Job, and with it its pods and
+	// their output, until the backend has stored the experiment's record.
+	FinalizerHistory = "gmini.dev/history"
+	// AnnotationTTL keeps the template's ttlSecondsAfterFinished while
+	// history holds the Job. The TTL starts once the record is stored
+	// (ReleasePatch), not when the Job finishes: a backend that is down
+	// then still finds the pods, and their logs, when it comes back.
+	AnnotationTTL = "gmini.dev/ttl-seconds-after-record"
+	// AnnotationSubmitter names who submitted the experiment, as the API
+	// server authenticated them.
+	AnnotationSubmitter = "gmini.dev/submitted-by"
 
 	// MaxIDLength bounds experiment IDs. IDs come from a document store; 128
 	// leaves room for any store's keys while keeping annotations small.
@@ -222,4 +237,52 @@ func Build(tmpl *batchv1.JobTemplateSpec, namespace, id, hash string, body []byt
 	// Linux's 128 KiB cap on a single argument.
 	pod.Spec.Containers[idx].Args = []string{string(body)}
 	return job, nil
+}
+
+// HoldForHistory makes job wait for its record: it adds FinalizerHistory
+// and moves the TTL into AnnotationTTL (empty when the template has none),
+// for ReleasePatch to restore.
+func HoldForHistory(job *batchv1.Job) {
+	if !slices.Contains(job.Finalizers, FinalizerHistory) {
+		job.Finalizers = append(job.Finalizers, FinalizerHistory)
+	}
+	if job.Annotations == nil {
+		job.Annotations = map[string]string{}
+	}
+	if _, done := job.Annotations[AnnotationTTL]; done {
+		return
+	}
+	job.Annotations[AnnotationTTL] = ""
+	if ttl := job.Spec.TTLSecondsAfterFinished; ttl != nil {
+		job.Annotations[AnnotationTTL] = strconv.Itoa(int(*ttl))
+		job.Spec.TTLSecondsAfterFinished = nil
+	}
+}
+
+// Held reports whether job still waits for its record.
+func Held(job *batchv1.Job) bool { return slices.Contains(job.Finalizers, FinalizerHistory) }
+
+// Released reports whether job was held for its record and let go: its
+// record is stored.
+func Released(job *batchv1.Job) bool {
+	_, held := job.Annotations[AnnotationTTL]
+	return held && !Held(job)
+}
+
+// ReleasePatch is the strategic merge patch that lets a recorded Job go:
+// FinalizerHistory removed and, unless the Job is being deleted anyway, the
+// template's TTL restored, so the TTL controller removes it as it would
+// have without history.
+func ReleasePatch(job *batchv1.Job) ([]byte, error) {
+	patch := map[string]any{
+		"metadata": map[string]any{"$deleteFromPrimitiveList/finalizers": []string{FinalizerHistory}},
+	}
+	if v := job.Annotations[AnnotationTTL]; v != "" && job.DeletionTimestamp == nil && job.Spec.TTLSecondsAfterFinished == nil {
+		ttl, err := strconv.ParseInt(v, 10, 32)
+		if err != nil || ttl < 0 {
+			return nil, fmt.Errorf("job %s: annotation %s=%q is not a TTL in seconds", job.Name, AnnotationTTL, v)
+		}
+		patch["spec"] = map[string]any{"ttlSecondsAfterFinished": ttl}
+	}
+	return json.Marshal(patch)
 }

@@ -15,11 +15,13 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/gmini-dev/gmini/apps/backend/internal/auth"
 	"github.com/gmini-dev/gmini/apps/backend/internal/experiment"
+	"github.com/gmini-dev/gmini/apps/backend/internal/experiments"
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
+	"github.com/gmini-dev/gmini/apps/backend/internal/history"
 	"github.com/gmini-dev/gmini/apps/backend/internal/lifecycle"
 	"github.com/gmini-dev/gmini/apps/backend/internal/metrics"
-	"github.com/gmini-dev/gmini/apps/backend/internal/spawn"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 )
 
@@ -42,10 +44,9 @@ const MaxHeaderBytes = 64 << 10
 
 // Config holds what the handlers need.
 type Config struct {
-	Spawner *spawn.Spawner
-	Store   *lifecycle.Store
-	Metrics *metrics.Metrics
-	Logger  *slog.Logger
+	Experiments *experiments.Service
+	Metrics     *metrics.Metrics
+	Logger      *slog.Logger
 	// Ready reports whether a POST would work now: the template is loaded
 	// and usable, and the API server answers.
 	Ready func(context.Context) error
@@ -54,10 +55,18 @@ type Config struct {
 	// APITimeout bounds each request's calls to the API server, so a POST
 	// answers 503 in bounded time when the API server is gone. Default 10s.
 	APITimeout time.Duration
+	// Auth, when set, makes every experiment request authenticate and be
+	// authorized through the API server; nil serves everyone (the
+	// tutorial's open contract, for namespaces behind a NetworkPolicy).
+	Auth *auth.Reviewer
+	// MaxInflight bounds the POSTs being processed at once; beyond it a
+	// POST gets 429 at once. 0 means no bound.
+	MaxInflight int
 }
 
 type server struct {
 	Config
+	inflight chan struct{}
 }
 
 // NewHandler returns the backend's routes. Every error it answers is JSON.
@@ -72,6 +81,9 @@ func NewHandler(cfg Config) http.Handler {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &server{Config: cfg}
+	if cfg.MaxInflight > 0 {
+		s.inflight = make(chan struct{}, cfg.MaxInflight)
+	}
 
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
@@ -89,11 +101,11 @@ func NewHandler(cfg Config) http.Handler {
 		s.fail(c, failure.New(failure.MethodNotAllowed, "method %s is not allowed on %s", c.Request.Method, c.Request.URL.Path))
 	})
 
-	r.POST("/experiment", s.createExperiment)
-	r.GET("/experiments", s.listExperiments)
-	r.GET("/experiments/:id", s.getExperiment)
-	r.GET("/experiments/:id/logs", s.experimentLogs)
-	r.DELETE("/experiments/:id", s.deleteExperiment)
+	r.POST("/experiment", s.limitInflight, s.authorize(auth.VerbCreate), s.createExperiment)
+	r.GET("/experiments", s.authorize(auth.VerbList), s.listExperiments)
+	r.GET("/experiments/:id", s.authorize(auth.VerbGet), s.getExperiment)
+	r.GET("/experiments/:id/logs", s.authorize(auth.VerbGet), s.experimentLogs)
+	r.DELETE("/experiments/:id", s.authorize(auth.VerbDelete), s.deleteExperiment)
 
 	// Probes and load balancers also use HEAD; net/http drops the body.
 	healthz := func(c *gin.Context) { c.String(http.StatusOK, "ok\n") }
@@ -112,8 +124,12 @@ type created struct {
 	Job       string `json:"job"`
 	Namespace string `json:"namespace"`
 	Created   bool   `json:"created"`
-	Status    string `json:"status"`
-	Logs      string `json:"logs"`
+	// State and Source say, for an experiment that had finished, that it
+	// was not run again and how it ended.
+	State  string `json:"state,omitempty"`
+	Source string `json:"source"`
+	Status string `json:"status"`
+	Logs   string `json:"logs"`
 }
 
 func (s *server) createExperiment(c *gin.Context) {
@@ -129,7 +145,8 @@ func (s *server) createExperiment(c *gin.Context) {
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), s.APITimeout)
 	defer cancel()
-	res, err := s.Spawner.Create(ctx, exp)
+	who := auth.UserName(ctx)
+	res, err := s.Experiments.Submit(ctx, exp, who)
 	if err != nil {
 		s.spawnFailed(c, exp.ID, err)
 		return
@@ -138,7 +155,7 @@ func (s *server) createExperiment(c *gin.Context) {
 	if res.Created {
 		code = http.StatusCreated
 		s.Metrics.JobsCreated.Inc()
-		s.Logger.InfoContext(ctx, "job created", "id", exp.ID, "job", res.Job.Name)
+		s.Logger.InfoContext(ctx, "job created", "id", exp.ID, "job", res.Job, "user", who)
 	} else {
 		s.Metrics.JobsExisting.Inc()
 	}
@@ -146,9 +163,11 @@ func (s *server) createExperiment(c *gin.Context) {
 	c.Header("Location", statusPath)
 	c.JSON(code, created{
 		ID:        exp.ID,
-		Job:       res.Job.Name,
-		Namespace: res.Job.Namespace,
+		Job:       res.Job,
+		Namespace: res.Namespace,
 		Created:   res.Created,
+		State:     res.State,
+		Source:    res.Source,
 		Status:    statusPath,
 		Logs:      statusPath + "/logs",
 	})
@@ -192,15 +211,32 @@ func (s *server) logFailure(c *gin.Context, msg, id string, code int, err error)
 	s.Logger.Log(c.Request.Context(), level, msg, attrs...)
 }
 
+// listed is the answer to GET /experiments.
+type listed struct {
+	Items []lifecycle.Status `json:"items"`
+	// Continue, passed back as ?continue=, fetches the next page; absent
+	// on the last one.
+	Continue string `json:"continue,omitempty"`
+}
+
 func (s *server) listExperiments(c *gin.Context) {
+	opts := experiments.ListOptions{Continue: c.Query("continue"), State: c.Query("state")}
+	if v, ok := c.GetQuery("limit"); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			s.fail(c, failure.New(failure.Invalid, "limit %q: want a positive integer (at most %d)", v, history.MaxPageSize))
+			return
+		}
+		opts.Limit = n
+	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), s.APITimeout)
 	defer cancel()
-	items, err := s.Store.List(ctx)
+	page, err := s.Experiments.List(ctx, opts)
 	if err != nil {
 		s.logFailure(c, "list experiments", "", s.fail(c, err), err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"items": items})
+	c.JSON(http.StatusOK, listed{Items: page.Items, Continue: page.Continue})
 }
 
 // experimentID validates the :id path parameter the same way as a POSTed ID.
@@ -220,7 +256,7 @@ func (s *server) getExperiment(c *gin.Context) {
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), s.APITimeout)
 	defer cancel()
-	st, err := s.Store.Get(ctx, id)
+	st, err := s.Experiments.Get(ctx, id)
 	if err != nil {
 		s.logFailure(c, "get experiment", id, s.fail(c, err), err)
 		return
@@ -238,7 +274,7 @@ func (s *server) experimentLogs(c *gin.Context) {
 	// Buffer (bounded by the store) so that an error found midway can
 	// still become a proper status code.
 	var buf bytes.Buffer
-	if err := s.Store.Logs(ctx, id, &buf); err != nil {
+	if err := s.Experiments.Logs(ctx, id, &buf); err != nil {
 		s.logFailure(c, "read experiment logs", id, s.fail(c, err), err)
 		return
 	}
@@ -252,13 +288,15 @@ func (s *server) deleteExperiment(c *gin.Context) {
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), s.APITimeout)
 	defer cancel()
-	st, err := s.Store.Delete(ctx, id)
+	res, err := s.Experiments.Cancel(ctx, id)
 	if err != nil {
 		s.logFailure(c, "delete experiment", id, s.fail(c, err), err)
 		return
 	}
-	s.Logger.InfoContext(ctx, "experiment deleted", "id", id, "job", st.Job)
-	c.JSON(http.StatusOK, gin.H{"id": id, "job": st.Job, "deleted": true})
+	if res.Deleted {
+		s.Logger.InfoContext(ctx, "experiment deleted", "id", id, "job", res.Job, "user", auth.UserName(ctx))
+	}
+	c.JSON(http.StatusOK, gin.H{"id": id, "job": res.Job, "deleted": res.Deleted, "state": res.State})
 }
 
 // readyz answers 200 only when a POST would work now; otherwise 503 with
@@ -276,6 +314,50 @@ func (s *server) readyz(c *gin.Context) {
 func (s *server) recovered(c *gin.Context, v any) {
 	s.Logger.ErrorContext(c.Request.Context(), "panic in handler", "panic", v, "path", c.Request.URL.Path)
 	s.fail(c, failure.New(failure.Internal, "internal error"))
+}
+
+// limitInflight answers 429 at once to a POST beyond MaxInflight: a
+// burst is refused cheaply instead of queueing on the API server.
+func (s *server) limitInflight(c *gin.Context) {
+	if s.inflight == nil {
+		return
+	}
+	select {
+	case s.inflight <- struct{}{}:
+		defer func() { <-s.inflight }()
+		c.Next()
+	default:
+		s.spawnFailed(c, "", failure.New(failure.TooManyRequests, "%d experiments are being submitted already (--max-inflight); retry after the Retry-After delay", s.MaxInflight))
+	}
+}
+
+// authorize checks, when the backend authenticates clients, that the
+// caller may verb the experiment of the :id parameter (or experiments, for
+// create and list); the caller's identity then rides in the request's
+// context. The token itself is never logged.
+func (s *server) authorize(verb string) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if s.Auth == nil {
+			return
+		}
+		id := c.Param("id")
+		if id != "" && experiment.ValidateID(id) != nil {
+			return // the handler refuses the ID with a 400
+		}
+		who, err := s.Auth.Check(c.Request, verb, id)
+		if err != nil {
+			if failure.KindOf(err) == failure.Unauthenticated {
+				c.Header("WWW-Authenticate", `Bearer realm="gmini"`)
+			}
+			code := s.fail(c, err)
+			if verb == auth.VerbCreate {
+				s.Metrics.SpawnErrors.WithLabelValues(strconv.Itoa(code)).Inc()
+			}
+			s.logFailure(c, "refused "+verb, id, code, err)
+			return
+		}
+		c.Request = c.Request.WithContext(auth.WithUser(c.Request.Context(), who))
+	}
 }
 
 // limitTarget refuses request targets longer than MaxRequestTarget with a

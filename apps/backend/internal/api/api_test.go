@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/gmini-dev/gmini/apps/backend/internal/experiments"
 	"github.com/gmini-dev/gmini/apps/backend/internal/lifecycle"
 	"github.com/gmini-dev/gmini/apps/backend/internal/metrics"
 	"github.com/gmini-dev/gmini/apps/backend/internal/spawn"
@@ -71,8 +72,10 @@ func newFixture(t *testing.T, tmpl template.Source, ready func(context.Context) 
 	m := metrics.New()
 	log := &bytes.Buffer{}
 	h := NewHandler(Config{
-		Spawner: &spawn.Spawner{Client: client, Namespace: ns, Templates: tmpl},
-		Store:   &lifecycle.Store{Client: client, Namespace: ns},
+		Experiments: &experiments.Service{
+			Spawner: &spawn.Spawner{Client: client, Namespace: ns, Templates: tmpl},
+			Live:    &lifecycle.Store{Client: client, Namespace: ns},
+		},
 		Metrics: m,
 		Logger:  slog.New(slog.NewJSONHandler(log, nil)),
 		Ready:   ready,
@@ -267,7 +270,12 @@ func TestCreateExperimentAPIErrors(t *testing.T) {
 	}{
 		{"unreachable", refused, nil, http.StatusServiceUnavailable, "connection refused"},
 		{"timeout", context.DeadlineExceeded, nil, http.StatusServiceUnavailable, "deadline exceeded"},
-		{"overloaded", apierrors.NewTooManyRequests("slow down", 1), nil, http.StatusServiceUnavailable, "slow down"},
+		// API Priority and Fairness holds the request back: 429, as the
+		// API server said it.
+		{"overloaded", apierrors.NewTooManyRequests("slow down", 1), nil, http.StatusTooManyRequests, "slow down"},
+		{"over quota", apierrors.NewForbidden(schema.GroupResource{Group: "batch", Resource: "jobs"}, "exp-e1",
+			errors.New("exceeded quota: gmini-jobs, requested: count/jobs.batch=1, used: count/jobs.batch=5, limited: count/jobs.batch=5")),
+			nil, http.StatusTooManyRequests, "exceeded quota: gmini-jobs"},
 		{"forbidden", apierrors.NewForbidden(gr, "exp-x", errors.New("RBAC denied create")), nil, http.StatusBadGateway, "forbidden"},
 		{"invalid", apierrors.NewInvalid(schema.GroupKind{Group: "batch", Kind: "Job"}, "exp-x", nil), nil, http.StatusBadGateway, "invalid"},
 		{"template not loaded", nil, template.Static{}, http.StatusServiceUnavailable, "not loaded"},

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/gmini-dev/gmini/apps/backend/internal/experiments"
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
 	"github.com/gmini-dev/gmini/apps/backend/internal/lifecycle"
 	"github.com/gmini-dev/gmini/apps/backend/internal/metrics"
@@ -261,8 +262,10 @@ func TestReadinessFollowsTemplate(t *testing.T) {
 				t.Fatal(err)
 			}
 			h := NewHandler(Config{
-				Spawner: &spawn.Spawner{Client: client, Namespace: ns, Templates: src},
-				Store:   &lifecycle.Store{Client: client, Namespace: ns},
+				Experiments: &experiments.Service{
+					Spawner: &spawn.Spawner{Client: client, Namespace: ns, Templates: src},
+					Live:    &lifecycle.Store{Client: client, Namespace: ns},
+				},
 				Metrics: metrics.New(),
 				Ready:   func(context.Context) error { return src.Check() },
 			})

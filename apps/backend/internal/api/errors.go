@@ -21,6 +21,9 @@ var codes = map[failure.Kind]int{
 	failure.Conflict:             http.StatusConflict,
 	failure.Unavailable:          http.StatusServiceUnavailable,
 	failure.Upstream:             http.StatusBadGateway,
+	failure.Unauthenticated:      http.StatusUnauthorized,
+	failure.Forbidden:            http.StatusForbidden,
+	failure.TooManyRequests:      http.StatusTooManyRequests,
 	failure.Internal:             http.StatusInternalServerError,
 }
 

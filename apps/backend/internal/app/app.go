@@ -19,8 +19,11 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/api"
+	"github.com/gmini-dev/gmini/apps/backend/internal/auth"
+	"github.com/gmini-dev/gmini/apps/backend/internal/experiments"
 	"github.com/gmini-dev/gmini/apps/backend/internal/lifecycle"
 	"github.com/gmini-dev/gmini/apps/backend/internal/metrics"
+	"github.com/gmini-dev/gmini/apps/backend/internal/recorder"
 	"github.com/gmini-dev/gmini/apps/backend/internal/spawn"
 	"github.com/gmini-dev/gmini/apps/backend/internal/template"
 )
@@ -61,12 +64,49 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 	defer stopInformer()
 	templates.Start(informerCtx)
 
+	m := metrics.New()
+	live := &lifecycle.Store{Client: client, Namespace: cfg.Namespace}
+	svc := &experiments.Service{
+		Spawner: &spawn.Spawner{Client: client, Namespace: cfg.Namespace, Templates: templates},
+		Live:    live,
+	}
+	if cfg.HistoryDSN != "" {
+		store := openHistory(informerCtx, cfg.HistoryDSN, log)
+		defer store.Close()
+		svc.History = store
+		svc.Spawner.Hold = true
+		identity := cfg.Identity
+		if identity == "" {
+			identity, _ = os.Hostname()
+		}
+		recorderDone := make(chan struct{})
+		go func() {
+			defer close(recorderDone)
+			recorder.Run(informerCtx, recorder.Config{
+				Client: client, Namespace: cfg.Namespace, Store: store, Output: live.Capture,
+				Metrics: m, Log: log, Retention: cfg.HistoryRetention,
+				LeaseName: leaseName, Identity: identity,
+			})
+		}()
+		// The recorder stops after the HTTP server: it releases its lease
+		// for the next replica, and the store closes only once it is done.
+		defer func() { stopInformer(); <-recorderDone }()
+	}
+
+	var reviewer *auth.Reviewer
+	if cfg.Auth == "kubernetes" {
+		if reviewer, err = auth.New(client, cfg.Namespace, []string{cfg.AuthAudience}); err != nil {
+			return err
+		}
+	}
+
 	gin.SetMode(gin.ReleaseMode)
 	handler := api.NewHandler(api.Config{
-		Spawner: &spawn.Spawner{Client: client, Namespace: cfg.Namespace, Templates: templates},
-		Store:   &lifecycle.Store{Client: client, Namespace: cfg.Namespace},
-		Metrics: metrics.New(),
-		Logger:  log,
+		Auth:        reviewer,
+		MaxInflight: cfg.MaxInflight,
+		Experiments: svc,
+		Metrics:     m,
+		Logger:      log,
 		// Ready means "a POST would work": the template is there and
 		// usable, and the API server answers.
 		Ready: func(ctx context.Context) error {
@@ -91,7 +131,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		MaxHeaderBytes:    api.MaxHeaderBytes,
 	}
 	log.Info("backend listening", "addr", ln.Addr().String(), "namespace", cfg.Namespace,
-		"template", cfg.Template, "qps", cfg.QPS, "burst", cfg.Burst)
+		"template", cfg.Template, "qps", cfg.QPS, "burst", cfg.Burst, "history", cfg.HistoryDSN != "", "auth", cfg.Auth)
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}

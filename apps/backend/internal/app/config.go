@@ -28,6 +28,15 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	LogFormat       string
 	LogLevel        slog.Level
+	// HistoryDSN names the history database; empty turns history off.
+	HistoryDSN       string
+	HistoryRetention time.Duration
+	// Identity names this replica in the recorder's lease.
+	Identity string
+	// Auth is "none" or "kubernetes"; AuthAudience is the audience client
+	// tokens must be issued for.
+	Auth, AuthAudience string
+	MaxInflight        int
 }
 
 // parseConfig reads flags, with defaults taken from the environment.
@@ -41,7 +50,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return def
 	}
 	var cfg Config
-	var qps, burst, maxBody, apiTimeout, shutdownTimeout, level string
+	var qps, burst, maxBody, apiTimeout, shutdownTimeout, level, retention, inflight string
 	fs.StringVar(&cfg.Listen, "listen", env("GMINI_LISTEN", ":8080"), "address to serve HTTP on (GMINI_LISTEN)")
 	fs.StringVar(&cfg.Namespace, "namespace", env("GMINI_NAMESPACE", getenv("POD_NAMESPACE")), "namespace for Jobs and the template; default: the pod's own namespace, else the kubeconfig's (GMINI_NAMESPACE, POD_NAMESPACE)")
 	fs.StringVar(&cfg.Template, "template", env("GMINI_TEMPLATE", "gmini-runner"), "name of the suspended CronJob used as the Job template (GMINI_TEMPLATE)")
@@ -57,6 +66,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&shutdownTimeout, "shutdown-timeout", env("GMINI_SHUTDOWN_TIMEOUT", "25s"), "how long SIGTERM waits for in-flight requests; keep it below the pod's terminationGracePeriodSeconds (GMINI_SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&cfg.LogFormat, "log-format", env("GMINI_LOG_FORMAT", "json"), "json or text (GMINI_LOG_FORMAT)")
 	fs.StringVar(&level, "log-level", env("GMINI_LOG_LEVEL", "info"), "debug, info, warn or error (GMINI_LOG_LEVEL)")
+	fs.StringVar(&cfg.HistoryDSN, "history-dsn", env("GMINI_HISTORY_DSN", ""), "history database: sqlite:/path/history.db or postgres://user:password@host:5432/db; empty: no history, experiments last as long as their Jobs (GMINI_HISTORY_DSN)")
+	fs.StringVar(&retention, "history-retention", env("GMINI_HISTORY_RETENTION", "720h"), "how long a finished experiment's record and output are kept (GMINI_HISTORY_RETENTION)")
+	fs.StringVar(&cfg.Auth, "auth", env("GMINI_AUTH", "none"), "none: anyone who reaches the backend may use it (keep it behind a NetworkPolicy); kubernetes: each request carries a Kubernetes bearer token, reviewed by the API server against RBAC on experiments.gmini.dev (GMINI_AUTH)")
+	fs.StringVar(&cfg.AuthAudience, "auth-audience", env("GMINI_AUTH_AUDIENCE", "gmini"), "with --auth kubernetes, the audience client tokens must be issued for (GMINI_AUTH_AUDIENCE)")
+	fs.StringVar(&inflight, "max-inflight", env("GMINI_MAX_INFLIGHT", "64"), "POST /experiment requests processed at once; beyond it, 429 at once; 0: no bound (GMINI_MAX_INFLIGHT)")
+	fs.StringVar(&cfg.Identity, "identity", env("GMINI_IDENTITY", getenv("POD_NAME")), "this replica's name in the recorder's lease; default: the pod's name, else the host name (GMINI_IDENTITY, POD_NAME)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -88,6 +103,22 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	}
 	if cfg.LogFormat != "json" && cfg.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("log-format %q: want json or text", cfg.LogFormat))
+	}
+	if cfg.HistoryRetention, err = time.ParseDuration(retention); err != nil || cfg.HistoryRetention <= 0 {
+		errs = append(errs, fmt.Errorf("history-retention %q: want a positive duration such as 720h", retention))
+	}
+	if d := cfg.HistoryDSN; d != "" && !strings.HasPrefix(d, "sqlite:") && !strings.HasPrefix(d, "postgres://") && !strings.HasPrefix(d, "postgresql://") {
+		scheme, _, _ := strings.Cut(d, ":")
+		errs = append(errs, fmt.Errorf("history-dsn: %q is not a database gmini knows: use sqlite:/path/history.db or postgres://user:password@host:5432/db", scheme+":..."))
+	}
+	if cfg.Auth != "none" && cfg.Auth != "kubernetes" {
+		errs = append(errs, fmt.Errorf("auth %q: want none or kubernetes", cfg.Auth))
+	}
+	if cfg.Auth == "kubernetes" && cfg.AuthAudience == "" {
+		errs = append(errs, errors.New("auth-audience: must not be empty with --auth kubernetes"))
+	}
+	if cfg.MaxInflight, err = strconv.Atoi(inflight); err != nil || cfg.MaxInflight < 0 {
+		errs = append(errs, fmt.Errorf("max-inflight %q: want 0 (no bound) or a positive integer", inflight))
 	}
 	if cfg.Template == "" {
 		errs = append(errs, errors.New("template: must not be empty"))

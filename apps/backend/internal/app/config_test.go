@@ -62,6 +62,29 @@ func TestParseConfig(t *testing.T) {
 		{name: "bad log format", args: []string{"--log-format", "xml"}, wantErr: "log-format"},
 		{name: "empty template", args: []string{"--template", ""}, wantErr: "template"},
 		{name: "stray argument", args: []string{"serve"}, wantErr: "unexpected arguments"},
+		{name: "history and auth off by default", check: func(t *testing.T, c Config) {
+			if c.HistoryDSN != "" || c.HistoryRetention != 720*time.Hour || c.Auth != "none" || c.AuthAudience != "gmini" || c.MaxInflight != 64 {
+				t.Errorf("config = %+v", c)
+			}
+		}},
+		{name: "history, auth and limits from the environment", env: map[string]string{
+			"GMINI_HISTORY_DSN": "postgres://u@db:5432/gmini", "GMINI_HISTORY_RETENTION": "24h", "GMINI_AUTH": "kubernetes",
+			"GMINI_MAX_INFLIGHT": "0", "POD_NAME": "gmini-backend-abc"}, check: func(t *testing.T, c Config) {
+			if c.HistoryDSN != "postgres://u@db:5432/gmini" || c.HistoryRetention != 24*time.Hour || c.Auth != "kubernetes" ||
+				c.MaxInflight != 0 || c.Identity != "gmini-backend-abc" {
+				t.Errorf("config = %+v", c)
+			}
+		}},
+		{name: "sqlite history", args: []string{"--history-dsn", "sqlite:/var/lib/gmini/history.db"}, check: func(t *testing.T, c Config) {
+			if c.HistoryDSN != "sqlite:/var/lib/gmini/history.db" {
+				t.Errorf("dsn = %q", c.HistoryDSN)
+			}
+		}},
+		{name: "unknown database", args: []string{"--history-dsn", "mysql://root:secret@db/gmini"}, wantErr: `history-dsn: "mysql:..." is not a database gmini knows`},
+		{name: "bad retention", args: []string{"--history-retention", "forever"}, wantErr: "history-retention"},
+		{name: "bad auth", args: []string{"--auth", "oidc"}, wantErr: "auth \"oidc\": want none or kubernetes"},
+		{name: "auth without an audience", args: []string{"--auth", "kubernetes", "--auth-audience", ""}, wantErr: "auth-audience"},
+		{name: "negative inflight bound", args: []string{"--max-inflight", "-1"}, wantErr: "max-inflight"},
 		{name: "unknown flag", args: []string{"--port", "1"}, wantErr: "flag provided but not defined"},
 	}
 	for _, tt := range tests {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -45,6 +46,16 @@ const (
 	Unavailable Kind = "unavailable"
 	// Upstream: the API server answered and refused (RBAC, validation).
 	Upstream Kind = "upstream"
+	// Unauthenticated: the request carries no token, or one the API server
+	// does not accept.
+	Unauthenticated Kind = "unauthenticated"
+	// Forbidden: the caller may not do this (RBAC on experiments.gmini.dev).
+	Forbidden Kind = "forbidden"
+	// TooManyRequests: a limit holds the request back: a ResourceQuota
+	// on Jobs or pods, the API server's own flow control, or the
+	// backend's bound on concurrent POSTs. Clients retry after
+	// Retry-After.
+	TooManyRequests Kind = "too many requests"
 	// Internal: a bug or an unclassified error.
 	Internal Kind = "internal"
 )
@@ -52,7 +63,7 @@ const (
 // Kinds returns every kind, for tables that must cover them all.
 func Kinds() []Kind {
 	return []Kind{Invalid, TooLarge, URITooLong, UnsupportedMediaType, NotFound, MethodNotAllowed,
-		Conflict, Unavailable, Upstream, Internal}
+		Conflict, Unavailable, Upstream, Unauthenticated, Forbidden, TooManyRequests, Internal}
 }
 
 // Error is an error with a Kind and a message a person can act on.
@@ -101,6 +112,9 @@ func KindOf(err error) Kind {
 	if errors.As(err, &maxBytes) {
 		return TooLarge
 	}
+	if overQuota(err) || apierrors.IsTooManyRequests(err) {
+		return TooManyRequests
+	}
 	if unavailable(err) {
 		return Unavailable
 	}
@@ -121,8 +135,14 @@ func unavailable(err error) bool {
 		errors.As(err, &netErr) ||
 		apierrors.IsServiceUnavailable(err) ||
 		apierrors.IsServerTimeout(err) ||
-		apierrors.IsTimeout(err) ||
-		apierrors.IsTooManyRequests(err)
+		apierrors.IsTimeout(err)
+}
+
+// overQuota reports the API server's refusal of an object that would exceed
+// a ResourceQuota: a 403 whose message says so (the quota admission plugin
+// has no reason of its own).
+func overQuota(err error) bool {
+	return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "exceeded quota")
 }
 
 // MessageOf is what a client may read about err: the whole chain, which
@@ -140,14 +160,21 @@ func MessageOf(err error) string {
 	var netErr net.Error
 	if errors.As(err, &netErr) {
 		// Keep the context this package's errors add (written by gmini,
-		// so free of addresses), drop the rest of the chain.
+		// so free of addresses), drop the rest of the chain. client-go
+		// speaks HTTP: a *url.Error is the API server; anything else (the
+		// history database) is named by that context.
 		var msg strings.Builder
 		for e := error(err); e != nil; e = errors.Unwrap(e) {
 			if f, ok := e.(*Error); ok && f.Message != "" {
 				msg.WriteString(f.Message + ": ")
 			}
 		}
-		return msg.String() + "the Kubernetes API server is unreachable (" + rootCause(err).Error() + "); retry later"
+		what := "unreachable"
+		var urlErr *url.Error
+		if errors.As(err, &urlErr) {
+			what = "the Kubernetes API server is unreachable"
+		}
+		return msg.String() + what + " (" + rootCause(err).Error() + "); retry later"
 	}
 	return err.Error()
 }

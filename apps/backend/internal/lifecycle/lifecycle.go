@@ -6,7 +6,6 @@ package lifecycle
 import (
 	"context"
 	"fmt"
-	"sort"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -44,10 +43,26 @@ type Status struct {
 	CreatedAt   time.Time  `json:"createdAt"`
 	StartedAt   *time.Time `json:"startedAt,omitempty"`
 	CompletedAt *time.Time `json:"completedAt,omitempty"`
-	Active      int32      `json:"active"`
-	Succeeded   int32      `json:"succeeded"`
-	Failed      int32      `json:"failed"`
+	// Active, Succeeded and Failed count the Job's pods; a status read
+	// from history has none.
+	Active    int32 `json:"active"`
+	Succeeded int32 `json:"succeeded"`
+	Failed    int32 `json:"failed"`
+	// ExitCode is the runner's, kept in the history record.
+	ExitCode *int32 `json:"exitCode,omitempty"`
+	// SubmittedBy is who submitted the experiment, when the backend
+	// authenticates its clients.
+	SubmittedBy string `json:"submittedBy,omitempty"`
+	// Source says where the answer comes from: the live Job ("job"), or
+	// the history record once the Job is gone ("history").
+	Source string `json:"source"`
 }
+
+// Sources of a Status.
+const (
+	SourceJob     = "job"
+	SourceHistory = "history"
+)
 
 // FromJob derives an experiment's status from its Job's status alone.
 //
@@ -58,14 +73,16 @@ type Status struct {
 // as Deleting, with the outcome's reason if it had one.
 func FromJob(job *batchv1.Job) Status {
 	s := Status{
-		ID:        job.Annotations[jobspec.AnnotationID],
-		Job:       job.Name,
-		Namespace: job.Namespace,
-		State:     StatePending,
-		CreatedAt: job.CreationTimestamp.UTC(),
-		Active:    job.Status.Active,
-		Succeeded: job.Status.Succeeded,
-		Failed:    job.Status.Failed,
+		ID:          job.Annotations[jobspec.AnnotationID],
+		Job:         job.Name,
+		Namespace:   job.Namespace,
+		State:       StatePending,
+		CreatedAt:   job.CreationTimestamp.UTC(),
+		Active:      job.Status.Active,
+		Succeeded:   job.Status.Succeeded,
+		Failed:      job.Status.Failed,
+		SubmittedBy: job.Annotations[jobspec.AnnotationSubmitter],
+		Source:      SourceJob,
 	}
 	if t := job.Status.StartTime; t != nil {
 		v := t.UTC()
@@ -150,25 +167,43 @@ func (s *Store) Get(ctx context.Context, id string) (Status, error) {
 	return FromJob(job), nil
 }
 
-// List returns every experiment in the namespace, newest first: the Jobs
-// that Get would answer for, and only those.
-func (s *Store) List(ctx context.Context) ([]Status, error) {
-	jobs, err := s.Client.BatchV1().Jobs(s.Namespace).List(ctx, metav1.ListOptions{LabelSelector: jobspec.ManagedSelector})
-	if err != nil {
-		return nil, fmt.Errorf("list jobs in %s: %w", s.Namespace, err)
-	}
-	out := make([]Status, 0, len(jobs.Items))
-	for i := range jobs.Items {
-		if _, ok := jobspec.Owns(&jobs.Items[i]); ok {
-			out = append(out, FromJob(&jobs.Items[i]))
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
-			return out[i].CreatedAt.After(out[j].CreatedAt)
-		}
-		return out[i].Job < out[j].Job
+// States lists the states FromJob gives, for validating a filter.
+var States = []string{StatePending, StateRunning, StateSucceeded, StateFailed, StateSuspended, StateDeleting}
+
+// Page is one page of experiments read from the live Jobs.
+type Page struct {
+	Items []Status
+	// Continue is the API server's token for the next page; empty on the
+	// last one.
+	Continue string
+}
+
+// List returns one page of the experiments that Get would answer for, and
+// only those, in the API server's order (by Job name): live Jobs cannot be
+// read newest first without reading them all, which is what history's list
+// does instead. limit bounds the Jobs read, so memory stays bounded however
+// many Jobs exist; a state filter can make a page shorter than limit.
+func (s *Store) List(ctx context.Context, limit int64, cont, state string) (Page, error) {
+	jobs, err := s.Client.BatchV1().Jobs(s.Namespace).List(ctx, metav1.ListOptions{
+		LabelSelector: jobspec.ManagedSelector,
+		Limit:         limit,
+		Continue:      cont,
 	})
+	if apierrors.IsResourceExpired(err) || apierrors.IsBadRequest(err) {
+		return Page{}, failure.Wrap(failure.Invalid, err, "continue token %q is not valid (any more): start from the first page", cont)
+	}
+	if err != nil {
+		return Page{}, fmt.Errorf("list jobs in %s: %w", s.Namespace, err)
+	}
+	out := Page{Items: make([]Status, 0, len(jobs.Items)), Continue: jobs.Continue}
+	for i := range jobs.Items {
+		if _, ok := jobspec.Owns(&jobs.Items[i]); !ok {
+			continue
+		}
+		if st := FromJob(&jobs.Items[i]); state == "" || st.State == state {
+			out.Items = append(out.Items, st)
+		}
+	}
 	return out, nil
 }
 

@@ -34,7 +34,7 @@ func TestFromJob(t *testing.T) {
 	conds := func(c ...batchv1.JobCondition) []batchv1.JobCondition { return c }
 	at := func(m metav1.Time) *time.Time { v := m.UTC(); return &v }
 	// base is what every case shares; each case states the rest.
-	base := Status{ID: "A", Job: "exp-a-x", Namespace: ns, CreatedAt: t0.Time}
+	base := Status{ID: "A", Job: "exp-a-x", Namespace: ns, CreatedAt: t0.Time, Source: SourceJob}
 	with := func(f func(*Status)) Status { s := base; f(&s); return s }
 
 	tests := []struct {
@@ -138,12 +138,12 @@ func TestListAndGetAgree(t *testing.T) {
 	s := &Store{Client: client, Namespace: ns}
 	ctx := context.Background()
 
-	items, err := s.List(ctx)
+	page, err := s.List(ctx, 100, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var listed []string
-	for _, it := range items {
+	for _, it := range page.Items {
 		listed = append(listed, it.ID)
 	}
 	if diff := cmp.Diff([]string{"Mine"}, listed); diff != "" {

@@ -28,12 +28,42 @@ func (s *Store) Logs(ctx context.Context, id string, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	pods, err := s.attempts(ctx, job)
+	out, err := s.output(ctx, job)
 	if err != nil {
 		return err
 	}
+	_, err = w.Write(out.Bytes)
+	return err
+}
+
+// Output is what a Job's runners printed, as Logs serves it, and how the
+// last attempt ended.
+type Output struct {
+	Bytes []byte
+	// ExitCode is the runner's exit code in the newest attempt, once it
+	// has ended.
+	ExitCode *int32
+}
+
+// Capture reads the output of job's attempts, for the history record of an
+// experiment that has finished or is being cancelled. No attempt having
+// started is not an error here: the output is then empty.
+func (s *Store) Capture(ctx context.Context, job *batchv1.Job) (Output, error) {
+	out, err := s.output(ctx, job)
+	if failure.KindOf(err) == failure.Conflict {
+		return Output{}, nil
+	}
+	return out, err
+}
+
+func (s *Store) output(ctx context.Context, job *batchv1.Job) (Output, error) {
+	id := job.Annotations[jobspec.AnnotationID]
+	pods, err := s.attempts(ctx, job)
+	if err != nil {
+		return Output{}, err
+	}
 	if len(pods) == 0 {
-		return failure.New(failure.Conflict, "experiment %q: no runner pod exists (yet or any more)", id)
+		return Output{}, failure.New(failure.Conflict, "experiment %q: no runner pod exists (yet or any more)", id)
 	}
 	started := pods[:0:0]
 	for _, p := range pods {
@@ -42,22 +72,26 @@ func (s *Store) Logs(ctx context.Context, id string, w io.Writer) error {
 		}
 	}
 	if len(started) == 0 {
-		return failure.New(failure.Conflict, "experiment %q: no runner pod has started yet (%d waiting, the newest %s is %s)",
+		return Output{}, failure.New(failure.Conflict, "experiment %q: no runner pod has started yet (%d waiting, the newest %s is %s)",
 			id, len(pods), pods[len(pods)-1].Name, phase(pods[len(pods)-1]))
 	}
 
-	out := &tail{max: MaxLogBytes}
+	buf := &tail{max: MaxLogBytes}
 	for i, p := range started {
 		if len(started) > 1 {
-			out.startLine()
-			fmt.Fprintf(out, "==> attempt %d of %d: pod %s (%s) <==\n", i+1, len(started), p.Name, describe(p))
+			buf.startLine()
+			fmt.Fprintf(buf, "==> attempt %d of %d: pod %s (%s) <==\n", i+1, len(started), p.Name, describe(p))
 		}
-		if err := s.copyLogs(ctx, p, out); err != nil {
-			return err
+		if err := s.copyLogs(ctx, p, buf); err != nil {
+			return Output{}, err
 		}
 	}
-	_, err = w.Write(out.Bytes())
-	return err
+	out := Output{Bytes: buf.Bytes()}
+	if st := runnerStatus(started[len(started)-1]); st != nil && st.State.Terminated != nil {
+		code := st.State.Terminated.ExitCode
+		out.ExitCode = &code
+	}
+	return out, nil
 }
 
 // attempts lists the Job's pods, oldest first. Pods are selected by the

@@ -15,6 +15,13 @@ type Metrics struct {
 	JobsCreated     prometheus.Counter
 	JobsExisting    prometheus.Counter
 	SpawnErrors     *prometheus.CounterVec
+
+	// History, written by the recorder on the leader.
+	RecordsWritten *prometheus.CounterVec
+	WriteErrors    *prometheus.CounterVec
+	CaptureLag     prometheus.Histogram
+	RecordsExpired prometheus.Counter
+	Leader         prometheus.Gauge
 }
 
 // New creates the instruments and registers them, with the Go runtime and
@@ -44,6 +51,28 @@ func New() *Metrics {
 			Help: "Experiment submissions that created no Job, by HTTP status code.",
 		}, []string{"code"}),
 	}
+	m.RecordsWritten = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gmini_history_records_written_total",
+		Help: "History records written by the recorder, by the state written.",
+	}, []string{"state"})
+	m.WriteErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gmini_history_write_errors_total",
+		Help: "History writes that failed, by operation (claim, update, finish, expire); the recorder retries its own.",
+	}, []string{"op"})
+	m.CaptureLag = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "gmini_history_capture_lag_seconds",
+		Help:    "Time from a Job finishing (or its deletion starting) to its final record and output being stored.",
+		Buckets: []float64{.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600},
+	})
+	m.RecordsExpired = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gmini_history_records_expired_total",
+		Help: "History records deleted because their retention passed.",
+	})
+	m.Leader = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "gmini_history_leader",
+		Help: "1 while this replica holds the recorder's lease and records history, else 0.",
+	})
+	m.Registry.MustRegister(m.RecordsWritten, m.WriteErrors, m.CaptureLag, m.RecordsExpired, m.Leader)
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

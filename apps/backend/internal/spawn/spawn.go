@@ -28,6 +28,9 @@ type Spawner struct {
 	Client    kubernetes.Interface
 	Namespace string
 	Templates template.Source
+	// Hold makes each Job wait for its history record
+	// (jobspec.HoldForHistory): set when history is on.
+	Hold bool
 }
 
 // Result says what Create did.
@@ -42,7 +45,9 @@ type Result struct {
 // same experiment was already submitted. It never creates two Jobs for one
 // ID: the name is derived from the ID, and the API server rejects a second
 // create of the same name.
-func (s *Spawner) Create(ctx context.Context, exp experiment.Experiment) (Result, error) {
+//
+// submitter, when not empty, is kept on the Job (jobspec.AnnotationSubmitter).
+func (s *Spawner) Create(ctx context.Context, exp experiment.Experiment, submitter string) (Result, error) {
 	tmpl, err := s.Templates.JobTemplate()
 	if err != nil {
 		return Result{}, err
@@ -51,11 +56,28 @@ func (s *Spawner) Create(ctx context.Context, exp experiment.Experiment) (Result
 	if err != nil {
 		return Result{}, failure.Wrap(failure.Unavailable, err, "build the job of experiment %q from the template", exp.ID)
 	}
+	if submitter != "" {
+		job.Annotations[jobspec.AnnotationSubmitter] = submitter
+	}
+	if s.Hold {
+		jobspec.HoldForHistory(job)
+	}
 	jobs := s.Client.BatchV1().Jobs(s.Namespace)
 	for range createAttempts {
 		created, err := jobs.Create(ctx, job, metav1.CreateOptions{})
 		if err == nil {
 			return Result{Job: created, Created: true}, nil
+		}
+		// The API server checks a ResourceQuota before it finds the name
+		// taken: a retry of an experiment whose Job exists would get the
+		// quota's refusal. Look first, then answer the quota.
+		if failure.KindOf(err) == failure.TooManyRequests && apierrors.IsForbidden(err) {
+			if existing, gerr := jobs.Get(ctx, job.Name, metav1.GetOptions{}); gerr == nil {
+				if err := sameExperiment(existing, exp); err != nil {
+					return Result{}, err
+				}
+				return Result{Job: existing}, nil
+			}
 		}
 		if !apierrors.IsAlreadyExists(err) {
 			return Result{}, fmt.Errorf("create job %s/%s: %w", s.Namespace, job.Name, err)

@@ -2,6 +2,7 @@ package spawn
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
@@ -87,7 +88,7 @@ func TestCreate(t *testing.T) {
 				tt.tmpl = template.Static{Template: testTemplate()}
 			}
 			s := &Spawner{Client: client, Namespace: ns, Templates: tt.tmpl}
-			res, err := s.Create(context.Background(), decode(t, tt.body))
+			res, err := s.Create(context.Background(), decode(t, tt.body), "")
 			if tt.wantKind != "" {
 				if failure.KindOf(err) != tt.wantKind || !strings.Contains(err.Error(), tt.wantMsg) {
 					t.Fatalf("err = %v (kind %q), want %q with %q", err, failure.KindOf(err), tt.wantKind, tt.wantMsg)
@@ -125,7 +126,7 @@ func TestCreateRacingDelete(t *testing.T) {
 		return true, nil, apierrors.NewNotFound(gvr.GroupResource(), old.Name)
 	})
 	s := &Spawner{Client: client, Namespace: ns, Templates: template.Static{Template: testTemplate()}}
-	res, err := s.Create(context.Background(), decode(t, body))
+	res, err := s.Create(context.Background(), decode(t, body), "")
 	if err != nil || !res.Created {
 		t.Fatalf("Create = %+v, %v; want a new Job", res, err)
 	}
@@ -145,11 +146,37 @@ func TestCreateRaceBounded(t *testing.T) {
 		return true, nil, apierrors.NewNotFound(gvr.GroupResource(), "x")
 	})
 	s := &Spawner{Client: client, Namespace: ns, Templates: template.Static{Template: testTemplate()}}
-	_, err := s.Create(context.Background(), decode(t, `{"experiment": {"id": "e1"}}`))
+	_, err := s.Create(context.Background(), decode(t, `{"experiment": {"id": "e1"}}`), "")
 	if failure.KindOf(err) != failure.Conflict || !strings.Contains(err.Error(), "was deleted while it was being created, 3 times in a row; retry") {
 		t.Fatalf("err = %v (kind %q)", err, failure.KindOf(err))
 	}
 	if creates != createAttempts {
 		t.Errorf("%d creates, want %d", creates, createAttempts)
+	}
+}
+
+// TestCreateUnderAFullQuota: the API server refuses a create over a
+// ResourceQuota before it notices the name is taken. A retry of an
+// experiment whose Job exists still gets that Job (200), and only a new
+// experiment gets the quota's refusal (429).
+func TestCreateUnderAFullQuota(t *testing.T) {
+	const body = `{"experiment": {"id": "e1"}}`
+	gvr := batchv1.SchemeGroupVersion.WithResource("jobs")
+	overQuota := func(name string) error {
+		return apierrors.NewForbidden(gvr.GroupResource(), name,
+			errors.New("exceeded quota: gmini, requested: count/jobs.batch=1, used: count/jobs.batch=5, limited: count/jobs.batch=5"))
+	}
+	client := fake.NewClientset(existingJob(t, body))
+	client.PrependReactor("create", "jobs", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, overQuota(a.(k8stesting.CreateAction).GetObject().(*batchv1.Job).Name)
+	})
+	s := &Spawner{Client: client, Namespace: ns, Templates: template.Static{Template: testTemplate()}}
+	res, err := s.Create(context.Background(), decode(t, body), "")
+	if err != nil || res.Created || res.Job == nil {
+		t.Errorf("retry of an existing experiment under a full quota = %+v, %v; want its Job", res, err)
+	}
+	_, err = s.Create(context.Background(), decode(t, `{"experiment": {"id": "e2"}}`), "")
+	if failure.KindOf(err) != failure.TooManyRequests || !strings.Contains(err.Error(), "exceeded quota: gmini") {
+		t.Errorf("a new experiment under a full quota = %v (kind %q), want TooManyRequests naming the quota", err, failure.KindOf(err))
 	}
 }

@@ -1,0 +1,146 @@
+package app
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
+	"github.com/gmini-dev/gmini/apps/backend/internal/history"
+)
+
+// leaseName is the Lease the replicas compete for to record history.
+const leaseName = "gmini-backend-recorder"
+
+// lazyStore opens the history database in the background and keeps trying
+// until it succeeds, so the backend starts, serves live Jobs and answers
+// /healthz while its database is unreachable; until then every store call
+// fails as Unavailable (a POST answers 503 with Retry-After) with the last
+// reason.
+type lazyStore struct {
+	mu     sync.Mutex
+	store  history.Store
+	err    error
+	closed bool
+}
+
+// openRetry bounds the wait between two attempts to open the database.
+const openRetry = 5 * time.Second
+
+func openHistory(ctx context.Context, dsn string, log *slog.Logger) *lazyStore {
+	l := &lazyStore{err: failure.New(failure.Unavailable, "the history database is not connected yet")}
+	go func() {
+		wait := 250 * time.Millisecond
+		for attempt := 1; ; attempt++ {
+			st, err := history.Open(ctx, dsn, log)
+			l.mu.Lock()
+			if l.closed {
+				l.mu.Unlock()
+				if st != nil {
+					st.Close()
+				}
+				return
+			}
+			l.store, l.err = st, err
+			l.mu.Unlock()
+			if err == nil {
+				log.Info("history database open", "attempts", attempt)
+				return
+			}
+			if attempt == 1 || attempt%10 == 0 {
+				log.Warn("cannot open the history database; POST /experiment answers 503 until it opens", "attempts", attempt, "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, openRetry)
+		}
+	}()
+	return l
+}
+
+func (l *lazyStore) get() (history.Store, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.store == nil {
+		return nil, failure.Wrap(failure.Unavailable, l.err, "history database not open")
+	}
+	return l.store, nil
+}
+
+func (l *lazyStore) Claim(ctx context.Context, rec history.Record) (history.Record, bool, error) {
+	s, err := l.get()
+	if err != nil {
+		return history.Record{}, false, err
+	}
+	return s.Claim(ctx, rec)
+}
+
+func (l *lazyStore) Update(ctx context.Context, rec history.Record) error {
+	s, err := l.get()
+	if err != nil {
+		return err
+	}
+	return s.Update(ctx, rec)
+}
+
+func (l *lazyStore) Finish(ctx context.Context, rec history.Record, logs []byte) (history.Record, error) {
+	s, err := l.get()
+	if err != nil {
+		return history.Record{}, err
+	}
+	return s.Finish(ctx, rec, logs)
+}
+
+func (l *lazyStore) Get(ctx context.Context, id string) (history.Record, error) {
+	s, err := l.get()
+	if err != nil {
+		return history.Record{}, err
+	}
+	return s.Get(ctx, id)
+}
+
+func (l *lazyStore) Logs(ctx context.Context, id string) ([]byte, error) {
+	s, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return s.Logs(ctx, id)
+}
+
+func (l *lazyStore) List(ctx context.Context, opts history.ListOptions) (history.Page, error) {
+	s, err := l.get()
+	if err != nil {
+		return history.Page{}, err
+	}
+	return s.List(ctx, opts)
+}
+
+func (l *lazyStore) Expire(ctx context.Context, cutoff time.Time) (int64, error) {
+	s, err := l.get()
+	if err != nil {
+		return 0, err
+	}
+	return s.Expire(ctx, cutoff)
+}
+
+func (l *lazyStore) Ping(ctx context.Context) error {
+	s, err := l.get()
+	if err != nil {
+		return err
+	}
+	return s.Ping(ctx)
+}
+
+func (l *lazyStore) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	if l.store == nil {
+		return nil
+	}
+	return l.store.Close()
+}

@@ -1,0 +1,381 @@
+// Package recorder keeps the history of a namespace's experiments as their
+// Jobs move: created, running, finished or cancelled. One backend replica
+// records at a time, the holder of a Lease (client-go leader election); the
+// store's writes are idempotent anyway, so a second writer during a lease
+// hand-over does no harm.
+//
+// Nothing is lost while no replica records (all down, or between leaders):
+// a Job of an experiment carries the finalizer jobspec.FinalizerHistory and
+// no TTL until its record is stored, so the Job, its pods and their output
+// wait. The informer lists every Job when a recorder starts, so it resumes
+// from what the cluster holds, not from what it saw before.
+package recorder
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	batchlisters "k8s.io/client-go/listers/batch/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/gmini-dev/gmini/apps/backend/internal/history"
+	"github.com/gmini-dev/gmini/apps/backend/internal/lifecycle"
+	"github.com/gmini-dev/gmini/apps/backend/internal/metrics"
+	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+)
+
+// Config says what to record and where.
+type Config struct {
+	Client    kubernetes.Interface
+	Namespace string
+	Store     history.Store
+	// Output reads a Job's runner output (lifecycle.Store.Capture).
+	Output  func(context.Context, *batchv1.Job) (lifecycle.Output, error)
+	Metrics *metrics.Metrics
+	Log     *slog.Logger
+	// Retention is how long a finished experiment's record is kept.
+	Retention time.Duration
+	// LeaseName names the Lease the replicas compete for; Identity is this
+	// replica's name in it (the pod name).
+	LeaseName, Identity string
+	// Workers record in parallel; default 4.
+	Workers int
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Lease timings: a leader that dies is replaced within LeaseDuration plus
+// RetryPeriod. A graceful stop releases the lease at once.
+const (
+	leaseDuration = 15 * time.Second
+	renewDeadline = 10 * time.Second
+	retryPeriod   = 2 * time.Second
+	// resync re-checks every Job now and then, so a write that failed more
+	// often than the queue retries it is tried again.
+	resync = 5 * time.Minute
+)
+
+// Run competes for the lease until ctx ends and records history while it
+// holds it.
+func Run(ctx context.Context, cfg Config) {
+	if cfg.Workers <= 0 {
+		cfg.Workers = 4
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Log.With("lease", cfg.LeaseName, "identity", cfg.Identity)
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Name: cfg.LeaseName, Namespace: cfg.Namespace},
+		Client:     cfg.Client.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: cfg.Identity},
+	}
+	for ctx.Err() == nil {
+		// RunOrDie returns when leadership is lost (or never won before
+		// ctx ended); compete again.
+		leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+			Lock:            lock,
+			Name:            cfg.LeaseName,
+			LeaseDuration:   leaseDuration,
+			RenewDeadline:   renewDeadline,
+			RetryPeriod:     retryPeriod,
+			ReleaseOnCancel: true,
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: func(lctx context.Context) {
+					cfg.Metrics.Leader.Set(1)
+					log.Info("recording history: this replica holds the lease")
+					newRecorder(cfg).run(lctx)
+				},
+				OnStoppedLeading: func() {
+					cfg.Metrics.Leader.Set(0)
+					log.Info("stopped recording history: the lease is released or lost")
+				},
+				OnNewLeader: func(id string) {
+					if id != cfg.Identity {
+						log.Info("another replica records history", "leader", id)
+					}
+				},
+			},
+		})
+	}
+}
+
+type recorder struct {
+	cfg    Config
+	log    *slog.Logger
+	lister batchlisters.JobLister
+	queue  workqueue.TypedRateLimitingInterface[string]
+
+	// written is the state last stored per Job UID, so status updates
+	// that change nothing the record shows cost no write.
+	mu      sync.Mutex
+	written map[types.UID]string
+}
+
+func newRecorder(cfg Config) *recorder {
+	return &recorder{
+		cfg: cfg,
+		log: cfg.Log,
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 30*time.Second),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "gmini-recorder"}),
+		written: map[types.UID]string{},
+	}
+}
+
+// run records until ctx ends (leadership lost or the backend stopping).
+func (r *recorder) run(ctx context.Context) {
+	factory := informers.NewSharedInformerFactoryWithOptions(r.cfg.Client, resync,
+		informers.WithNamespace(r.cfg.Namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = jobspec.ManagedSelector }))
+	jobs := factory.Batch().V1().Jobs()
+	r.lister = jobs.Lister()
+	enqueue := func(obj any) {
+		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+			r.queue.Add(key)
+		}
+	}
+	_, _ = jobs.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    enqueue,
+		UpdateFunc: func(_, obj any) { enqueue(obj) },
+		DeleteFunc: r.deleted,
+	})
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	defer r.queue.ShutDown()
+	if !cache.WaitForCacheSync(ctx.Done(), jobs.Informer().HasSynced) {
+		return
+	}
+	var wg sync.WaitGroup
+	for range r.cfg.Workers {
+		wg.Go(func() {
+			for r.next(ctx) {
+			}
+		})
+	}
+	wg.Go(func() { r.expireLoop(ctx) })
+	<-ctx.Done()
+	r.queue.ShutDown()
+	wg.Wait()
+}
+
+// next records one queued Job; false once the queue shut down.
+func (r *recorder) next(ctx context.Context) bool {
+	key, quit := r.queue.Get()
+	if quit {
+		return false
+	}
+	defer r.queue.Done(key)
+	if err := r.sync(ctx, key); err != nil {
+		if ctx.Err() != nil {
+			return true
+		}
+		n := r.queue.NumRequeues(key)
+		// The first failure and then every tenth: a database that is
+		// down must be visible in the log without flooding it.
+		if n%10 == 0 {
+			r.log.Warn("record experiment: will retry", "job", key, "retries", n, "err", err)
+		}
+		r.queue.AddRateLimited(key)
+		return true
+	}
+	r.queue.Forget(key)
+	return true
+}
+
+// sync writes what the Job's current state tells about its experiment.
+func (r *recorder) sync(ctx context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil
+	}
+	job, err := r.lister.Jobs(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		return nil // gone; deleted() handled what could be
+	}
+	if err != nil {
+		return err
+	}
+	id, ok := jobspec.Owns(job)
+	if !ok {
+		return nil
+	}
+	rec := recordOf(id, job)
+	if !finished(job) && job.DeletionTimestamp == nil {
+		return r.progress(ctx, job, rec)
+	}
+	if jobspec.Released(job) || history.Final(r.wrote(job.UID)) {
+		return nil // recorded already
+	}
+	return r.finish(ctx, job, rec)
+}
+
+// progress stores a state change short of the end.
+func (r *recorder) progress(ctx context.Context, job *batchv1.Job, rec history.Record) error {
+	if r.wrote(job.UID) == rec.State {
+		return nil
+	}
+	if err := r.cfg.Store.Update(ctx, rec); err != nil {
+		r.cfg.Metrics.WriteErrors.WithLabelValues("update").Inc()
+		return fmt.Errorf("update record of %s: %w", rec.ID, err)
+	}
+	r.cfg.Metrics.RecordsWritten.WithLabelValues(rec.State).Inc()
+	r.remember(job.UID, rec.State)
+	return nil
+}
+
+// finish stores the outcome and the output, then lets the Job go.
+func (r *recorder) finish(ctx context.Context, job *batchv1.Job, rec history.Record) error {
+	out, err := r.cfg.Output(ctx, job)
+	if err != nil {
+		return fmt.Errorf("read the output of %s: %w", rec.ID, err)
+	}
+	rec.ExitCode = out.ExitCode
+	logs := out.Bytes
+	if logs == nil {
+		logs = []byte{} // stored, even when the runner printed nothing
+	}
+	stored, err := r.cfg.Store.Finish(ctx, rec, logs)
+	if err != nil {
+		r.cfg.Metrics.WriteErrors.WithLabelValues("finish").Inc()
+		return fmt.Errorf("store the outcome of %s: %w", rec.ID, err)
+	}
+	if stored.State == rec.State {
+		r.cfg.Metrics.RecordsWritten.WithLabelValues(rec.State).Inc()
+		if rec.FinishedAt != nil {
+			r.cfg.Metrics.CaptureLag.Observe(r.cfg.Now().Sub(*rec.FinishedAt).Seconds())
+		}
+	}
+	if jobspec.Held(job) {
+		patch, err := jobspec.ReleasePatch(job)
+		if err != nil {
+			return err
+		}
+		_, err = r.cfg.Client.BatchV1().Jobs(job.Namespace).Patch(ctx, job.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("release job %s after recording it: %w", job.Name, err)
+		}
+	}
+	r.remember(job.UID, stored.State)
+	r.log.Debug("experiment recorded", "id", rec.ID, "job", job.Name, "state", stored.State)
+	return nil
+}
+
+// deleted notes a Job that left the cluster. A Job that still carried the
+// finalizer can only go that way if someone removed it by hand (releasing
+// Jobs of a backend gone for good): its record stays as it was.
+func (r *recorder) deleted(obj any) {
+	job, ok := obj.(*batchv1.Job)
+	if !ok {
+		if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			job, _ = tomb.Obj.(*batchv1.Job)
+		}
+	}
+	if job == nil {
+		return
+	}
+	r.mu.Lock()
+	delete(r.written, job.UID)
+	r.mu.Unlock()
+}
+
+func (r *recorder) wrote(uid types.UID) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.written[uid]
+}
+
+func (r *recorder) remember(uid types.UID, state string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.written[uid] = state
+}
+
+// expireLoop deletes records past their retention, now and then.
+func (r *recorder) expireLoop(ctx context.Context) {
+	every := min(max(r.cfg.Retention/10, time.Second), 10*time.Minute)
+	for {
+		n, err := r.cfg.Store.Expire(ctx, r.cfg.Now().Add(-r.cfg.Retention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			r.cfg.Metrics.WriteErrors.WithLabelValues("expire").Inc()
+			r.log.Warn("expire history records", "err", err)
+		case n > 0:
+			r.cfg.Metrics.RecordsExpired.Add(float64(n))
+			r.log.Info("history records expired", "count", n, "retention", r.cfg.Retention.String())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
+// finished reports whether the Job is over: Complete or Failed, so every
+// pod is terminal and its output complete.
+func finished(job *batchv1.Job) bool {
+	for _, c := range job.Status.Conditions {
+		if (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) && c.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
+}
+
+// recordOf is what the Job says about its experiment now.
+func recordOf(id string, job *batchv1.Job) history.Record {
+	st := lifecycle.FromJob(job)
+	rec := history.Record{
+		ID:        id,
+		Hash:      job.Annotations[jobspec.AnnotationHash],
+		Namespace: job.Namespace,
+		Job:       job.Name,
+		JobUID:    string(job.UID),
+		Submitter: job.Annotations[jobspec.AnnotationSubmitter],
+		CreatedAt: job.CreationTimestamp.UTC(),
+		StartedAt: st.StartedAt,
+		Reason:    st.Reason,
+		Message:   st.Message,
+	}
+	switch {
+	case finished(job):
+		rec.State = history.StateFailed
+		if st.State == lifecycle.StateSucceeded {
+			rec.State = history.StateSucceeded
+		}
+		rec.FinishedAt = st.CompletedAt
+	case job.DeletionTimestamp != nil:
+		rec.State = history.StateCancelled
+		rec.Reason = "Cancelled"
+		rec.Message = "the experiment's Job was deleted before it finished"
+		at := job.DeletionTimestamp.UTC()
+		rec.FinishedAt = &at
+	case st.State == lifecycle.StateRunning:
+		rec.State = history.StateRunning
+	case st.State == lifecycle.StateSuspended:
+		rec.State = history.StateSuspended
+	default:
+		// Pending, or an outcome decided (SuccessCriteriaMet,
+		// FailureTarget) while the last pod still terminates: the record
+		// waits for Complete or Failed, when the output is whole.
+		rec.State = history.StatePending
+		if st.State == lifecycle.StateSucceeded || st.State == lifecycle.StateFailed {
+			rec.State = history.StateRunning
+		}
+	}
+	return rec
+}

@@ -1,0 +1,255 @@
+package recorder
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/utils/ptr"
+
+	"github.com/gmini-dev/gmini/apps/backend/internal/history"
+	"github.com/gmini-dev/gmini/apps/backend/internal/lifecycle"
+	"github.com/gmini-dev/gmini/apps/backend/internal/metrics"
+	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+)
+
+const ns = "gmini-test"
+
+type fixture struct {
+	client  *fake.Clientset
+	store   history.Store
+	metrics *metrics.Metrics
+	cfg     Config
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	client := fake.NewClientset()
+	st, err := history.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "h.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	m := metrics.New()
+	live := &lifecycle.Store{Client: client, Namespace: ns}
+	return &fixture{client: client, store: st, metrics: m, cfg: Config{
+		Client: client, Namespace: ns, Store: st, Output: live.Capture, Metrics: m,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Retention: time.Hour,
+		LeaseName: "test-recorder", Identity: "replica-a", Workers: 2, Now: time.Now,
+	}}
+}
+
+// job is experiment id's Job as the backend makes it with history on.
+func job(t *testing.T, id string) *batchv1.Job {
+	t.Helper()
+	tmpl := &batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{
+		TTLSecondsAfterFinished: ptr.To[int32](60),
+		Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "runner", Image: "gmini-runner:test"}},
+		}},
+	}}
+	j, err := jobspec.Build(tmpl, ns, id, "hash-"+id, []byte(`{"experiment":{"id":"`+id+`"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobspec.HoldForHistory(j)
+	j.UID = types.UID("uid-" + id)
+	j.CreationTimestamp = metav1.NewTime(time.Now().Add(-time.Minute).Truncate(time.Second))
+	return j
+}
+
+// pod is the Job's runner pod, ended with exit code.
+func pod(j *batchv1.Job, exit int32) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: j.Name + "-abcde", Namespace: ns,
+			Labels:          map[string]string{batchv1.ControllerUidLabel: string(j.UID)},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "Job", Name: j.Name, UID: j.UID, Controller: ptr.To(true)}},
+		},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "runner"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodSucceeded, ContainerStatuses: []corev1.ContainerStatus{{
+			Name: "runner", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: exit}},
+		}}},
+	}
+}
+
+func complete(j *batchv1.Job, typ batchv1.JobConditionType) {
+	now := metav1.Now()
+	j.Status.StartTime = &now
+	j.Status.CompletionTime = &now
+	j.Status.Conditions = append(j.Status.Conditions, batchv1.JobCondition{Type: typ, Status: corev1.ConditionTrue, Reason: "Test", LastTransitionTime: now})
+}
+
+// record waits until the record of id satisfies ok.
+func (f *fixture) record(t *testing.T, id string, ok func(history.Record) bool) history.Record {
+	t.Helper()
+	var last history.Record
+	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		rec, err := f.store.Get(ctx, id)
+		last = rec
+		return err == nil && ok(rec), nil
+	})
+	if err != nil {
+		t.Fatalf("record of %s never as expected; last %+v", id, last)
+	}
+	return last
+}
+
+func (f *fixture) start(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); newRecorder(f.cfg).run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func TestRecordsAnExperimentToTheEnd(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.start(t)
+	j := job(t, "done-1")
+	if _, err := f.client.BatchV1().Jobs(ns).Create(ctx, j, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rec := f.record(t, "done-1", func(r history.Record) bool { return r.State == history.StatePending })
+	if rec.JobUID != "uid-done-1" || rec.Hash != "hash-done-1" || rec.Job != j.Name {
+		t.Errorf("pending record = %+v", rec)
+	}
+
+	// It finishes: the output is stored with the outcome, then the Job is
+	// released: finalizer gone, the template's TTL back.
+	if _, err := f.client.CoreV1().Pods(ns).Create(ctx, pod(j, 0), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	complete(j, batchv1.JobComplete)
+	if _, err := f.client.BatchV1().Jobs(ns).UpdateStatus(ctx, j, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rec = f.record(t, "done-1", func(r history.Record) bool { return r.State == history.StateSucceeded })
+	if !rec.HasLogs || rec.ExitCode == nil || *rec.ExitCode != 0 || rec.FinishedAt == nil {
+		t.Errorf("final record = %+v", rec)
+	}
+	logs, err := f.store.Logs(ctx, "done-1")
+	if err != nil || string(logs) != "fake logs" { // what the fake clientset streams
+		t.Errorf("stored output = %q, %v", logs, err)
+	}
+	err = wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		got, err := f.client.BatchV1().Jobs(ns).Get(ctx, j.Name, metav1.GetOptions{})
+		return err == nil && !jobspec.Held(got) && got.Spec.TTLSecondsAfterFinished != nil && *got.Spec.TTLSecondsAfterFinished == 60, nil
+	})
+	if err != nil {
+		t.Errorf("job not released after its record was stored: %v", err)
+	}
+	if got := testutil.ToFloat64(f.metrics.RecordsWritten.WithLabelValues(history.StateSucceeded)); got != 1 {
+		t.Errorf("records written as Succeeded = %v, want 1", got)
+	}
+	if testutil.CollectAndCount(f.metrics.CaptureLag) != 1 {
+		t.Error("no capture lag observed")
+	}
+}
+
+func TestRecordsACancelledExperiment(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	j := job(t, "gone-1")
+	now := metav1.Now()
+	j.DeletionTimestamp = &now // deleted while running; our finalizer holds it
+	j.Status.Active = 1
+	if _, err := f.client.BatchV1().Jobs(ns).Create(ctx, j, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.start(t)
+	rec := f.record(t, "gone-1", func(r history.Record) bool { return r.State == history.StateCancelled })
+	if rec.FinishedAt == nil || rec.Reason != "Cancelled" {
+		t.Errorf("cancelled record = %+v", rec)
+	}
+	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		got, err := f.client.BatchV1().Jobs(ns).Get(ctx, j.Name, metav1.GetOptions{})
+		// Only the finalizer goes: a Job being deleted gets no TTL.
+		return err == nil && !jobspec.Held(got) && got.Spec.TTLSecondsAfterFinished == nil, nil
+	})
+	if err != nil {
+		t.Errorf("cancelled job not released: %v", err)
+	}
+}
+
+// A recorder that starts after the Job finished (the backend was down)
+// still records it, output included: the Job waited for it.
+func TestRecordsWhatFinishedWhileNoneRecorded(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	j := job(t, "late-1")
+	complete(j, batchv1.JobFailed)
+	if _, err := f.client.BatchV1().Jobs(ns).Create(ctx, j, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.client.CoreV1().Pods(ns).Create(ctx, pod(j, 3), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.start(t)
+	rec := f.record(t, "late-1", func(r history.Record) bool { return r.State == history.StateFailed })
+	if rec.ExitCode == nil || *rec.ExitCode != 3 || !rec.HasLogs {
+		t.Errorf("record = %+v", rec)
+	}
+}
+
+func TestExpiresOldRecords(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	old := time.Now().Add(-2 * time.Hour)
+	recent := time.Now().Add(-time.Minute)
+	for id, at := range map[string]time.Time{"old": old, "recent": recent} {
+		if _, err := f.store.Finish(ctx, history.Record{ID: id, State: history.StateSucceeded, CreatedAt: at, FinishedAt: &at}, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.start(t)
+	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := f.store.Get(ctx, "old")
+		return err != nil, nil
+	})
+	if err != nil {
+		t.Error("a record past the retention (1h) is still there")
+	}
+	if _, err := f.store.Get(ctx, "recent"); err != nil {
+		t.Errorf("a record within the retention is gone: %v", err)
+	}
+	if got := testutil.ToFloat64(f.metrics.RecordsExpired); got != 1 {
+		t.Errorf("records expired = %v, want 1", got)
+	}
+}
+
+// Run takes the lease before it records, and gives it up when stopped.
+func TestRunHoldsTheLease(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	f := newFixture(t)
+	done := make(chan struct{})
+	go func() { defer close(done); Run(ctx, f.cfg) }()
+	if _, err := f.client.BatchV1().Jobs(ns).Create(ctx, job(t, "leased-1"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.record(t, "leased-1", func(r history.Record) bool { return r.State == history.StatePending })
+	lease, err := f.client.CoordinationV1().Leases(ns).Get(ctx, "test-recorder", metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != "replica-a" {
+		t.Errorf("lease = %+v, %v; want held by replica-a", lease, err)
+	}
+	if testutil.ToFloat64(f.metrics.Leader) != 1 {
+		t.Error("leader gauge is not 1 while recording")
+	}
+	cancel()
+	<-done
+	lease, err = f.client.CoordinationV1().Leases(ns).Get(context.Background(), "test-recorder", metav1.GetOptions{})
+	if err != nil || (lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != "") {
+		t.Errorf("lease after stop = %+v, %v; want released", lease.Spec, err)
+	}
+}

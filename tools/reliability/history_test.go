@@ -1,0 +1,191 @@
+//go:build e2e
+
+package reliability
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/e2e-framework/pkg/envconf"
+	"sigs.k8s.io/e2e-framework/pkg/features"
+
+	"github.com/gmini-dev/gmini/tools/backendproc"
+)
+
+// extraBackend starts another backend with the suite's identity and the
+// given flags, stopped when the test ends.
+func extraBackend(ctx context.Context, t *testing.T, name string, args ...string) *backendproc.Process {
+	t.Helper()
+	logPath := filepath.Join(suite.layout.Logs(clusterName), "backend-"+name+".log")
+	_ = os.Remove(logPath)
+	b := backendproc.New(backendproc.Options{
+		Binary: suite.backendBin, LogPath: logPath, Log: logger,
+		Args: append([]string{"--kubeconfig", suite.backendKubeconfig, "--namespace", ns, "--listen", "127.0.0.1:0",
+			"--log-format", "text", "--api-timeout", apiTimeout.String()}, args...),
+	})
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Stop(context.Background()) })
+	return b
+}
+
+func TestHistoryList(t *testing.T) {
+	const n = 25
+	f := features.New("GET /experiments pages the history, newest first, filters by state, and refuses bad parameters with 400").
+		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			ensureBackend(ctx, t)
+			deleteJobs(ctx, t)
+			return ctx
+		}).
+		Assess("pages of 10, newest first, without gaps or repeats", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			base := suite.backend.URL()
+			for i := range n {
+				if a, err := post(ctx, newClient(1, false), base, experimentBody(fmt.Sprintf("page-%02d", i), "")); err != nil || a.Code != http.StatusCreated {
+					failf(t, "POST page-%02d: %v %v", i, a, err)
+				}
+			}
+			var got []string
+			cont := ""
+			for len(got) < n {
+				q := url.Values{"limit": {"10"}}
+				if cont != "" {
+					q.Set("continue", cont)
+				}
+				a, err := get(ctx, newClient(1, false), base+"/experiments?"+q.Encode())
+				if err != nil || a.Code != http.StatusOK {
+					failf(t, "GET /experiments?%s = %v %v", q.Encode(), a, err)
+				}
+				var page struct {
+					Items []struct {
+						ID, Source string
+					}
+					Continue string
+				}
+				if err := json.Unmarshal(a.Body, &page); err != nil {
+					t.Fatal(err)
+				}
+				if len(page.Items) != 10 || page.Continue == "" {
+					t.Fatalf("page of %d items, continue %q; want 10 and more to come", len(page.Items), page.Continue)
+				}
+				for _, it := range page.Items {
+					if it.Source != "history" {
+						t.Errorf("%s: source %q, want history", it.ID, it.Source)
+					}
+					got = append(got, it.ID)
+				}
+				cont = page.Continue
+			}
+			for i := range n {
+				if want := fmt.Sprintf("page-%02d", n-1-i); got[i] != want {
+					t.Errorf("item %d = %s, want %s (newest first)", i, got[i], want)
+				}
+			}
+			return ctx
+		}).
+		Assess("bad limit, continue and state are 400 with a message", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			base := suite.backend.URL()
+			for q, want := range map[string]string{
+				"limit=0":             "limit",
+				"limit=-5":            "limit",
+				"limit=ten":           "limit",
+				"limit=1001":          "limit",
+				"continue=not-a-page": "continue",
+				"state=Sleeping":      "state",
+			} {
+				a, err := get(ctx, newClient(1, false), base+"/experiments?"+q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkError(t, "GET /experiments?"+q, a, http.StatusBadRequest, want)
+			}
+			return ctx
+		}).
+		Assess("a state filter keeps only that state", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			a, err := get(ctx, newClient(1, false), suite.backend.URL()+"/experiments?state=Cancelled&limit=1000")
+			if err != nil || a.Code != http.StatusOK {
+				failf(t, "GET ?state=Cancelled = %v %v", a, err)
+			}
+			var page struct{ Items []struct{ ID, State string } }
+			if err := json.Unmarshal(a.Body, &page); err != nil {
+				t.Fatal(err)
+			}
+			for _, it := range page.Items {
+				if it.State != "Cancelled" {
+					t.Errorf("%s in state %s listed under state=Cancelled", it.ID, it.State)
+				}
+			}
+			return ctx
+		}).
+		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			deleteJobs(ctx, t)
+			return ctx
+		}).Feature()
+	testenv.Test(t, f)
+}
+
+// TestWithoutHistory runs a backend without history, as --history-dsn
+// unset gives: the Jobs are the only record.
+func TestWithoutHistory(t *testing.T) {
+	f := features.New("without history, a Job's end ends the experiment: a later POST runs it again (the documented window)").
+		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			ensureBackend(ctx, t)
+			deleteJobs(ctx, t)
+			return ctx
+		}).
+		Assess("POST, DELETE, the same POST: 201 again", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			b := extraBackend(ctx, t, "no-history")
+			c := newClient(1, false)
+			body := experimentBody("window-1", "")
+			if a, err := post(ctx, c, b.URL(), body); err != nil || a.Code != http.StatusCreated {
+				failf(t, "POST: %v %v", a, err)
+			}
+			if a, err := post(ctx, c, b.URL(), body); err != nil || a.Code != http.StatusOK {
+				failf(t, "retry while the Job exists: %v %v, want 200", a, err)
+			}
+			req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, b.URL()+"/experiments/window-1", nil)
+			if a, err := send(c, req); err != nil || a.Code != http.StatusOK {
+				failf(t, "DELETE: %v %v", a, err)
+			}
+			deleteJobs(ctx, t) // wait until it is gone
+			if a, err := post(ctx, c, b.URL(), body); err != nil || a.Code != http.StatusCreated {
+				t.Errorf("the same POST once the Job is gone: %v %v, want 201 (without history it runs again)", a, err)
+			}
+			a, err := get(ctx, c, b.URL()+"/experiments?limit=10")
+			if err != nil || a.Code != http.StatusOK {
+				t.Errorf("list from the live Jobs: %v %v", a, err)
+			}
+			return ctx
+		}).
+		Assess("a POST while its Job is being deleted is told to retry", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			b := extraBackend(ctx, t, "no-history-deleting")
+			job := handMadeJob(ctx, t, "window-deleting")
+			job.Finalizers = []string{holdFinalizer}
+			jobs := suite.admin.BatchV1().Jobs(ns)
+			if _, err := jobs.Create(ctx, job, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := jobs.Delete(ctx, job.Name, metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			p, err := post(ctx, newClient(1, false), b.URL(), `{"experiment": {"id": "window-deleting", "key": "other"}}`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkError(t, "POST while the Job is being deleted", p, http.StatusConflict, "is being deleted; retry in a few seconds")
+			return ctx
+		}).
+		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			releaseHeld(ctx, t)
+			deleteJobs(ctx, t)
+			return ctx
+		}).Feature()
+	testenv.Test(t, f)
+}

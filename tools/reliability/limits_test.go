@@ -1,0 +1,149 @@
+//go:build e2e
+
+package reliability
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/e2e-framework/pkg/envconf"
+	"sigs.k8s.io/e2e-framework/pkg/features"
+)
+
+func TestQuotaAnswers429(t *testing.T) {
+	const quota = 5
+	f := features.New("a ResourceQuota on Jobs: N Jobs, then 429 with Retry-After naming the quota, then Jobs again once old ones are gone").
+		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			ensureBackend(ctx, t)
+			deleteJobs(ctx, t)
+			q := &corev1.ResourceQuota{
+				ObjectMeta: metav1.ObjectMeta{Name: "reliability-jobs", Namespace: ns},
+				Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{"count/jobs.batch": resource.MustParse(fmt.Sprint(quota))}},
+			}
+			if _, err := suite.admin.CoreV1().ResourceQuotas(ns).Create(ctx, q, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			// The quota controller must have counted the namespace before
+			// the admission plugin enforces it.
+			err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+				got, err := suite.admin.CoreV1().ResourceQuotas(ns).Get(ctx, q.Name, metav1.GetOptions{})
+				return err == nil && got.Status.Hard != nil, nil
+			})
+			if err != nil {
+				t.Fatalf("quota never counted: %v", err)
+			}
+			return ctx
+		}).
+		Assess("N+5 POSTs: N 201s, 5 429s, exactly N Jobs", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			c := newClient(1, false)
+			created, refused := 0, 0
+			for i := range quota + 5 {
+				a, err := post(ctx, c, suite.backend.URL(), experimentBody(fmt.Sprintf("quota-%02d", i), ""))
+				if err != nil {
+					t.Fatal(err)
+				}
+				switch a.Code {
+				case http.StatusCreated:
+					created++
+				case http.StatusTooManyRequests:
+					refused++
+					checkError(t, "POST over the quota", a, http.StatusTooManyRequests, "exceeded quota: reliability-jobs")
+					if a.Header.Get("Retry-After") == "" {
+						t.Error("429 without Retry-After")
+					}
+				default:
+					errorf(t, "POST %d = %s, want 201 or 429", i, a)
+				}
+			}
+			if created != quota || refused != 5 {
+				t.Errorf("%d created, %d refused; want %d and 5", created, refused, quota)
+			}
+			if n := allJobs(ctx, t); n != quota {
+				t.Errorf("%d Jobs, want exactly %d", n, quota)
+			}
+			return ctx
+		}).
+		Assess("once Jobs are gone (as their TTL removes them), POSTs succeed again", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			deleteJobs(ctx, t)
+			// The quota's usage follows the deletions after a moment.
+			err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+				a, err := post(ctx, newClient(1, false), suite.backend.URL(), experimentBody("quota-after", ""))
+				return err == nil && a.Code == http.StatusCreated, nil
+			})
+			if err != nil {
+				t.Errorf("POST still refused 30 s after the Jobs were gone: %v", err)
+			}
+			return ctx
+		}).
+		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			_ = suite.admin.CoreV1().ResourceQuotas(ns).Delete(ctx, "reliability-jobs", metav1.DeleteOptions{})
+			deleteJobs(ctx, t)
+			return ctx
+		}).Feature()
+	testenv.Test(t, f)
+}
+
+func TestMaxInflight(t *testing.T) {
+	const limit = 2
+	f := features.New("--max-inflight bounds POSTs being processed: beyond it, 429 at once").
+		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			ensureBackend(ctx, t)
+			deleteJobs(ctx, t)
+			return ctx
+		}).
+		Assess("two POSTs in flight, the third is refused, the two finish", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			b := extraBackend(ctx, t, "inflight", "--max-inflight", fmt.Sprint(limit))
+			addr := strings.TrimPrefix(b.URL(), "http://")
+			var held []*halfSent
+			for i := range limit {
+				h, err := startHalf(ctx, addr, fmt.Sprintf("inflight-%d", i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				held = append(held, h)
+			}
+			// Their handlers must have taken their places before the third.
+			time.Sleep(500 * time.Millisecond)
+			a, err := post(ctx, newClient(1, false), b.URL(), experimentBody("inflight-over", ""))
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkError(t, "POST beyond --max-inflight", a, http.StatusTooManyRequests, "being submitted already")
+			if a.Header.Get("Retry-After") == "" {
+				t.Error("429 without Retry-After")
+			}
+			if a.Elapsed > time.Second {
+				t.Errorf("the 429 took %s; it must come at once", a.Elapsed)
+			}
+			var wg sync.WaitGroup
+			answers := make([]answer, len(held))
+			errs := make([]error, len(held))
+			for i, h := range held {
+				wg.Go(func() { answers[i], errs[i] = h.finish() })
+			}
+			wg.Wait()
+			for i := range held {
+				if errs[i] != nil || answers[i].Code != http.StatusCreated {
+					t.Errorf("POST %d in flight: %v %v, want 201", i, answers[i], errs[i])
+				}
+			}
+			if a, err := post(ctx, newClient(1, false), b.URL(), experimentBody("inflight-after", "")); err != nil || a.Code != http.StatusCreated {
+				t.Errorf("POST once the others finished: %v %v, want 201", a, err)
+			}
+			return ctx
+		}).
+		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			deleteJobs(ctx, t)
+			return ctx
+		}).Feature()
+	testenv.Test(t, f)
+}
