@@ -29,8 +29,11 @@ import (
 
 // Source returns the current Job template.
 type Source interface {
-	// JobTemplate returns a copy the caller may change, or an error of
-	// kind failure.Unavailable saying why there is no usable template.
+	// JobTemplate returns the current template, or an error of kind
+	// failure.Unavailable saying why there is no usable template. The
+	// template is shared (an informer's cache): callers must not change it.
+	// jobspec.Build copies what it uses, so a POST copies the template
+	// once, not twice.
 	JobTemplate() (*batchv1.JobTemplateSpec, error)
 }
 
@@ -127,13 +130,14 @@ func (s *CronJobSource) WaitForSync(ctx context.Context) error {
 // HasSynced reports whether the cache holds the API server's answer.
 func (s *CronJobSource) HasSynced() bool { return s.informer.HasSynced() }
 
-// JobTemplate returns a copy the caller may change.
+// JobTemplate returns the cached template, which the caller must not
+// change.
 func (s *CronJobSource) JobTemplate() (*batchv1.JobTemplateSpec, error) {
 	tmpl, err := s.current()
 	if err != nil {
 		return nil, err
 	}
-	return tmpl.DeepCopy(), nil
+	return tmpl, nil
 }
 
 // Check reports why a POST could not get a usable template now; nil when it
@@ -199,12 +203,12 @@ func (s *CronJobSource) report() {
 // Static serves a fixed template; tests and local experiments use it.
 type Static struct{ Template *batchv1.JobTemplateSpec }
 
-// JobTemplate returns a copy of the fixed template.
+// JobTemplate returns the fixed template, which the caller must not change.
 func (s Static) JobTemplate() (*batchv1.JobTemplateSpec, error) {
 	if err := s.Check(); err != nil {
 		return nil, err
 	}
-	return s.Template.DeepCopy(), nil
+	return s.Template, nil
 }
 
 // Check applies the same rules as CronJobSource.Check.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
+	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 )
 
 func cronJob(ns, name, image string, containers ...string) *batchv1.CronJob {
@@ -113,11 +115,12 @@ func TestCronJobSource(t *testing.T) {
 		t.Fatalf("image = %q", got)
 	}
 
-	// The caller owns the copy: changing it must not change the cache.
-	tmpl.Spec.Template.Spec.Containers[0].Image = "changed"
-	again, _ := src.JobTemplate()
-	if got := again.Spec.Template.Spec.Containers[0].Image; got != "gmini-runner:v1" {
-		t.Fatalf("cache was modified through a returned template: %q", got)
+	// Building a Job from it leaves the cache as it was.
+	if _, err := jobspec.Build(tmpl, "gmini", "e1", "h", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := src.JobTemplate(); !reflect.DeepEqual(again, tmpl) || again.Spec.Template.Spec.Containers[0].Args != nil {
+		t.Fatalf("building a Job changed the cached template: %+v", again.Spec.Template.Spec.Containers[0])
 	}
 
 	// A GitOps sync that bumps the image reaches the next Job.
