@@ -219,6 +219,35 @@ func (s *Server) Stop(ctx context.Context) error {
 	return s.stopErr
 }
 
+// Halt shuts the server down but keeps its data, as an outage would: clients
+// are refused until Resume. For tests of a database that goes away.
+func (s *Server) Halt(ctx context.Context) error {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return errors.New("postgres: not started")
+	}
+	if err := stopPostmaster(ctx, s.cmd.Process.Pid, s.done, s.cfg.log); err != nil {
+		return err
+	}
+	s.cfg.log.Info("postgres halted", "dir", s.dir)
+	return nil
+}
+
+// Resume starts a halted server again on the same data and address.
+func (s *Server) Resume(ctx context.Context) error {
+	o, err := serverUser()
+	if err != nil {
+		return err
+	}
+	if err := s.start(o); err != nil {
+		return err
+	}
+	if err := s.waitReady(ctx); err != nil {
+		return fmt.Errorf("%w\n--- last lines of %s ---\n%s", err, s.LogPath(), tailFile(s.LogPath(), 30))
+	}
+	s.cfg.log.Info("postgres resumed", "dir", s.dir, "pid", s.cmd.Process.Pid)
+	return nil
+}
+
 // owner is the account the server runs as: postgres refuses to run as
 // root, so root hands it to Debian's postgres system user.
 type owner struct {

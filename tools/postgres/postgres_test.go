@@ -174,6 +174,24 @@ func TestServer(t *testing.T) {
 	}
 	psql(t, second.DSN())
 
+	// Halt keeps the data; Resume serves it again.
+	out, err := exec.Command(filepath.Join("/usr/lib/postgresql", Version, "bin", "psql"), second.DSN(), "-XAtc", "CREATE TABLE kept (x int)").CombinedOutput()
+	if err != nil {
+		t.Fatalf("create a table: %v: %s", err, out)
+	}
+	if err := second.Halt(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(filepath.Join("/usr/lib/postgresql", Version, "bin", "psql"), second.DSN(), "-XAtc", "SELECT 1").CombinedOutput(); err == nil {
+		t.Errorf("a halted server answered: %s", out)
+	}
+	if err := second.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(filepath.Join("/usr/lib/postgresql", Version, "bin", "psql"), second.DSN(), "-XAtc", "SELECT count(*) FROM kept").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "0" {
+		t.Errorf("after Resume the table is not there: %v: %s", err, out)
+	}
+
 	pid := second.cmd.Process.Pid
 	kids := children(pid)
 	if err := second.Stop(ctx); err != nil {

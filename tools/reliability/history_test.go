@@ -10,13 +10,18 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
+	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 	"github.com/gmini-dev/gmini/tools/backendproc"
+	"github.com/gmini-dev/gmini/tools/postgres"
 )
 
 // extraBackend starts another backend with the suite's identity and the
@@ -185,6 +190,94 @@ func TestWithoutHistory(t *testing.T) {
 		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			releaseHeld(ctx, t)
 			deleteJobs(ctx, t)
+			return ctx
+		}).Feature()
+	testenv.Test(t, f)
+}
+
+func TestHistoryDatabaseOutage(t *testing.T) {
+	var pg *postgres.Server
+	f := features.New("history in PostgreSQL: the database away, POST answers 503, live Jobs still answer, and the backend recovers without a restart").
+		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			ensureBackend(ctx, t)
+			deleteJobs(ctx, t)
+			var err error
+			pg, err = postgres.Start(ctx, suite.layout.Output("postgres", clusterName), postgres.WithLogger(logger))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ctx
+		}).
+		Assess("POST 503 while it is away, live reads work, POST 201 once it is back", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			b := extraBackend(ctx, t, "postgres", "--history-dsn", pg.DSN())
+			c := newClient(1, false)
+			// The store opens in the background: the backend is ready (it
+			// serves live Jobs) before its first POST can be claimed.
+			var a answer
+			err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+				var err error
+				a, err = post(ctx, c, b.URL(), experimentBody("pg-out-1", ""))
+				return err == nil && a.Code == http.StatusCreated, nil
+			})
+			if err != nil {
+				failf(t, "POST with the database up: %v", a)
+			}
+			if err := pg.Halt(ctx); err != nil {
+				t.Fatal(err)
+			}
+			a, err = post(ctx, c, b.URL(), experimentBody("pg-out-2", ""))
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkError(t, "POST with the database away", a, http.StatusServiceUnavailable, "history")
+			if a.Header.Get("Retry-After") == "" || a.Elapsed > apiTimeout+outageMargin {
+				t.Errorf("503 after %s, Retry-After %q: want it within %s, with Retry-After", a.Elapsed, a.Header.Get("Retry-After"), apiTimeout+outageMargin)
+			}
+			if _, err := suite.admin.BatchV1().Jobs(ns).Get(ctx, jobspec.JobName("pg-out-2"), metav1.GetOptions{}); err == nil {
+				t.Error("a Job was made for a POST answered 503")
+			}
+			if a, err := get(ctx, c, b.URL()+"/experiments/pg-out-1"); err != nil || a.Code != http.StatusOK || !strings.Contains(string(a.Body), `"source":"job"`) {
+				t.Errorf("GET of a live experiment with the database away = %v %v, want 200 from its Job", a, err)
+			}
+			if a, err := get(ctx, c, b.URL()+"/readyz"); err != nil || a.Code != http.StatusOK {
+				t.Errorf("/readyz with the database away = %v %v, want 200: readiness does not depend on it", a, err)
+			}
+			if a, err := get(ctx, c, b.URL()+"/experiments"); err != nil || a.Code != http.StatusServiceUnavailable {
+				t.Errorf("GET /experiments with the database away = %v %v, want 503", a, err)
+			}
+			// A backend that starts while the database is away starts anyway.
+			late := extraBackend(ctx, t, "postgres-late", "--history-dsn", pg.DSN())
+			if a, err := post(ctx, c, late.URL(), experimentBody("pg-out-3", "")); err != nil || a.Code != http.StatusServiceUnavailable {
+				t.Errorf("POST to a backend started with the database away = %v %v, want 503", a, err)
+			}
+
+			pid := b.PID()
+			if err := pg.Resume(ctx); err != nil {
+				t.Fatal(err)
+			}
+			t0 := time.Now()
+			for _, p := range []*backendproc.Process{b, late} {
+				err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+					a, err := post(ctx, c, p.URL(), experimentBody("pg-out-2", ""))
+					return err == nil && (a.Code == http.StatusCreated || a.Code == http.StatusOK), nil
+				})
+				if err != nil {
+					errorf(t, "POST still refused 30 s after the database came back")
+				}
+			}
+			t.Logf("both backends accept POSTs again %s after the database came back", time.Since(t0).Round(100*time.Millisecond))
+			if b.PID() != pid {
+				t.Error("the backend restarted")
+			}
+			return ctx
+		}).
+		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			deleteJobs(ctx, t)
+			if pg != nil {
+				if err := pg.Stop(ctx); err != nil {
+					t.Errorf("stop PostgreSQL: %v", err)
+				}
+			}
 			return ctx
 		}).Feature()
 	testenv.Test(t, f)

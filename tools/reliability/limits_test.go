@@ -32,11 +32,16 @@ func TestQuotaAnswers429(t *testing.T) {
 			if _, err := suite.admin.CoreV1().ResourceQuotas(ns).Create(ctx, q, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			// The quota controller must have counted the namespace before
-			// the admission plugin enforces it.
+			// The quota controller must have counted the namespace, with no
+			// Job left from earlier tests, before the admission plugin
+			// enforces it from that count.
 			err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 				got, err := suite.admin.CoreV1().ResourceQuotas(ns).Get(ctx, q.Name, metav1.GetOptions{})
-				return err == nil && got.Status.Hard != nil, nil
+				if err != nil || got.Status.Hard == nil {
+					return false, nil
+				}
+				used, ok := got.Status.Used["count/jobs.batch"]
+				return ok && used.IsZero(), nil
 			})
 			if err != nil {
 				t.Fatalf("quota never counted: %v", err)
