@@ -42,6 +42,9 @@ type options struct {
 	skipE2E          bool
 	backendArgs      []string
 	compareArgs      []string
+	compareRef       string
+	variants         []string
+	listN            int
 	spawnName, e2eNm string
 }
 
@@ -66,10 +69,14 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 	fs.IntVar(&o.e2eN, "e2e", 20, "experiments for POST-to-Complete, one at a time")
 	fs.BoolVar(&o.skipE2E, "skip-e2e", false, "skip the cluster with a node (POST-to-Complete)")
 	fs.StringVar(&extra, "backend-args", "", "extra flags for the backend, space-separated (e.g. \"--kube-qps 50 --kube-burst 100\" to compare settings)")
-	fs.StringVar(&compare, "compare-args", "--kube-qps 50 --kube-burst 100", "flags of a second backend measured in its own row (the settings before the fix); empty: no such row")
+	fs.StringVar(&compare, "compare-args", "", "flags of another backend measured in its own row (e.g. \"--kube-qps 50 --kube-burst 100\", the settings before an earlier fix); empty: no such row")
+	fs.StringVar(&o.compareRef, "compare-ref", "", "a git revision whose backend is built and measured in its own row beside this checkout's (before/after a change); empty: no such row")
+	var variants string
+	fs.StringVar(&variants, "variants", "sqlite,postgres,auth", "backends measured beside gmini without history or auth: sqlite, postgres (history in each) and auth (--auth kubernetes); comma-separated, empty for none")
+	fs.IntVar(&o.listN, "list", 20000, "experiments in the history for the list benchmark, measured at half and at all of them; 0 skips it")
 	fs.StringVar(&o.spawnName, "cluster", "gmini-bench", "name of the node-less cluster")
 	fs.StringVar(&o.e2eNm, "node-cluster", "gmini-bench-node", "name of the cluster with a node")
-	timeout := fs.Duration("timeout", 20*time.Minute, "bound on the whole run")
+	timeout := fs.Duration("timeout", 45*time.Minute, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -85,6 +92,18 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 	}
 	o.backendArgs = strings.Fields(extra)
 	o.compareArgs = strings.Fields(compare)
+	for _, v := range strings.Split(variants, ",") {
+		switch v = strings.TrimSpace(v); v {
+		case "":
+		case variantSQLite, variantPostgres, variantAuth:
+			o.variants = append(o.variants, v)
+		default:
+			return fmt.Errorf("variant %q: want sqlite, postgres or auth", v)
+		}
+	}
+	if o.listN < 0 || o.listN > 100000 {
+		return fmt.Errorf("list must be 0-100000")
+	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 

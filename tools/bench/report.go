@@ -28,6 +28,7 @@ type report struct {
 	images           []imageSize
 	e2eStages        []stage
 	e2eTotal         []time.Duration
+	lists            []listRow
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
@@ -71,6 +72,37 @@ func (r *report) print(w io.Writer) {
 			}
 		}
 		fmt.Fprintf(w, "| %d | %s | %s | %s | %s |\n", x.concurrency, x.name, backend, ms(x.perJob(x.apiCPU)), ratio)
+	}
+
+	// History and auth beside gmini without them, at each concurrency.
+	byName := map[string]map[int]row{}
+	for _, x := range r.rows {
+		if byName[x.name] == nil {
+			byName[x.name] = map[int]row{}
+		}
+		byName[x.name][x.concurrency] = x
+	}
+	if len(byName) > 0 {
+		fmt.Fprintf(w, "\n### Against gmini without history or auth (same runs)\n\n")
+		fmt.Fprintln(w, "| concurrency | row | Jobs/s | p99 | throughput vs gmini | p99 vs gmini |")
+		fmt.Fprintln(w, "|---:|---|---:|---:|---:|---:|")
+		for _, x := range r.rows {
+			ref, ok := byName[rowGmini][x.concurrency]
+			if !ok || x.name == rowDirect || x.name == rowNaive || x.name == rowGmini || ref.n == 0 {
+				continue
+			}
+			fmt.Fprintf(w, "| %d | %s | %.1f | %s | %.2f | %.2f |\n", x.concurrency, x.name, x.rate(), ms(pct(x.lat, 99)),
+				x.rate()/ref.rate(), float64(pct(x.lat, 99))/float64(pct(ref.lat, 99)))
+		}
+	}
+
+	if len(r.lists) > 0 {
+		fmt.Fprintf(w, "\n### GET /experiments: %d clients paging through the whole list at once for %s (default page of 100)\n\n", listers, listPeriod)
+		fmt.Fprintln(w, "| experiments | backend | pages served | p50 per page | p99 per page | backend RSS before | peak backend RSS |")
+		fmt.Fprintln(w, "|---:|---|---:|---:|---:|---:|---:|")
+		for _, l := range r.lists {
+			fmt.Fprintf(w, "| %d | %s | %d | %s | %s | %s | %s |\n", l.records, l.backend, l.pages, ms(pct(l.lat, 50)), ms(pct(l.lat, 99)), mib(l.rssIdle), mib(l.rssPk))
+		}
 	}
 
 	if len(r.e2eTotal) > 0 {

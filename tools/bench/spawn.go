@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -61,6 +60,37 @@ const (
 	rowNaive  = "tutorial design: client-go QPS 5 / burst 10"
 )
 
+// Variants of the backend measured beside gmini without history or auth.
+const (
+	variantSQLite   = "sqlite"
+	variantPostgres = "postgres"
+	variantAuth     = "auth"
+)
+
+// rowName is the spawn table's label of a backend variant.
+func rowName(variant string) string {
+	switch variant {
+	case "":
+		return rowGmini
+	case variantSQLite:
+		return "gmini, history in SQLite"
+	case variantPostgres:
+		return "gmini, history in PostgreSQL"
+	case variantAuth:
+		return "gmini, --auth kubernetes"
+	}
+	return "gmini " + variant
+}
+
+// backendRun is one backend process the spawn rows post to.
+type backendRun struct {
+	row       string
+	id        string // short, for experiment IDs and file names
+	namespace string
+	proc      *backendproc.Process
+	token     string // bearer token, for --auth kubernetes
+}
+
 func spawnBenchmarks(ctx context.Context, log *slog.Logger, l layout.Layout, c *local.Cluster, o options, backendBin string, rep *report) error {
 	if _, err := c.Create(ctx); err != nil {
 		return fmt.Errorf("create cluster %s: %w", o.spawnName, err)
@@ -72,14 +102,7 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, l layout.Layout, c *
 	}()
 	kubeconfig := c.GetKubeconfig()
 	base := c.KubernetesRestConfig()
-	if err := deploy.Apply(ctx, log, base, l.Overlay("dev")); err != nil {
-		return err
-	}
 	admin, err := clientset(base, -1, 0)
-	if err != nil {
-		return err
-	}
-	tmpl, err := jobTemplate(ctx, admin)
 	if err != nil {
 		return err
 	}
@@ -87,37 +110,67 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, l layout.Layout, c *
 	if err != nil {
 		return err
 	}
-	logDir := l.Logs("bench")
+	logDir := l.Logs(o.spawnName)
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return err
 	}
-	newBackend := func(logName string, extra []string) *backendproc.Process {
-		args := append([]string{"--kubeconfig", kubeconfig, "--namespace", deploy.Namespace, "--listen", "127.0.0.1:0"}, extra...)
-		return backendproc.New(backendproc.Options{Binary: backendBin, Args: args, LogPath: filepath.Join(logDir, logName), Log: log})
-	}
+	env := &benchEnv{log: log, l: l, cfg: base, admin: admin, kubeconfig: kubeconfig, bin: backendBin, logDir: logDir, extra: o.backendArgs}
 
-	// Cold start: a fresh process each time, until /readyz answers 200.
-	b := newBackend("backend.log", o.backendArgs)
-	for i := range 3 {
-		if i > 0 {
-			if _, err := b.Stop(ctx); err != nil {
-				return err
-			}
-		}
-		if err := b.Start(ctx); err != nil {
-			return err
-		}
-		rep.coldStarts = append(rep.coldStarts, b.ColdStart())
-		log.Info("backend ready", "try", i+1, "cold start", b.ColdStart().Round(time.Millisecond))
+	// gmini without history or auth, the reference row, in the dev
+	// overlay's namespace; each variant in a namespace of its own, so
+	// their recorders and Jobs never mix.
+	off, err := env.backend(ctx, "", deploy.Namespace, nil)
+	if err != nil {
+		return err
 	}
-	defer b.Stop(context.WithoutCancel(ctx))
-	var before *backendproc.Process
-	if len(o.compareArgs) > 0 {
-		before = newBackend("backend-compare.log", append(append([]string(nil), o.backendArgs...), o.compareArgs...))
-		if err := before.Start(ctx); err != nil {
+	defer off.proc.Stop(context.WithoutCancel(ctx))
+	tmpl, err := jobTemplate(ctx, admin)
+	if err != nil {
+		return err
+	}
+	// Cold start: fresh processes, until /readyz answers 200.
+	rep.coldStarts = append(rep.coldStarts, off.proc.ColdStart())
+	for i := range 2 {
+		if _, err := off.proc.Stop(ctx); err != nil {
 			return err
 		}
-		defer before.Stop(context.WithoutCancel(ctx))
+		if err := off.proc.Start(ctx); err != nil {
+			return err
+		}
+		rep.coldStarts = append(rep.coldStarts, off.proc.ColdStart())
+		log.Info("backend ready", "try", i+2, "cold start", off.proc.ColdStart().Round(time.Millisecond))
+	}
+	backends := []*backendRun{off}
+	for _, v := range o.variants {
+		b, err := env.variant(ctx, v)
+		if err != nil {
+			return fmt.Errorf("backend %s: %w", v, err)
+		}
+		defer b.proc.Stop(context.WithoutCancel(ctx))
+		defer env.close()
+		backends = append(backends, b)
+	}
+	if len(o.compareArgs) > 0 {
+		b, err := env.backend(ctx, "backend with "+strings.Join(o.compareArgs, " "), deploy.Namespace, o.compareArgs)
+		if err != nil {
+			return err
+		}
+		defer b.proc.Stop(context.WithoutCancel(ctx))
+		backends = append(backends, b)
+	}
+	if o.compareRef != "" {
+		bin, err := buildAtRef(ctx, log, l, o.compareRef)
+		if err != nil {
+			return err
+		}
+		atRef := *env
+		atRef.bin = bin
+		b, err := atRef.backend(ctx, "gmini at "+o.compareRef, deploy.Namespace, nil)
+		if err != nil {
+			return err
+		}
+		defer b.proc.Stop(context.WithoutCancel(ctx))
+		backends = append(backends, b)
 	}
 
 	direct, err := clientset(base, -1, 0)
@@ -133,39 +186,36 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, l layout.Layout, c *
 		Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256, IdleConnTimeout: time.Minute},
 	}
 
-	// Warm both paths (TLS, HTTP/2, the backend's caches) before measuring.
+	// Warm every path (TLS, HTTP/2, caches, review caches) before measuring.
 	if _, err := runCreates(ctx, "warm-up", 4, 20, directCreate(direct, tmpl, "warm")); err != nil {
 		return err
 	}
-	if _, err := runCreates(ctx, "warm-up", 4, 20, gminiPost(httpc, b.URL(), "warm")); err != nil {
-		return err
-	}
-	if before != nil {
-		if _, err := runCreates(ctx, "warm-up", 4, 20, gminiPost(httpc, before.URL(), "warm-before")); err != nil {
+	for _, b := range backends {
+		if _, err := runCreates(ctx, "warm-up", 4, 20, gminiPost(httpc, b, "warm-"+b.id)); err != nil {
+			return err
+		}
+		if err := clean(ctx, admin, b.namespace); err != nil {
 			return err
 		}
 	}
-	if err := clean(ctx, admin); err != nil {
+	if err := clean(ctx, admin, deploy.Namespace); err != nil {
 		return err
 	}
-	rep.rssIdle = b.RSS()
+	rep.rssIdle = off.proc.RSS()
 
 	type run struct {
-		name    string
-		n       int
-		backend *backendproc.Process // nil for the in-process clients
-		fn      func(prefix string) createFunc
+		name      string
+		n         int
+		backend   *backendRun // nil for the in-process clients
+		namespace string
+		fn        func(prefix string) createFunc
 	}
 	for _, conc := range o.concurrency {
-		runs := []run{
-			{rowDirect, o.n, nil, func(p string) createFunc { return directCreate(direct, tmpl, "direct-"+p) }},
-			{rowGmini, o.n, b, func(p string) createFunc { return gminiPost(httpc, b.URL(), "gmini-"+p) }},
+		runs := []run{{rowDirect, o.n, nil, deploy.Namespace, func(p string) createFunc { return directCreate(direct, tmpl, "direct-"+p) }}}
+		for _, b := range backends {
+			runs = append(runs, run{b.row, o.n, b, b.namespace, func(p string) createFunc { return gminiPost(httpc, b, b.id+"-"+p) }})
 		}
-		if before != nil {
-			runs = append(runs, run{"backend with " + strings.Join(o.compareArgs, " "), o.n, before,
-				func(p string) createFunc { return gminiPost(httpc, before.URL(), "before-"+p) }})
-		}
-		naiveRun := run{rowNaive, o.nNaive, nil, func(p string) createFunc { return directCreate(naive, tmpl, "naive-"+p) }}
+		naiveRun := run{rowNaive, o.nNaive, nil, deploy.Namespace, func(p string) createFunc { return directCreate(naive, tmpl, "naive-"+p) }}
 		total := map[string]*row{}
 		for round := range o.rounds {
 			// Rotate the order each round, so that no row always runs
@@ -176,18 +226,18 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, l layout.Layout, c *
 			}
 			for _, r := range order {
 				var stopRSS func() int64
-				if r.backend == b && conc == o.concurrency[len(o.concurrency)-1] {
-					stopRSS = b.PeakRSS()
+				if r.backend == off && conc == o.concurrency[len(o.concurrency)-1] {
+					stopRSS = off.proc.PeakRSS()
 				}
 				var backendCPU0 time.Duration
 				if r.backend != nil {
-					backendCPU0 = r.backend.CPU()
+					backendCPU0 = r.backend.proc.CPU()
 				}
 				apiCPU0 := cpuOf(apiPIDs)
 				res, err := runCreates(ctx, r.name, conc, r.n, r.fn(fmt.Sprintf("c%d-r%d", conc, round)))
 				res.apiCPU = cpuOf(apiPIDs) - apiCPU0
 				if r.backend != nil {
-					res.backendCPU = r.backend.CPU() - backendCPU0
+					res.backendCPU = r.backend.proc.CPU() - backendCPU0
 				}
 				if stopRSS != nil {
 					rep.rssLoad = max(rep.rssLoad, stopRSS())
@@ -210,7 +260,7 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, l layout.Layout, c *
 				t.backendCPU += res.backendCPU
 				t.apiCPU += res.apiCPU
 				t.rounds++
-				if err := clean(ctx, admin); err != nil {
+				if err := clean(ctx, admin, r.namespace); err != nil {
 					return err
 				}
 			}
@@ -218,6 +268,9 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, l layout.Layout, c *
 		for _, r := range append(runs, naiveRun) {
 			rep.rows = append(rep.rows, *total[r.name])
 		}
+	}
+	if o.listN > 0 {
+		return listBenchmarks(ctx, env, backends, o.listN, rep)
 	}
 	return nil
 }
@@ -305,14 +358,17 @@ func directCreate(client kubernetes.Interface, tmpl *batchv1.JobTemplateSpec, pr
 	}
 }
 
-func gminiPost(c *http.Client, url, prefix string) createFunc {
+func gminiPost(c *http.Client, b *backendRun, prefix string) createFunc {
 	return func(ctx context.Context, i int) error {
 		body := fmt.Sprintf(`{"experiment": {"id": "bench-%s-%d", "key": "k-%d"}}`, prefix, i, i)
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/experiment", strings.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.proc.URL()+"/experiment", strings.NewReader(body))
 		if err != nil {
 			return err
 		}
 		req.Header.Set("Content-Type", "application/json")
+		if b.token != "" {
+			req.Header.Set("Authorization", "Bearer "+b.token)
+		}
 		res, err := c.Do(req)
 		if err != nil {
 			return err
@@ -334,25 +390,27 @@ func jobTemplate(ctx context.Context, client kubernetes.Interface) (*batchv1.Job
 	return &cj.Spec.JobTemplate, nil
 }
 
-// clean deletes every benchmark Job and waits until they and their pods are
-// gone, so one run's garbage collection does not load the next.
-func clean(ctx context.Context, client kubernetes.Interface) error {
+// clean deletes every benchmark Job of namespace and waits until they and
+// their pods are gone, so one run's garbage collection does not load the
+// next. Jobs made with history on wait for their records: the namespace's
+// backend stores them (as Cancelled) and lets them go.
+func clean(ctx context.Context, client kubernetes.Interface, namespace string) error {
 	bg := metav1.DeletePropagationBackground
-	jobs := client.BatchV1().Jobs(deploy.Namespace)
+	jobs := client.BatchV1().Jobs(namespace)
 	if err := jobs.DeleteCollection(ctx, metav1.DeleteOptions{PropagationPolicy: &bg},
 		metav1.ListOptions{LabelSelector: jobspec.ManagedSelector}); err != nil {
-		return fmt.Errorf("delete benchmark jobs: %w", err)
+		return fmt.Errorf("delete benchmark jobs in %s: %w", namespace, err)
 	}
-	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
 		j, err := jobs.List(ctx, metav1.ListOptions{LabelSelector: jobspec.ManagedSelector, Limit: 1})
 		if err != nil || len(j.Items) > 0 {
 			return false, nil
 		}
-		p, err := client.CoreV1().Pods(deploy.Namespace).List(ctx, metav1.ListOptions{LabelSelector: batchv1.JobNameLabel, Limit: 1})
+		p, err := client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: batchv1.JobNameLabel, Limit: 1})
 		return err == nil && len(p.Items) == 0, nil
 	})
 	if err != nil {
-		return fmt.Errorf("wait for benchmark jobs and pods to go: %w", err)
+		return fmt.Errorf("wait for benchmark jobs and pods in %s to go: %w", namespace, err)
 	}
 	// Let the controller-manager's queues drain and etcd settle.
 	time.Sleep(time.Second)
