@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"sigs.k8s.io/e2e-framework/support"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/gmini-dev/gmini/tools/internal/hostpkgs"
 	"github.com/gmini-dev/gmini/tools/internal/kubebuild"
 	"github.com/gmini-dev/gmini/tools/internal/layout"
+	"github.com/gmini-dev/gmini/tools/internal/modbuild"
 )
 
 // Provider names accepted by Resolve.
@@ -29,8 +31,19 @@ const (
 )
 
 // Provider is what the suites need of any cluster: e2e-framework's
-// provider contract with image loading.
-type Provider = support.E2EClusterProviderWithImageLoader
+// provider contract with image loading, and the registry its nodes pull
+// from (for a cluster made with the Registry feature).
+type Provider interface {
+	support.E2EClusterProviderWithImageLoader
+	// Registry is where to push images the cluster pulls, and how pods
+	// reach it; an error if the cluster runs none.
+	Registry() (images.Registry, error)
+}
+
+var (
+	_ Provider = (*local.Cluster)(nil)
+	_ Provider = (*kind.Cluster)(nil)
+)
 
 // Resolve turns Auto (or "") into the provider that can run here: kind
 // when a Docker engine answers, else the local node.
@@ -47,25 +60,62 @@ func Resolve(ctx context.Context, provider string) (string, error) {
 	return "", fmt.Errorf("unknown cluster provider %q: want %s, %s or %s", provider, Auto, Kind, Local)
 }
 
+// Feature is a capability a cluster has only when asked for, because it
+// costs a build or a process that most suites do not need.
+type Feature string
+
+// NetworkPolicy makes the cluster enforce NetworkPolicy objects. kind's
+// kindnet does; the local node runs kube-router for it, which Prepare
+// builds (a cold build takes minutes, a warm one seconds).
+const NetworkPolicy Feature = "network-policy"
+
+// Registry gives the cluster an OCI registry its nodes pull from
+// (Provider.Registry): on the local node CNCF Distribution's registry,
+// which Prepare builds (a cold build takes minutes), serving TLS with a
+// certificate of the cluster's CA; on kind a registry container, as kind's
+// local-registry guide sets one up.
+const Registry Feature = "registry"
+
 // LocalNode is what a local node takes from the machine: the Kubernetes
-// binary and the pod sandbox image.
+// binary and the pod sandbox image, and kube-router if the node is to
+// enforce NetworkPolicy.
 type LocalNode struct {
 	KubeBinary string
 	PauseImage string // docker-archive tarball
 	PauseTag   string
+	KubeRouter string // "" unless prepared with NetworkPolicy
+	Registry   string // "" unless prepared with Registry
 }
 
 // Prepare makes this machine able to run local nodes: it installs the
 // Debian packages they need and builds the Kubernetes binary and the pause
-// image, each only when missing or out of date. Call it once, before
-// creating local clusters.
-func Prepare(ctx context.Context, log *slog.Logger, l layout.Layout) (LocalNode, error) {
+// image, and what the features need, each only when missing or out of
+// date. Call it once, before creating local clusters.
+func Prepare(ctx context.Context, log *slog.Logger, l layout.Layout, features ...Feature) (LocalNode, error) {
 	node := Artifacts(l)
-	if err := hostpkgs.Ensure(ctx, log, hostpkgs.LocalNode()...); err != nil {
+	netpol := slices.Contains(features, NetworkPolicy)
+	pkgs := hostpkgs.LocalNode()
+	if netpol {
+		pkgs = append(pkgs, hostpkgs.NetworkPolicyEngine()...)
+	}
+	if err := hostpkgs.Ensure(ctx, log, pkgs...); err != nil {
 		return LocalNode{}, fmt.Errorf("install the local node's Debian packages: %w", err)
 	}
 	if err := kubebuild.Build(ctx, log, l.KubeModule(), node.KubeBinary); err != nil {
 		return LocalNode{}, fmt.Errorf("build kubernetes %s: %w", kubebuild.KubernetesVersion, err)
+	}
+	if netpol {
+		node.KubeRouter = l.KubeRouterBinary()
+		if err := kubebuild.BuildKubeRouter(ctx, log, l.KubeRouterModule(), node.KubeRouter); err != nil {
+			return LocalNode{}, fmt.Errorf("build kube-router %s: %w", kubebuild.KubeRouterVersion, err)
+		}
+	}
+	if slices.Contains(features, Registry) {
+		prog := modbuild.Registry(l.RegistryModule())
+		if err := modbuild.Build(ctx, log, prog, l.Output("bin")); err != nil {
+			return LocalNode{}, err
+		}
+		node.Registry = prog.Binaries(l.Output("bin"))[0]
 	}
 	pause := images.Pause(l.Root, "dev")
 	if _, err := images.Build(ctx, log, pause, l.Images()); err != nil {
@@ -86,14 +136,20 @@ func Artifacts(l layout.Layout) LocalNode {
 }
 
 // NewLocal returns the local cluster called name, with its run directory
-// in the checkout's output and the node's artifacts; nothing starts until
-// Create.
+// in the checkout's output and the node's artifacts (with kube-router, it
+// enforces NetworkPolicy); nothing starts until Create.
 func NewLocal(l layout.Layout, node LocalNode, name string, log *slog.Logger, opts ...local.Option) *local.Cluster {
 	base := []local.Option{
 		local.WithRunDir(l.ClusterDir(name)),
 		local.WithKubeBinary(node.KubeBinary),
 		local.WithPauseImage(node.PauseImage, node.PauseTag),
 		local.WithLogger(log),
+	}
+	if node.KubeRouter != "" {
+		base = append(base, local.WithNetworkPolicy(node.KubeRouter))
+	}
+	if node.Registry != "" {
+		base = append(base, local.WithRegistry(node.Registry))
 	}
 	return local.NewCluster(name, append(base, opts...)...)
 }
@@ -102,27 +158,32 @@ func NewLocal(l layout.Layout, node LocalNode, name string, log *slog.Logger, op
 // same Kubernetes minor as the local node, so both providers test the
 // version people run. If its creation fails, the nodes' logs go to the
 // checkout's logs directory.
-func NewKind(l layout.Layout, name string, log *slog.Logger) *kind.Cluster {
+func NewKind(l layout.Layout, name string, log *slog.Logger, features ...Feature) *kind.Cluster {
 	c := kind.NewCluster(name)
-	c.WithOpts(kind.WithLogger(log), kind.WithFailureLogs(l.Logs("kind-"+name))).WithVersion(local.Version)
+	opts := []support.ClusterOpts{kind.WithLogger(log), kind.WithFailureLogs(l.Logs("kind-" + name))}
+	if slices.Contains(features, Registry) {
+		opts = append(opts, kind.WithRegistry())
+	}
+	c.WithOpts(opts...).WithVersion(local.Version)
 	return c
 }
 
 // New builds the named provider (after Resolve) for callers that work with
 // either kind: the e2e suite and `make up`. For the local node it runs
-// Prepare first unless prepare is false (reaching or destroying a running
-// cluster needs nothing built).
-func New(ctx context.Context, log *slog.Logger, l layout.Layout, provider, name string, prepare bool) (Provider, error) {
+// Prepare first, with the features, unless prepare is false (reaching or
+// destroying a running cluster needs nothing built). kind has every
+// feature: its kindnet enforces NetworkPolicy.
+func New(ctx context.Context, log *slog.Logger, l layout.Layout, provider, name string, prepare bool, features ...Feature) (Provider, error) {
 	switch provider {
 	case Kind:
 		log.Info("cluster provider: kind (a Docker engine answers)")
-		return NewKind(l, name, log), nil
+		return NewKind(l, name, log, features...), nil
 	case Local:
-		log.Info("cluster provider: local node (no Docker engine)")
+		log.Info("cluster provider: local node (no Docker engine)", "features", features)
 		node := Artifacts(l)
 		if prepare {
 			var err error
-			if node, err = Prepare(ctx, log, l); err != nil {
+			if node, err = Prepare(ctx, log, l, features...); err != nil {
 				return nil, err
 			}
 		}

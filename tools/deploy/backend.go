@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -31,9 +32,19 @@ type Response struct {
 // Do sends one request to the backend. A non-2xx answer from the backend is
 // a Response, not an error; errors mean the request did not get through.
 func (b Backend) Do(ctx context.Context, method, path, contentType string, body []byte) (Response, error) {
+	u, err := url.Parse(path)
+	if err != nil {
+		return Response{}, fmt.Errorf("%s %s: %w", method, path, err)
+	}
 	req := b.Client.CoreV1().RESTClient().Verb(method).
 		Namespace(b.Namespace).Resource("services").Name(fmt.Sprintf("%s:%d", BackendName, BackendPort)).
-		SubResource("proxy").Suffix(strings.TrimPrefix(path, "/"))
+		SubResource("proxy").Suffix(strings.TrimPrefix(u.Path, "/"))
+	// The proxy passes the query on to the backend.
+	for k, vs := range u.Query() {
+		for _, v := range vs {
+			req = req.Param(k, v)
+		}
+	}
 	if contentType != "" {
 		req = req.SetHeader("Content-Type", contentType)
 	}

@@ -15,6 +15,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
@@ -45,10 +46,12 @@ const (
 const FieldManager = "gmini-deploy"
 
 // Images are the project's backend and runner images, tagged Tag, with
-// their archives in the checkout's image directory.
+// their archives in the checkout's image directory, and any Extra images a
+// suite's own pods run (e.g. images.NetProbe).
 type Images struct {
 	Layout layout.Layout
 	Tag    string
+	Extra  []images.Spec
 }
 
 func (im Images) specs() []images.Spec {
@@ -58,7 +61,7 @@ func (im Images) specs() []images.Spec {
 			out = append(out, s)
 		}
 	}
-	return out
+	return append(out, im.Extra...)
 }
 
 // Archives are the paths BuildImages writes.
@@ -121,6 +124,16 @@ func Apply(ctx context.Context, log *slog.Logger, cfg *rest.Config, dir string) 
 	if err != nil {
 		return fmt.Errorf("render %s: %w", dir, err)
 	}
+	if err := ApplyObjects(ctx, log, cfg, objs); err != nil {
+		return err
+	}
+	log.Info("manifests applied", "dir", dir, "objects", len(objs))
+	return nil
+}
+
+// ApplyObjects applies objs in order with server-side apply, which
+// validates each against its schema (an unknown field is an error).
+func ApplyObjects(ctx context.Context, log *slog.Logger, cfg *rest.Config, objs []*unstructured.Unstructured) error {
 	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("discovery client: %w", err)
@@ -145,7 +158,6 @@ func Apply(ctx context.Context, log *slog.Logger, cfg *rest.Config, dir string) 
 		}
 		log.Debug("applied", "kind", gvk.Kind, "namespace", obj.GetNamespace(), "name", obj.GetName())
 	}
-	log.Info("manifests applied", "dir", dir, "objects", len(objs))
 	return nil
 }
 

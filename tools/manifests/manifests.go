@@ -35,11 +35,17 @@ func Objects(dir string) ([]*unstructured.Unstructured, error) {
 	}
 	objs := make([]*unstructured.Unstructured, 0, m.Size())
 	for _, r := range m.Resources() {
-		content, err := r.Map()
+		// Through JSON, not r.Map(): kyaml's maps hold Go ints, which
+		// unstructured's deep copy refuses; JSON gives its int64s.
+		raw, err := r.MarshalJSON()
 		if err != nil {
 			return nil, fmt.Errorf("convert %s from kustomization %s: %w", r.CurId(), dir, err)
 		}
-		objs = append(objs, &unstructured.Unstructured{Object: content})
+		obj := &unstructured.Unstructured{}
+		if err := obj.UnmarshalJSON(raw); err != nil {
+			return nil, fmt.Errorf("convert %s from kustomization %s: %w", r.CurId(), dir, err)
+		}
+		objs = append(objs, obj)
 	}
 	return objs, nil
 }
@@ -59,4 +65,37 @@ func build(dir string) (resmap.ResMap, error) {
 		return nil, fmt.Errorf("build kustomization %s: %w", dir, err)
 	}
 	return m, nil
+}
+
+// InNamespace moves a rendered overlay to namespace: its one Namespace is
+// renamed, every namespaced object moves, and ServiceAccount subjects of
+// its bindings follow, as kustomize's namespace transformer does for an
+// overlay. The benchmark runs several copies of an overlay side by side.
+func InNamespace(objs []*unstructured.Unstructured, namespace string) []*unstructured.Unstructured {
+	old := ""
+	for _, o := range objs {
+		if o.GetKind() == "Namespace" {
+			old = o.GetName()
+		}
+	}
+	out := make([]*unstructured.Unstructured, 0, len(objs))
+	for _, o := range objs {
+		o = o.DeepCopy()
+		switch {
+		case o.GetKind() == "Namespace":
+			o.SetName(namespace)
+		case o.GetNamespace() != "":
+			o.SetNamespace(namespace)
+		}
+		if subjects, ok, _ := unstructured.NestedSlice(o.Object, "subjects"); ok {
+			for _, s := range subjects {
+				if m, ok := s.(map[string]any); ok && m["kind"] == "ServiceAccount" && (m["namespace"] == old || m["namespace"] == nil) {
+					m["namespace"] = namespace
+				}
+			}
+			_ = unstructured.SetNestedSlice(o.Object, subjects, "subjects")
+		}
+		out = append(out, o)
+	}
+	return out
 }

@@ -48,10 +48,12 @@ type Cluster struct {
 	imageErr error
 	// failureLogs receives the nodes' logs when Create fails.
 	failureLogs string
-	log         *slog.Logger
-	kind        *cluster.Provider
-	kubeDir     string // holds the kubeconfig file
-	rc          *rest.Config
+	// registry runs a registry container for the cluster (WithRegistry).
+	registry bool
+	log      *slog.Logger
+	kind     *cluster.Provider
+	kubeDir  string // holds the kubeconfig file
+	rc       *rest.Config
 }
 
 // NewCluster returns a provider for the kind cluster called name.
@@ -149,7 +151,11 @@ func (c *Cluster) Create(ctx context.Context, args ...string) (string, error) {
 	if len(args) > 0 {
 		return "", fmt.Errorf("create kind cluster %s: arguments %q not supported (use WithOpts or CreateWithConfig)", c.name, args)
 	}
-	return c.create(ctx, cluster.CreateWithV1Alpha4Config(Config(c.name, c.image)))
+	cfg := Config(c.name, c.image)
+	if c.registry {
+		cfg = withRegistryPatch(cfg)
+	}
+	return c.create(ctx, cluster.CreateWithV1Alpha4Config(cfg))
 }
 
 // CreateWithConfig creates the cluster from a kind configuration file; an
@@ -177,9 +183,18 @@ func (c *Cluster) create(ctx context.Context, opts ...cluster.CreateOption) (str
 	if err != nil {
 		return "", fmt.Errorf("list kind clusters: %w", err)
 	}
+	if c.registry {
+		if err := c.startRegistry(ctx); err != nil {
+			return "", fmt.Errorf("create kind cluster %s: %w", c.name, err)
+		}
+	}
 	if slices.Contains(existing, c.name) {
 		c.log.Info("reusing kind cluster", "name", c.name)
-		return c.GenerateKubeconfig()
+		path, err := c.GenerateKubeconfig()
+		if err == nil && c.registry {
+			err = c.connectRegistry(ctx)
+		}
+		return path, err
 	}
 
 	path, err := c.kubeconfigPath()
@@ -207,6 +222,11 @@ func (c *Cluster) create(ctx context.Context, opts ...cluster.CreateOption) (str
 	c.log.Info("created kind cluster", "name", c.name, "elapsed", time.Since(start).Round(time.Second))
 	if err := c.loadRESTConfig(path); err != nil {
 		return "", err
+	}
+	if c.registry {
+		if err := c.connectRegistry(ctx); err != nil {
+			return "", fmt.Errorf("create kind cluster %s: %w", c.name, err)
+		}
 	}
 	return path, nil
 }
@@ -306,6 +326,9 @@ func (c *Cluster) Destroy(_ context.Context) error {
 	c.log.Info("deleting kind cluster", "name", c.name)
 	if err := c.provider().Delete(c.name, c.GetKubeconfig()); err != nil {
 		return fmt.Errorf("delete kind cluster %s: %w", c.name, err)
+	}
+	if err := c.deleteRegistry(context.Background()); err != nil {
+		return fmt.Errorf("delete registry of kind cluster %s: %w", c.name, err)
 	}
 	if c.kubeDir != "" {
 		if err := os.RemoveAll(c.kubeDir); err != nil {

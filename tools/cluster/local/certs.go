@@ -69,6 +69,11 @@ func writePKI(_ context.Context, b *boot) error {
 		"kube-proxy":               {CommonName: "system:kube-proxy", Client: true},
 		"kubelet":                  {CommonName: "system:node:" + NodeName, Organization: []string{"system:nodes"}, Client: true},
 	}
+	kubeconfigs := []string{"controller-manager", "scheduler", "kube-proxy", "kubelet"}
+	if b.c.kubeRouterBin != "" {
+		certs["kube-router"] = pki.Spec{CommonName: kubeRouterUser, Client: true}
+		kubeconfigs = append(kubeconfigs, "kube-router")
+	}
 	pairs := map[string]pki.KeyPair{}
 	for name, spec := range certs {
 		kp, err := ca.Issue(spec, now)
@@ -83,7 +88,7 @@ func writePKI(_ context.Context, b *boot) error {
 	// Components inside the namespace use loopback; the admin kubeconfig
 	// is for the host and uses the node address through the veth.
 	inside := fmt.Sprintf("https://127.0.0.1:%d", apiPort)
-	for _, id := range []string{"controller-manager", "scheduler", "kube-proxy", "kubelet"} {
+	for _, id := range kubeconfigs {
 		path := filepath.Join(p.pkiDir(), id+".kubeconfig")
 		if err := writeKubeconfig(path, inside, "gmini-"+p.Name, ca.CertPEM(), pairs[id].CertPEM, pairs[id].KeyPEM); err != nil {
 			return err

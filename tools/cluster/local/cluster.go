@@ -54,6 +54,11 @@ type Cluster struct {
 	log         *slog.Logger
 	stopGrace   time.Duration
 
+	// kubeRouterBin enforces NetworkPolicy when set (WithNetworkPolicy).
+	kubeRouterBin string
+	// registryBin serves the node's registry when set (WithRegistry).
+	registryBin string
+
 	mu     sync.Mutex
 	exited map[string]chan struct{} // components started by this process
 	rc     *rest.Config
@@ -83,6 +88,15 @@ func WithPauseImage(tarball, tag string) Option {
 // WithoutNode runs only etcd, kube-apiserver and kube-controller-manager,
 // for tests that need the API but no pods.
 func WithoutNode() Option { return func(c *Cluster) { c.noNode = true } }
+
+// WithNetworkPolicy runs kube-router (kubeRouterBinary, which
+// cluster.Prepare builds) as the node's NetworkPolicy engine, its firewall
+// controller only; without it policies are stored but not enforced, as
+// on any cluster whose network plugin ignores them. It needs a node, and
+// ipset on the machine.
+func WithNetworkPolicy(kubeRouterBinary string) Option {
+	return func(c *Cluster) { c.kubeRouterBin = kubeRouterBinary }
+}
 
 // WithSubnetIndex picks the address slot (0-63) instead of deriving it from
 // the name; use it when two names collide.

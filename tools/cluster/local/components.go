@@ -17,6 +17,8 @@ const (
 	Containerd        = "containerd"
 	Kubelet           = "kubelet"
 	KubeProxy         = "kube-proxy"
+	KubeRouter        = "kube-router" // only WithNetworkPolicy
+	Registry          = "registry"    // only WithRegistry
 )
 
 // component is one process of the cluster: everything about it (its
@@ -27,8 +29,11 @@ type component struct {
 	// node components run only when the cluster has a node.
 	node bool
 	// kube components are the multi-call kube binary's; others are
-	// programs from the host's packages.
+	// programs from the host's packages, unless prefix names the program.
 	kube bool
+	// prefix, if set, starts the command line instead of the component's
+	// name: a program that is neither, and what runs it.
+	prefix func(b *boot) []string
 	// configure writes the component's configuration files; nil if none.
 	configure func(b *boot) error
 	// args is its command line without the program.
@@ -43,13 +48,17 @@ type component struct {
 
 // components lists every component, for StartComponent.
 func components() []component {
-	return []component{etcd, apiServer, controllerManager, scheduler, containerd, kubelet, kubeProxy}
+	return []component{etcd, apiServer, controllerManager, scheduler, containerd, kubelet, kubeProxy, kubeRouter, registry}
 }
 
 // command is the full argv, run inside the cluster's network namespace.
 func (comp component) command(b *boot) []string {
 	if comp.kube {
 		return netns.Command(b.p.NetNS, b.c.kubeBin, append([]string{comp.name}, comp.args(b)...)...)
+	}
+	if comp.prefix != nil {
+		pre := comp.prefix(b)
+		return netns.Command(b.p.NetNS, pre[0], append(pre[1:], comp.args(b)...)...)
 	}
 	return netns.Command(b.p.NetNS, comp.name, comp.args(b)...)
 }

@@ -125,6 +125,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = %s
+
+  # One directory per registry, with its hosts.toml (the node's registry
+  # has one: registry.go), read again on every pull.
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = %s
 `, q(filepath.Join(d, "root")), q(filepath.Join(d, "state")), q(p.containerdSock()), q(p.containerdSock()+".ttrpc"),
-		q(filepath.Join(d, "opt")), q(pauseTag), q(snapshotter), q(filepath.Join(d, "runc")), q(p.cniConfDir())), "\n")
+		q(filepath.Join(d, "opt")), q(pauseTag), q(snapshotter), q(filepath.Join(d, "runc")), q(p.cniConfDir()), q(p.hostsDir())), "\n")
 }

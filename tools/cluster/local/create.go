@@ -73,7 +73,11 @@ type boot struct {
 type action struct {
 	desc string
 	node bool
-	run  func(ctx context.Context, b *boot) error
+	// netpol actions run only WithNetworkPolicy, registry actions only
+	// WithRegistry.
+	netpol   bool
+	registry bool
+	run      func(ctx context.Context, b *boot) error
 }
 
 // actions is the start-up order, as kind's create loop runs its
@@ -86,9 +90,11 @@ func actions() []action {
 		{desc: "network namespace ready", run: setUpNetwork},
 		start(etcd),
 		start(containerd), // needs no API
+		withRegistry(start(registry)),
 		ready(etcd),
 		start(apiServer),
 		ready(containerd),
+		withRegistry(ready(registry)),
 		{desc: "pause image imported", node: true, run: importPause},
 		start(kubelet),
 		ready(apiServer),
@@ -98,7 +104,13 @@ func actions() []action {
 		start(scheduler),
 		start(kubeProxy),
 		ready(kubelet),
+		// The engine looks its node up when it starts, and gives up when
+		// its informers are refused for a minute.
+		{desc: "kube-router RBAC granted", node: true, netpol: true, run: grantKubeRouter},
+		netpol(start(kubeRouter)),
 		ready(controllerManager),
+		netpol(ready(kubeRouter)),
+		{desc: "storage class and volumes created", node: true, run: createStorage},
 	}
 }
 
@@ -113,6 +125,10 @@ func start(comp component) action {
 	}}
 }
 
+func netpol(a action) action { a.netpol = true; return a }
+
+func withRegistry(a action) action { a.registry = true; return a }
+
 func ready(comp component) action {
 	return action{desc: comp.readyDesc, node: comp.node, run: func(ctx context.Context, b *boot) error {
 		return comp.waitReady(ctx, b.c, b.p)
@@ -123,7 +139,7 @@ func (c *Cluster) create(ctx context.Context, p plan) error {
 	t0 := time.Now()
 	// Components run with the run directory as working directory, so
 	// relative paths given as options must not reach them.
-	for _, f := range []*string{&c.kubeBin, &c.pauseImage} {
+	for _, f := range []*string{&c.kubeBin, &c.pauseImage, &c.kubeRouterBin, &c.registryBin} {
 		if *f == "" {
 			continue
 		}
@@ -153,7 +169,7 @@ func (c *Cluster) create(ctx context.Context, p plan) error {
 	}
 	b := &boot{c: c, p: p, st: st, files: map[string]string{}}
 	for _, a := range actions() {
-		if a.node && c.noNode {
+		if a.node && c.noNode || a.netpol && c.kubeRouterBin == "" || a.registry && c.registryBin == "" {
 			continue
 		}
 		if err := a.run(ctx, b); err != nil {
@@ -202,6 +218,21 @@ func (c *Cluster) preflight() error {
 		}
 		if _, err := os.Stat("/usr/lib/cni/bridge"); err != nil {
 			missing = append(missing, fmt.Errorf("CNI plugins (containernetworking-plugins): %w", err))
+		}
+	}
+	if c.kubeRouterBin != "" {
+		if c.noNode {
+			missing = append(missing, errors.New("WithNetworkPolicy needs a node: it cannot be used WithoutNode"))
+		} else if _, err := os.Stat(c.kubeRouterBin); err != nil {
+			missing = append(missing, fmt.Errorf("kube-router binary (WithNetworkPolicy): %w", err))
+		}
+		tools = append(tools, "ipset", "iptables-save", "iptables-restore")
+	}
+	if c.registryBin != "" {
+		if c.noNode {
+			missing = append(missing, errors.New("WithRegistry needs a node: it cannot be used WithoutNode"))
+		} else if _, err := os.Stat(c.registryBin); err != nil {
+			missing = append(missing, fmt.Errorf("registry binary (WithRegistry): %w", err))
 		}
 	}
 	for _, t := range tools {

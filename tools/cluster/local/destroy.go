@@ -25,8 +25,9 @@ import (
 )
 
 // stopOrder stops the kubelet first so it restarts no pods while the rest
-// goes down, and etcd last so the apiserver can shut down cleanly.
-var stopOrder = []string{Kubelet, KubeProxy, Scheduler, ControllerManager, APIServer, Containerd, Etcd}
+// goes down (kube-router before it, so it rewrites no rule while they are
+// removed), and etcd last so the apiserver can shut down cleanly.
+var stopOrder = []string{KubeRouter, Kubelet, KubeProxy, Scheduler, ControllerManager, APIServer, Containerd, Registry, Etcd}
 
 // kubeletChains are made by the kubelet itself; kube-proxy --cleanup
 // leaves them.
@@ -91,6 +92,9 @@ func (c *Cluster) Destroy(ctx context.Context) error {
 			}
 		}
 		note(removeChains(ctx, p.NetNS))
+		if _, ok := st.Components[KubeRouter]; ok {
+			note(removeKubeRouterState(ctx, p.NetNS))
+		}
 	}
 	note(unmountUnder(p.RunDir))
 	note(netns.Teardown(ctx, netConfig(p)))
@@ -107,7 +111,7 @@ func (c *Cluster) Destroy(ctx context.Context) error {
 	if m, err := mountsUnder(p.RunDir); err != nil || len(m) > 0 {
 		return fmt.Errorf("destroy cluster %s: still mounted under run directory, data kept: %v %v", p.Name, m, err)
 	}
-	for _, d := range []string{"containerd", "kubelet", "etcd", "cni", "pod-logs", "pki"} {
+	for _, d := range []string{"containerd", "kubelet", "etcd", "cni", "pod-logs", "pki", "volumes", "registry"} {
 		note(os.RemoveAll(p.path(d)))
 	}
 	for _, f := range []string{"kubeconfig", "kubelet.json", "kube-proxy.json", "state.json"} {

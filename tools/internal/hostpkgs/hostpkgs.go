@@ -33,6 +33,13 @@ func LocalNode() []Package {
 	}
 }
 
+// NetworkPolicyEngine returns what kube-router's firewall needs next to
+// LocalNode's iptables: ipset, whose sets hold the pods and CIDRs each
+// policy selects.
+func NetworkPolicyEngine() []Package {
+	return []Package{"ipset"}
+}
+
 // provides names a file each package installs. A machine may have the
 // program from another package: GitHub's Ubuntu runners have Docker's
 // containerd.io, which conflicts with Debian's containerd but serves the

@@ -1,9 +1,13 @@
-// Package kubebuild compiles the multi-call Kubernetes binary of tools/kube.
+// Package kubebuild compiles the local node's programs that come from
+// modules kept out of go.work: the multi-call Kubernetes binary of
+// tools/kube and kube-router, the NetworkPolicy engine, of tools/kuberouter.
 //
-// The module is kept out of go.work because it pins the v0.34 staging modules
-// that Kubernetes v1.34.4 needs, while the workspace uses newer client
-// libraries; so every build runs with GOWORK=off. A cold build takes minutes;
-// the Go build cache makes later ones a relink of a few seconds.
+// Each module pins its own dependencies (tools/kube the v0.34 staging
+// modules that Kubernetes v1.34.4 needs, tools/kuberouter kube-router's
+// v0.29 set), while the workspace uses newer client libraries; so every
+// build runs with GOWORK=off. A cold build takes minutes; the Go build cache
+// makes later ones a relink of a few seconds, or nothing when the binary is
+// up to date.
 package kubebuild
 
 import (
@@ -28,8 +32,49 @@ const KubernetesVersion = "v1.34.4"
 // progressEvery is how often a running build reports that it is still alive.
 const progressEvery = 20 * time.Second
 
+// KubeRouterVersion is the kube-router release tools/kuberouter requires.
+const KubeRouterVersion = "v2.1.0"
+
+// kubeRouterReleased is when the module proxy first served KubeRouterVersion:
+// the build date stamped into the binary. A fixed value keeps the link
+// inputs the same, so an up-to-date binary is not relinked.
+const kubeRouterReleased = "2024-03-02T21:45:54Z"
+
+// program is one binary built from a module outside go.work.
+type program struct {
+	name    string // for log lines and errors
+	version string
+	pkg     string // the main package, relative to the module or an import path
+	ldflags string
+}
+
 // Build compiles the module in moduleDir (tools/kube) into outPath.
 func Build(ctx context.Context, log *slog.Logger, moduleDir, outPath string) error {
+	return build(ctx, log, kube(), moduleDir, outPath)
+}
+
+func kube() program {
+	return program{name: "kube", version: KubernetesVersion, pkg: ".", ldflags: LDFlags()}
+}
+
+// BuildKubeRouter compiles kube-router from the module in moduleDir
+// (tools/kuberouter, which requires it as a tool) into outPath.
+func BuildKubeRouter(ctx context.Context, log *slog.Logger, moduleDir, outPath string) error {
+	return build(ctx, log, kubeRouter(), moduleDir, outPath)
+}
+
+func kubeRouter() program {
+	const pkg = "github.com/cloudnativelabs/kube-router/v2"
+	return program{
+		name:    "kube-router",
+		version: KubeRouterVersion,
+		pkg:     pkg + "/cmd/kube-router",
+		// Without a version it logs "Malformed version" at start.
+		ldflags: fmt.Sprintf("-X %[1]s/pkg/version.Version=%[2]s -X %[1]s/pkg/version.BuildDate=%[3]s", pkg, KubeRouterVersion, kubeRouterReleased),
+	}
+}
+
+func build(ctx context.Context, log *slog.Logger, prog program, moduleDir, outPath string) error {
 	absOut, err := filepath.Abs(outPath)
 	if err != nil {
 		return fmt.Errorf("resolve output path %s: %w", outPath, err)
@@ -46,20 +91,19 @@ func Build(ctx context.Context, log *slog.Logger, moduleDir, outPath string) err
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return fmt.Errorf("create build directory: %w", err)
 	}
-	args := BuildArgs(absOut)
-	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd := exec.CommandContext(ctx, "go", buildArgs(prog, absOut)...)
 	cmd.Dir = moduleDir
 	cmd.Env = append(os.Environ(), append(BuildEnv(), "GOTMPDIR="+tmp)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		return fmt.Errorf("build kube: %w", err)
+		return fmt.Errorf("build %s: %w", prog.name, err)
 	}
 	cmd.Stdout = io.Discard
 
 	start := time.Now()
-	log.Info("building kube binary", "version", KubernetesVersion, "dir", cmd.Dir, "out", absOut)
+	log.Info("building "+prog.name, "version", prog.version, "dir", cmd.Dir, "out", absOut)
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("build kube: start go: %w", err)
+		return fmt.Errorf("build %s: start go: %w", prog.name, err)
 	}
 
 	var out buildOutput
@@ -76,14 +120,14 @@ wait:
 		case <-done:
 			break wait
 		case <-tick.C:
-			log.Info("still building kube binary", "packagesCompiled", out.compiled(),
+			log.Info("still building "+prog.name, "packagesCompiled", out.compiled(),
 				"elapsed", time.Since(start).Round(time.Second))
 		}
 	}
 	if err := cmd.Wait(); err != nil {
-		return fmt.Errorf("build kube (%s): %w\n%s", time.Since(start).Round(time.Second), err, out.tail())
+		return fmt.Errorf("build %s (%s): %w\n%s", prog.name, time.Since(start).Round(time.Second), err, out.tail())
 	}
-	log.Info("built kube binary", "packagesCompiled", out.compiled(),
+	log.Info("built "+prog.name, "packagesCompiled", out.compiled(),
 		"elapsed", time.Since(start).Round(100*time.Millisecond), "out", absOut)
 	return nil
 }
@@ -92,7 +136,11 @@ wait:
 // -v lists each package as it is compiled (cached ones are not listed), which
 // is the only progress go build gives.
 func BuildArgs(outPath string) []string {
-	return []string{"build", "-v", "-trimpath", "-ldflags=" + LDFlags(), "-o", outPath, "."}
+	return buildArgs(kube(), outPath)
+}
+
+func buildArgs(prog program, outPath string) []string {
+	return []string{"build", "-v", "-trimpath", "-ldflags=" + prog.ldflags, "-o", outPath, prog.pkg}
 }
 
 // BuildEnv returns the variables added to the environment of go build.

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,39 @@ func TestLDFlags(t *testing.T) {
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("LDFlags() = %q, missing %q", got, want)
+		}
+	}
+}
+
+// The version stamp must be fixed: a changing -X (a build time) would
+// relink the 80 MB binary on every run.
+func TestKubeRouterBuildArgs(t *testing.T) {
+	got := buildArgs(kubeRouter(), "/out/kube-router")
+	want := []string{"build", "-v", "-trimpath",
+		"-ldflags=-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=" + KubeRouterVersion +
+			" -X github.com/cloudnativelabs/kube-router/v2/pkg/version.BuildDate=" + kubeRouterReleased,
+		"-o", "/out/kube-router", "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"}
+	if !slices.Equal(got, want) {
+		t.Errorf("buildArgs(kubeRouter()) =\n%q\nwant\n%q", got, want)
+	}
+	if got, want := BuildArgs("/out/kube"), []string{"build", "-v", "-trimpath", "-ldflags=" + LDFlags(), "-o", "/out/kube", "."}; !slices.Equal(got, want) {
+		t.Errorf("BuildArgs = %q, want %q", got, want)
+	}
+}
+
+// tools/kuberouter requires the version this package stamps, as a tool.
+func TestKubeRouterModule(t *testing.T) {
+	_, file, _, _ := runtime.Caller(0)
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "kuberouter", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"\ntool github.com/cloudnativelabs/kube-router/v2/cmd/kube-router\n",
+		"\nrequire github.com/cloudnativelabs/kube-router/v2 " + KubeRouterVersion + "\n",
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("tools/kuberouter/go.mod lacks %q", strings.TrimSpace(want))
 		}
 	}
 }

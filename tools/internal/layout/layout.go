@@ -84,3 +84,18 @@ func (l Layout) Tools() string { return l.Path("tools") }
 // KubeModule is the module that builds the Kubernetes binary, kept out of
 // go.work.
 func (l Layout) KubeModule() string { return l.Path("tools", "kube") }
+
+// KubeRouterBinary is kube-router, the local node's NetworkPolicy engine.
+func (l Layout) KubeRouterBinary() string { return l.Bin("kube-router") }
+
+// KubeRouterModule is the module that builds kube-router, kept out of
+// go.work.
+func (l Layout) KubeRouterModule() string { return l.Path("tools", "kuberouter") }
+
+// RegistryModule is the module that builds CNCF Distribution's registry,
+// the local node's image registry, kept out of go.work.
+func (l Layout) RegistryModule() string { return l.Path("tools", "registry") }
+
+// FluxModule is the module that builds Flux's source-controller and
+// kustomize-controller, kept out of go.work.
+func (l Layout) FluxModule() string { return l.Path("tools", "flux") }

@@ -32,6 +32,8 @@ func TestFind(t *testing.T) {
 		l.Overlay("dev"):       root + "/overlays/dev",
 		l.Logs("reliability"):  root + "/_output/logs/reliability",
 		l.KubeModule():         root + "/tools/kube",
+		l.KubeRouterBinary():   root + "/_output/bin/kube-router",
+		l.KubeRouterModule():   root + "/tools/kuberouter",
 		l.Backend():            root + "/apps/backend",
 		l.Images():             root + "/_output/images",
 		l.Bin("backend"):       root + "/_output/bin/backend",

@@ -59,6 +59,43 @@ func NewCA(commonName string, now time.Time) (*CA, error) {
 	return &CA{Cert: cert, Key: key}, nil
 }
 
+// LoadCA reads back a CA that NewCA made and CertPEM and KeyPEM wrote, to
+// issue more certificates for a cluster that already has its PKI.
+func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
+	cb, _ := pem.Decode(certPEM)
+	if cb == nil || cb.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("load CA: no PEM certificate")
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("load CA: %w", err)
+	}
+	if !cert.IsCA {
+		return nil, fmt.Errorf("load CA: %s is not a CA certificate", cert.Subject)
+	}
+	kb, _ := pem.Decode(keyPEM)
+	if kb == nil || kb.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("load CA: no PEM private key")
+	}
+	key, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("load CA key: %w", err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("load CA key: %T cannot sign", key)
+	}
+	if !publicKeysEqual(signer.Public(), cert.PublicKey) {
+		return nil, fmt.Errorf("load CA: the key does not belong to %s", cert.Subject)
+	}
+	return &CA{Cert: cert, Key: signer}, nil
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	ea, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ea.Equal(b)
+}
+
 // Spec describes one leaf certificate.
 type Spec struct {
 	CommonName   string

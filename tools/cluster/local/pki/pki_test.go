@@ -75,3 +75,50 @@ func TestServiceAccountKey(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A CA read back from its files issues certificates that the original
+// certificate verifies; a key of another CA is refused.
+func TestLoadCA(t *testing.T) {
+	now := time.Now()
+	ca, err := NewCA("test-ca", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := ca.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := LoadCA(ca.CertPEM(), keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := loaded.Issue(Spec{CommonName: "registry", Server: true, IPs: []net.IP{net.IPv4(198, 18, 0, 2)}}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(kp.CertPEM)
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, DNSName: "198.18.0.2"}); err != nil {
+		t.Errorf("certificate from the loaded CA: %v", err)
+	}
+
+	other, err := NewCA("other-ca", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey, _ := other.KeyPEM()
+	for name, pair := range map[string][2][]byte{
+		"key of another CA": {ca.CertPEM(), otherKey},
+		"leaf as CA":        {kp.CertPEM, kp.KeyPEM},
+		"garbage":           {[]byte("x"), keyPEM},
+	} {
+		if _, err := LoadCA(pair[0], pair[1]); err == nil {
+			t.Errorf("%s: LoadCA succeeded", name)
+		}
+	}
+}
