@@ -6,10 +6,12 @@ package images
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // Source is the repository the images are built from (OCI source label).
@@ -47,6 +50,20 @@ type Spec struct {
 	ModuleDir string
 	// Package is the main package, relative to ModuleDir, e.g. "." or "./cmd/x".
 	Package string
+	// Binary, if set, is a static Linux binary built elsewhere (for this
+	// machine's architecture), packed as it is instead of compiling
+	// Package: the Flux controllers, which tools/flux builds.
+	Binary string
+	// Title is the image's org.opencontainers.image.title (default
+	// gmini-<Name>).
+	Title string
+}
+
+func (s Spec) title() string {
+	if s.Title != "" {
+		return s.Title
+	}
+	return "gmini-" + s.Name
 }
 
 // Project returns the images of this repository, tagged tag (e.g. "dev").
@@ -68,6 +85,10 @@ func Build(ctx context.Context, log *slog.Logger, spec Spec, outDir string) (tar
 	if err := spec.validate(); err != nil {
 		return "", err
 	}
+	if spec.Tag == "" {
+		// An archive names its image; a pushed index is named by the push.
+		return "", fmt.Errorf("image %s: an archive needs a tag", spec.Name)
+	}
 	ref, err := name.NewTag(spec.Tag)
 	if err != nil {
 		return "", fmt.Errorf("image %s: parse tag: %w", spec.Name, err)
@@ -80,7 +101,7 @@ func Build(ctx context.Context, log *slog.Logger, spec Spec, outDir string) (tar
 
 	start := time.Now()
 	bin := filepath.Join(work, spec.Name)
-	if err := compile(ctx, spec, bin); err != nil {
+	if err := compile(ctx, spec, bin, runtime.GOARCH); err != nil {
 		return "", err
 	}
 	img, err := Image(spec, bin)
@@ -116,48 +137,99 @@ func (s Spec) validate() error {
 	switch {
 	case s.Name == "" || strings.ContainsAny(s.Name, `/\ `) || s.Name == "." || s.Name == "..":
 		return fmt.Errorf("image spec: name %q must be a plain file name", s.Name)
-	case s.Tag == "":
-		return fmt.Errorf("image %s: no tag", s.Name)
-	case s.ModuleDir == "":
-		return fmt.Errorf("image %s: no module directory", s.Name)
+	case s.ModuleDir == "" && s.Binary == "":
+		return fmt.Errorf("image %s: no module directory and no binary", s.Name)
 	}
 	return nil
 }
 
 // BuildEnv returns what compile adds to the environment: a static binary for
 // Linux on this machine's architecture, since the node runs here.
-func BuildEnv() []string {
-	return []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=" + runtime.GOARCH}
+func BuildEnv() []string { return buildEnv(runtime.GOARCH) }
+
+func buildEnv(arch string) []string {
+	return []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=" + arch}
 }
 
-func compile(ctx context.Context, spec Spec, out string) error {
+// compile builds spec's package for linux/arch into out. The binary
+// depends on the sources and the toolchain only (-trimpath, no VCS
+// stamp), so the same commit gives the same bytes; the commit is in the
+// image's annotations instead. A spec with a prebuilt Binary is copied.
+func compile(ctx context.Context, spec Spec, out, arch string) error {
+	if spec.Binary != "" {
+		if arch != runtime.GOARCH {
+			return fmt.Errorf("image %s: prebuilt binary %s is for %s only, not %s", spec.Name, spec.Binary, runtime.GOARCH, arch)
+		}
+		return copyFile(spec.Binary, out)
+	}
 	pkg := spec.Package
 	if pkg == "" {
 		pkg = "."
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", out, pkg)
 	cmd.Dir = spec.ModuleDir
-	cmd.Env = append(os.Environ(), BuildEnv()...)
+	cmd.Env = append(os.Environ(), buildEnv(arch)...)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("image %s: go build %s in %s: %w\n%s", spec.Name, pkg, spec.ModuleDir, err, b)
+		return fmt.Errorf("image %s: go build %s for linux/%s in %s: %w\n%s", spec.Name, pkg, arch, spec.ModuleDir, err, b)
 	}
 	return nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // Image packs the binary at binPath into an image laid out by spec: one layer
 // holding /Name and nothing else, run as User.
 func Image(spec Spec, binPath string) (v1.Image, error) {
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return binaryLayer(binPath, spec.Name)
-	})
+	return newImage(spec, binPath, runtime.GOARCH, nil)
+}
+
+// newImage is Image for linux/arch. With meta (a published image) it uses
+// OCI media types and carries meta's annotations on the manifest and as
+// labels in the config, with meta's time as its creation time; without it
+// (an archive for a loader) Docker's media types and the epoch.
+func newImage(spec Spec, binPath, arch string, meta *Meta) (v1.Image, error) {
+	created := epoch
+	base := empty.Image
+	var layerOpts []tarball.LayerOption
+	open := func() (io.ReadCloser, error) { return binaryLayer(binPath, spec.Name) }
+	if meta != nil {
+		created = meta.Created.UTC()
+		base = mutate.MediaType(mutate.ConfigMediaType(base, types.OCIConfigJSON), types.OCIManifestSchema1)
+		// A published image outlives its temporary binary until it is
+		// pushed: keep the binary, and the layer once compressed, in memory.
+		data, err := os.ReadFile(binPath)
+		if err != nil {
+			return nil, fmt.Errorf("image %s: %w", spec.Name, err)
+		}
+		open = func() (io.ReadCloser, error) {
+			return tarStream(bytes.NewReader(data), int64(len(data)), spec.Name), nil
+		}
+		layerOpts = append(layerOpts, tarball.WithMediaType(types.OCILayer), tarball.WithCompressedCaching)
+	}
+	layer, err := tarball.LayerFromOpener(open, layerOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("image %s: layer: %w", spec.Name, err)
 	}
-	img, err := mutate.Append(empty.Image, mutate.Addendum{
+	img, err := mutate.Append(base, mutate.Addendum{
 		Layer: layer,
 		History: v1.History{
 			Author:    "gmini",
-			Created:   v1.Time{Time: epoch},
+			Created:   v1.Time{Time: created},
 			CreatedBy: "go build -trimpath -ldflags='-s -w' " + spec.Package + " (CGO_ENABLED=0)",
 			Comment:   "static Go binary",
 		},
@@ -165,15 +237,15 @@ func Image(spec Spec, binPath string) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image %s: append layer: %w", spec.Name, err)
 	}
-	base, err := img.ConfigFile()
+	baseCfg, err := img.ConfigFile()
 	if err != nil {
 		return nil, fmt.Errorf("image %s: config: %w", spec.Name, err)
 	}
 	// Keep the rootfs and history mutate.Append filled in; set the rest.
-	cfg := base.DeepCopy()
+	cfg := baseCfg.DeepCopy()
 	cfg.OS = "linux"
-	cfg.Architecture = runtime.GOARCH
-	cfg.Created = v1.Time{Time: epoch}
+	cfg.Architecture = arch
+	cfg.Created = v1.Time{Time: created}
 	cfg.Author = "gmini"
 	cfg.Config = v1.Config{
 		Entrypoint: []string{"/" + spec.Name},
@@ -182,13 +254,19 @@ func Image(spec Spec, binPath string) (v1.Image, error) {
 		Env:        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 		Labels: map[string]string{
 			"org.opencontainers.image.source":      Source,
-			"org.opencontainers.image.title":       "gmini-" + spec.Name,
-			"org.opencontainers.image.description": "gmini " + spec.Name + ": a static Go binary, no shell, no base layers",
+			"org.opencontainers.image.title":       spec.title(),
+			"org.opencontainers.image.description": spec.title() + ": a static Go binary, no shell, no base layers",
 		},
+	}
+	if meta != nil {
+		maps.Copy(cfg.Config.Labels, meta.annotations())
 	}
 	img, err = mutate.ConfigFile(img, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("image %s: set config: %w", spec.Name, err)
+	}
+	if meta != nil {
+		img = mutate.Annotations(img, meta.annotations()).(v1.Image)
 	}
 	return img, nil
 }
@@ -205,25 +283,33 @@ func binaryLayer(binPath, name string) (io.ReadCloser, error) {
 		f.Close()
 		return nil, err
 	}
+	return tarStream(f, fi.Size(), name), nil
+}
+
+// tarStream is a tar stream of one file, name, holding size bytes of r
+// (closed at the end if it is a Closer).
+func tarStream(r io.Reader, size int64, name string) io.ReadCloser {
 	pr, pw := io.Pipe()
 	go func() {
-		defer f.Close()
+		if c, ok := r.(io.Closer); ok {
+			defer c.Close()
+		}
 		tw := tar.NewWriter(pw)
 		hdr := &tar.Header{
 			Typeflag: tar.TypeReg,
 			Name:     name,
 			Mode:     0o755,
-			Size:     fi.Size(),
+			Size:     size,
 			ModTime:  epoch,
 		}
 		err := tw.WriteHeader(hdr)
 		if err == nil {
-			_, err = io.Copy(tw, f)
+			_, err = io.Copy(tw, r)
 		}
 		if err == nil {
 			err = tw.Close()
 		}
 		pw.CloseWithError(err)
 	}()
-	return pr, nil
+	return pr
 }

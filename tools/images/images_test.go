@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -148,7 +149,8 @@ func TestSpecValidate(t *testing.T) {
 		{"no name", Spec{Tag: "a:b", ModuleDir: "/x"}, false},
 		{"path as name", Spec{Name: "bin/runner", Tag: "a:b", ModuleDir: "/x"}, false},
 		{"dot dot", Spec{Name: "..", Tag: "a:b", ModuleDir: "/x"}, false},
-		{"no tag", Spec{Name: "runner", ModuleDir: "/x"}, false},
+		{"no tag: a pushed index needs none", Spec{Name: "runner", ModuleDir: "/x"}, true},
+		{"prebuilt binary", Spec{Name: "source-controller", Binary: "/x/source-controller"}, true},
 		{"no module", Spec{Name: "runner", Tag: "a:b"}, false},
 	}
 	for _, tt := range tests {
@@ -157,6 +159,13 @@ func TestSpecValidate(t *testing.T) {
 				t.Errorf("validate() = %v, want ok=%v", err, tt.ok)
 			}
 		})
+	}
+}
+
+func TestBuildArchiveNeedsTag(t *testing.T) {
+	_, err := Build(context.Background(), quiet(), Spec{Name: "runner", ModuleDir: t.TempDir()}, t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "needs a tag") {
+		t.Fatalf("Build without a tag = %v, want an error saying it needs one", err)
 	}
 }
 
