@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
@@ -26,7 +27,6 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	psaapi "k8s.io/pod-security-admission/api"
 	"k8s.io/pod-security-admission/policy"
-	sigsjson "sigs.k8s.io/json"
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/gmini-dev/gmini/tools/internal/layout"
@@ -43,18 +43,24 @@ var builds = []struct {
 	namespace string // "" for a base, which leaves namespaces to overlays
 	kinds     []string
 }{
-	{dir: ".", namespace: "gmini-dev", kinds: overlayKinds(false)},
-	{dir: "overlays/dev", namespace: "gmini-dev", kinds: overlayKinds(false)},
-	{dir: "overlays/prod", namespace: "gmini", kinds: overlayKinds(true)},
+	{dir: ".", namespace: "gmini-dev", kinds: overlayKinds("PersistentVolumeClaim")},
+	{dir: "overlays/dev", namespace: "gmini-dev", kinds: overlayKinds("PersistentVolumeClaim")},
+	{dir: "overlays/prod", namespace: "gmini", kinds: overlayKinds("PodDisruptionBudget", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "NetworkPolicy")},
 	{dir: "k8s/base", kinds: []string{"Deployment", "Service", "ServiceAccount"}},
 	{dir: "k8s/runner", kinds: []string{"CronJob", "Role", "RoleBinding", "ServiceAccount"}},
+	{dir: "k8s/auth", kinds: []string{"ClusterRole", "ClusterRole", "ClusterRoleBinding"}},
+	{dir: "k8s/policy", kinds: []string{"NetworkPolicy", "NetworkPolicy"}},
 }
 
-func overlayKinds(withPDB bool) []string {
-	kinds := []string{"CronJob", "Deployment", "Namespace", "Role", "RoleBinding", "Service", "ServiceAccount", "ServiceAccount"}
-	if withPDB {
-		kinds = append(kinds, "PodDisruptionBudget")
-	}
+// clusterScoped kinds have no namespace.
+var clusterScoped = map[string]bool{"Namespace": true, "ClusterRole": true, "ClusterRoleBinding": true}
+
+// overlayKinds are what every overlay renders, plus its own extra kinds.
+// The NetworkPolicies: the runner's, the backend's, and where the backend
+// reaches the API server (policy_test.go).
+func overlayKinds(extra ...string) []string {
+	kinds := append([]string{"CronJob", "Deployment", "Namespace", "Role", "RoleBinding", "Service", "ServiceAccount", "ServiceAccount",
+		"NetworkPolicy", "NetworkPolicy", "NetworkPolicy", "ResourceQuota"}, extra...)
 	sort.Strings(kinds)
 	return kinds
 }
@@ -166,7 +172,7 @@ func TestEveryKustomizationBuilds(t *testing.T) {
 			var kinds []string
 			for _, o := range objs {
 				kinds = append(kinds, o.GetKind())
-				if b.namespace != "" && o.GetKind() != "Namespace" && o.GetNamespace() != b.namespace {
+				if b.namespace != "" && !clusterScoped[o.GetKind()] && o.GetNamespace() != b.namespace {
 					t.Errorf("%s %s is in namespace %q, want %q", o.GetKind(), o.GetName(), o.GetNamespace(), b.namespace)
 				}
 				if b.namespace == "" && o.GetNamespace() != "" {
@@ -352,11 +358,15 @@ func TestPinned(t *testing.T) {
 }
 
 func TestRBAC(t *testing.T) {
+	// Exactly what the backend calls; tools/reliability's RBAC test asks
+	// the API server about each verb.
 	wantRules := []rbacv1.PolicyRule{
-		{APIGroups: []string{"batch"}, Resources: []string{"jobs"}, Verbs: []string{"create", "get", "list", "watch", "delete"}},
-		{APIGroups: []string{"batch"}, Resources: []string{"cronjobs"}, ResourceNames: []string{"gmini-runner"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{"batch"}, Resources: []string{"jobs"}, Verbs: []string{"create", "get", "list", "watch", "patch", "delete"}},
+		{APIGroups: []string{"batch"}, Resources: []string{"cronjobs"}, ResourceNames: []string{"gmini-runner"}, Verbs: []string{"list", "watch"}},
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list"}},
 		{APIGroups: []string{""}, Resources: []string{"pods/log"}, Verbs: []string{"get"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{"gmini-backend-recorder"}, Verbs: []string{"get", "update"}},
 	}
 	for _, o := range overlays {
 		t.Run(o.dir, func(t *testing.T) {
@@ -383,6 +393,94 @@ func TestRBAC(t *testing.T) {
 				t.Errorf("backend runs as ServiceAccount %q, want gmini-backend (the RoleBinding subject)", sa)
 			}
 		})
+	}
+}
+
+// TestHistory: dev keeps history in SQLite on a claim, one replica replaced
+// with Recreate; prod in PostgreSQL named by a Secret the repository does
+// not hold.
+func TestHistory(t *testing.T) {
+	env := func(d *appsv1.Deployment, name string) *corev1.EnvVar {
+		for i, e := range d.Spec.Template.Spec.Containers[0].Env {
+			if e.Name == name {
+				return &d.Spec.Template.Spec.Containers[0].Env[i]
+			}
+		}
+		return nil
+	}
+	t.Run("overlays/dev", func(t *testing.T) {
+		objs := typed(t, "overlays/dev")
+		d := only[*appsv1.Deployment](t, objs, "gmini-backend")
+		pvc := only[*corev1.PersistentVolumeClaim](t, objs, "gmini-history")
+		if e := env(d, "GMINI_HISTORY_DSN"); e == nil || e.Value != "sqlite:/var/lib/gmini/history.db" {
+			t.Errorf("GMINI_HISTORY_DSN = %+v, want sqlite:/var/lib/gmini/history.db", e)
+		}
+		if *d.Spec.Replicas != 1 || d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+			t.Errorf("replicas %d, strategy %q: SQLite needs one replica, replaced with Recreate", *d.Spec.Replicas, d.Spec.Strategy.Type)
+		}
+		pod := d.Spec.Template.Spec
+		var claim string
+		for _, v := range pod.Volumes {
+			if v.PersistentVolumeClaim != nil {
+				claim = v.PersistentVolumeClaim.ClaimName
+			}
+		}
+		mounted := slices.ContainsFunc(pod.Containers[0].VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == "/var/lib/gmini" })
+		if claim != pvc.Name || !mounted {
+			t.Errorf("volumes %+v, mounts %+v: want claim %s at /var/lib/gmini", pod.Volumes, pod.Containers[0].VolumeMounts, pvc.Name)
+		}
+		if pvc.Spec.StorageClassName != nil || pvc.Spec.AccessModes[0] != corev1.ReadWriteOnce {
+			t.Errorf("claim %+v: want the default StorageClass, ReadWriteOnce", pvc.Spec)
+		}
+	})
+	t.Run("overlays/prod", func(t *testing.T) {
+		d := only[*appsv1.Deployment](t, typed(t, "overlays/prod"), "gmini-backend")
+		e := env(d, "GMINI_HISTORY_DSN")
+		if e == nil || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || e.ValueFrom.SecretKeyRef.Name != "gmini-history" || e.ValueFrom.SecretKeyRef.Key != "dsn" {
+			t.Errorf("GMINI_HISTORY_DSN = %+v, want from Secret gmini-history key dsn", e)
+		}
+	})
+}
+
+// TestAuth: prod authenticates clients through the API server and ships
+// the roles they are bound to; dev keeps the tutorial's open contract.
+func TestAuth(t *testing.T) {
+	env := func(d *appsv1.Deployment) string {
+		for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+			if e.Name == "GMINI_AUTH" {
+				return e.Value
+			}
+		}
+		return "none" // the backend's default
+	}
+	dev := typed(t, "overlays/dev")
+	if got := env(only[*appsv1.Deployment](t, dev, "gmini-backend")); got != "none" {
+		t.Errorf("dev GMINI_AUTH = %q, want none (the tutorial's frontend sends no token)", got)
+	}
+	prod := typed(t, "overlays/prod")
+	if got := env(only[*appsv1.Deployment](t, prod, "gmini-backend")); got != "kubernetes" {
+		t.Errorf("prod GMINI_AUTH = %q, want kubernetes", got)
+	}
+	exp := func(verbs ...string) []rbacv1.PolicyRule {
+		return []rbacv1.PolicyRule{{APIGroups: []string{"gmini.dev"}, Resources: []string{"experiments"}, Verbs: verbs}}
+	}
+	for name, want := range map[string][]rbacv1.PolicyRule{
+		"gmini-submitter": exp("create", "get", "list"),
+		"gmini-viewer":    exp("get", "list"),
+	} {
+		if got := only[*rbacv1.ClusterRole](t, prod, name).Rules; !reflect.DeepEqual(got, want) {
+			t.Errorf("ClusterRole %s rules = %+v, want %+v", name, got, want)
+		}
+	}
+	crb := only[*rbacv1.ClusterRoleBinding](t, prod, "gmini-backend-auth-delegator")
+	wantSubjects := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "gmini-backend", Namespace: "gmini"}}
+	if crb.RoleRef.Name != "system:auth-delegator" || !reflect.DeepEqual(crb.Subjects, wantSubjects) {
+		t.Errorf("auth delegator binding = %+v %+v, want system:auth-delegator for gmini/gmini-backend", crb.RoleRef, crb.Subjects)
+	}
+	for _, o := range dev {
+		if _, ok := o.(*rbacv1.ClusterRoleBinding); ok {
+			t.Errorf("dev binds %s cluster-wide; without auth the backend needs no review rights", o.(metav1.Object).GetName())
+		}
 	}
 }
 
@@ -677,93 +775,54 @@ func TestContainersHaveReadOnlyRootFilesystem(t *testing.T) {
 	}
 }
 
-// The GitOps controllers' own types are not dependencies of this module;
-// these structs hold the fields the examples use, and strict unmarshalling
-// rejects any field they do not declare.
-type argoApplication struct {
-	APIVersion string            `json:"apiVersion"`
-	Kind       string            `json:"kind"`
-	Metadata   metav1.ObjectMeta `json:"metadata"`
-	Spec       struct {
-		Project string `json:"project"`
-		Source  struct {
-			RepoURL        string `json:"repoURL"`
-			TargetRevision string `json:"targetRevision"`
-			Path           string `json:"path"`
-		} `json:"source"`
-		Destination struct {
-			Server    string `json:"server"`
-			Namespace string `json:"namespace"`
-		} `json:"destination"`
-		SyncPolicy struct {
-			Automated *struct {
-				Prune    bool `json:"prune"`
-				SelfHeal bool `json:"selfHeal"`
-			} `json:"automated"`
-			SyncOptions []string `json:"syncOptions"`
-		} `json:"syncPolicy"`
-	} `json:"spec"`
-}
-
-type fluxObject struct {
-	APIVersion string            `json:"apiVersion"`
-	Kind       string            `json:"kind"`
-	Metadata   metav1.ObjectMeta `json:"metadata"`
-	Spec       struct {
-		// GitRepository
-		URL string `json:"url"`
-		Ref *struct {
-			Branch string `json:"branch"`
-		} `json:"ref"`
-		Ignore string `json:"ignore"`
-		// Kustomization
-		SourceRef *struct {
-			Kind      string `json:"kind"`
-			Name      string `json:"name"`
-			Namespace string `json:"namespace"`
-		} `json:"sourceRef"`
-		Path         string `json:"path"`
-		Prune        bool   `json:"prune"`
-		HealthChecks []struct {
-			APIVersion string `json:"apiVersion"`
-			Kind       string `json:"kind"`
-			Name       string `json:"name"`
-			Namespace  string `json:"namespace"`
-		} `json:"healthChecks"`
-		// both
-		Interval      string `json:"interval"`
-		RetryInterval string `json:"retryInterval"`
-		Timeout       string `json:"timeout"`
-	} `json:"spec"`
-}
+// The examples' schemas are checked against the controllers' own CRDs on
+// a real API server by the e2e suite (tools/e2e/argocd_test.go dry-runs
+// the Argo CD Application, gitops_test.go applies the Flux objects and
+// lets Flux reconcile them); these tests tie the examples to this
+// repository: its URL, its overlays and their namespaces.
 
 const repoURL = "https://github.com/gmini-dev/gmini"
 
-// decodeExample decodes one YAML document into v the way an API server
-// treats a custom resource: field names match case-sensitively, and an
-// unknown or duplicate field is an error rather than silently dropped.
-func decodeExample(doc []byte, v any) error {
-	js, err := sigsyaml.YAMLToJSON(doc)
+// example reads every object of the YAML files in examples/gitops/<dir>.
+func example(t *testing.T, dir string) map[string][]*unstructured.Unstructured {
+	t.Helper()
+	path := filepath.Join(repoRoot(t), "examples", "gitops", dir)
+	entries, err := os.ReadDir(path)
 	if err != nil {
-		return err
+		t.Fatal(err)
 	}
-	strictErrs, err := sigsjson.UnmarshalStrict(js, v, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
-	if err != nil {
-		return err
-	}
-	return errors.Join(strictErrs...)
-}
-
-func TestDecodeExampleIsStrict(t *testing.T) {
-	var app argoApplication
-	for _, doc := range []string{
-		"spec:\n  syncPolicy:\n    automated:\n      selfheal: true\n", // wrong case
-		"spec:\n  syncPolicy:\n    automatic: {}\n",                    // unknown field
-	} {
-		if err := decodeExample([]byte(doc), &app); err == nil {
-			t.Errorf("decodeExample accepted %q", doc)
+	byKind := map[string][]*unstructured.Unstructured{}
+	for _, e := range entries {
+		if e.Name() == "kustomization.yaml" {
+			t.Errorf("%s/%s: kustomize would read an object file named kustomization.yaml as its own config", dir, e.Name())
+		}
+		if filepath.Ext(e.Name()) != ".yaml" {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join(path, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, doc := range splitDocs(t, raw) {
+			var m map[string]any
+			if err := sigsyaml.Unmarshal(doc, &m); err != nil {
+				t.Fatalf("%s/%s: %v", dir, e.Name(), err)
+			}
+			o := &unstructured.Unstructured{Object: m}
+			byKind[o.GetAPIVersion()+" "+o.GetKind()] = append(byKind[o.GetAPIVersion()+" "+o.GetKind()], o)
 		}
 	}
+	return byKind
+}
+
+func str(o *unstructured.Unstructured, path ...string) string {
+	v, _, _ := unstructured.NestedString(o.Object, path...)
+	return v
+}
+
+func boolean(o *unstructured.Unstructured, path ...string) bool {
+	v, _, _ := unstructured.NestedBool(o.Object, path...)
+	return v
 }
 
 // overlayNamespace returns the namespace an overlay path renders into.
@@ -781,103 +840,97 @@ func overlayNamespace(t *testing.T, path string) string {
 }
 
 func TestArgoCDExample(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join(repoRoot(t), "examples/gitops/argocd/application.yaml"))
-	if err != nil {
-		t.Fatal(err)
+	objs := example(t, "argocd")
+	apps := objs["argoproj.io/v1alpha1 Application"]
+	if len(apps) != 1 || len(objs) != 1 {
+		t.Fatalf("want one argoproj.io/v1alpha1 Application, got %v", objs)
 	}
-	var app argoApplication
-	if err := decodeExample(raw, &app); err != nil {
-		t.Fatalf("decode Application: %v", err)
+	app := apps[0]
+	if got := str(app, "spec", "source", "repoURL"); got != repoURL {
+		t.Errorf("repoURL = %q, want %q", got, repoURL)
 	}
-	if app.APIVersion != "argoproj.io/v1alpha1" || app.Kind != "Application" {
-		t.Errorf("apiVersion/kind = %s/%s, want argoproj.io/v1alpha1/Application", app.APIVersion, app.Kind)
+	if ns := overlayNamespace(t, str(app, "spec", "source", "path")); str(app, "spec", "destination", "namespace") != ns {
+		t.Errorf("destination namespace %q, but %s renders into %q", str(app, "spec", "destination", "namespace"), str(app, "spec", "source", "path"), ns)
 	}
-	src := app.Spec.Source
-	if src.RepoURL != repoURL {
-		t.Errorf("repoURL = %q, want %q", src.RepoURL, repoURL)
+	if !boolean(app, "spec", "syncPolicy", "automated", "prune") || !boolean(app, "spec", "syncPolicy", "automated", "selfHeal") {
+		t.Errorf("syncPolicy.automated = %v, want prune and selfHeal", app.Object["spec"].(map[string]any)["syncPolicy"])
 	}
-	if ns := overlayNamespace(t, src.Path); app.Spec.Destination.Namespace != ns {
-		t.Errorf("destination namespace %q, but %s renders into %q", app.Spec.Destination.Namespace, src.Path, ns)
-	}
-	if a := app.Spec.SyncPolicy.Automated; a == nil || !a.Prune || !a.SelfHeal {
-		t.Errorf("syncPolicy.automated = %+v, want prune and selfHeal", a)
-	}
-	if slices.Contains(app.Spec.SyncPolicy.SyncOptions, "CreateNamespace=true") {
+	opts, _, _ := unstructured.NestedStringSlice(app.Object, "spec", "syncPolicy", "syncOptions")
+	if slices.Contains(opts, "CreateNamespace=true") {
 		t.Error("CreateNamespace=true: the overlay owns its Namespace object")
 	}
 }
 
+// The Flux example follows the artifact .github/workflows/manifests.yaml
+// publishes: ghcr.io/<owner>/gmini-manifests, tag main.
 func TestFluxExample(t *testing.T) {
-	dir := filepath.Join(repoRoot(t), "examples/gitops/flux")
-	entries, err := os.ReadDir(dir)
+	objs := example(t, "flux")
+	sources := map[string]*unstructured.Unstructured{}
+	for _, o := range objs["source.toolkit.fluxcd.io/v1 OCIRepository"] {
+		sources[o.GetNamespace()+"/"+o.GetName()] = o
+		if got := str(o, "spec", "url"); got != "oci://ghcr.io/gmini-dev/gmini-manifests" {
+			t.Errorf("OCIRepository %s url = %q, want the manifests workflow's oci://ghcr.io/gmini-dev/gmini-manifests", o.GetName(), got)
+		}
+		if got := str(o, "spec", "ref", "tag"); got != "main" {
+			t.Errorf("OCIRepository %s follows tag %q, want main, which the manifests workflow moves", o.GetName(), got)
+		}
+	}
+	kustomizations := objs["kustomize.toolkit.fluxcd.io/v1 Kustomization"]
+	if len(kustomizations) == 0 || len(sources) == 0 || len(objs) != 2 {
+		t.Fatalf("want OCIRepository and Kustomization objects only, got %v", objs)
+	}
+	for _, k := range kustomizations {
+		refNS := str(k, "spec", "sourceRef", "namespace")
+		if refNS == "" {
+			refNS = k.GetNamespace()
+		}
+		if kind := str(k, "spec", "sourceRef", "kind"); kind != "OCIRepository" {
+			t.Errorf("Kustomization %s sourceRef kind %q, want OCIRepository", k.GetName(), kind)
+		}
+		if _, ok := sources[refNS+"/"+str(k, "spec", "sourceRef", "name")]; !ok {
+			t.Errorf("Kustomization %s references OCIRepository %s/%s, which the example does not define", k.GetName(), refNS, str(k, "spec", "sourceRef", "name"))
+		}
+		path := str(k, "spec", "path")
+		if !strings.HasPrefix(path, "./") {
+			t.Errorf("path %q: Flux paths are relative to the artifact's root and start with ./", path)
+		}
+		ns := overlayNamespace(t, path)
+		if !boolean(k, "spec", "prune") {
+			t.Error("prune is off")
+		}
+		checks, _, _ := unstructured.NestedSlice(k.Object, "spec", "healthChecks")
+		if !slices.ContainsFunc(checks, func(c any) bool {
+			m, _ := c.(map[string]any)
+			return m["apiVersion"] == "apps/v1" && m["kind"] == "Deployment" && m["name"] == "gmini-backend" && m["namespace"] == ns
+		}) {
+			t.Errorf("no health check on Deployment %s/gmini-backend: %v", ns, checks)
+		}
+	}
+}
+
+func TestInNamespace(t *testing.T) {
+	objs, err := Objects(filepath.Join(repoRoot(t), "overlays/dev"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var objs []fluxObject
-	for _, e := range entries {
-		if e.Name() == "kustomization.yaml" {
-			t.Errorf("%s: kustomize would read a Flux object named kustomization.yaml as its own config", e.Name())
-		}
-		if filepath.Ext(e.Name()) != ".yaml" {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, doc := range splitDocs(t, raw) {
-			var o fluxObject
-			if err := decodeExample(doc, &o); err != nil {
-				t.Fatalf("decode %s: %v", e.Name(), err)
+	moved := InNamespace(objs, "bench-a")
+	if len(moved) != len(objs) {
+		t.Fatalf("%d objects, want %d", len(moved), len(objs))
+	}
+	for _, o := range moved {
+		switch {
+		case o.GetKind() == "Namespace" && o.GetName() != "bench-a":
+			t.Errorf("Namespace %s not renamed", o.GetName())
+		case o.GetKind() != "Namespace" && o.GetNamespace() != "bench-a":
+			t.Errorf("%s %s stayed in %q", o.GetKind(), o.GetName(), o.GetNamespace())
+		case o.GetKind() == "RoleBinding":
+			subjects, _, _ := unstructured.NestedSlice(o.Object, "subjects")
+			if ns := subjects[0].(map[string]any)["namespace"]; ns != "bench-a" {
+				t.Errorf("RoleBinding %s subject in %v", o.GetName(), ns)
 			}
-			objs = append(objs, o)
 		}
 	}
-	sources := map[string]fluxObject{}
-	var kustomizations []fluxObject
-	for _, o := range objs {
-		switch o.APIVersion + " " + o.Kind {
-		case "source.toolkit.fluxcd.io/v1 GitRepository":
-			sources[o.Metadata.Namespace+"/"+o.Metadata.Name] = o
-		case "kustomize.toolkit.fluxcd.io/v1 Kustomization":
-			kustomizations = append(kustomizations, o)
-		default:
-			t.Errorf("unexpected object %s %s", o.APIVersion, o.Kind)
-		}
-	}
-	if len(kustomizations) == 0 || len(sources) == 0 {
-		t.Fatalf("want a GitRepository and a Kustomization, got %d and %d", len(sources), len(kustomizations))
-	}
-	for _, src := range sources {
-		if src.Spec.URL != repoURL {
-			t.Errorf("GitRepository %s url = %q, want %q", src.Metadata.Name, src.Spec.URL, repoURL)
-		}
-	}
-	for _, k := range kustomizations {
-		ref := k.Spec.SourceRef
-		if ref == nil || ref.Kind != "GitRepository" {
-			t.Fatalf("Kustomization %s sourceRef = %+v, want a GitRepository", k.Metadata.Name, ref)
-		}
-		refNS := ref.Namespace
-		if refNS == "" {
-			refNS = k.Metadata.Namespace
-		}
-		if _, ok := sources[refNS+"/"+ref.Name]; !ok {
-			t.Errorf("Kustomization %s references GitRepository %s/%s, which the example does not define", k.Metadata.Name, refNS, ref.Name)
-		}
-		if !strings.HasPrefix(k.Spec.Path, "./") {
-			t.Errorf("path %q: Flux paths are relative to the repository root and start with ./", k.Spec.Path)
-		}
-		ns := overlayNamespace(t, k.Spec.Path)
-		if !k.Spec.Prune {
-			t.Error("prune is off")
-		}
-		found := false
-		for _, hc := range k.Spec.HealthChecks {
-			found = found || (hc.APIVersion == "apps/v1" && hc.Kind == "Deployment" && hc.Name == "gmini-backend" && hc.Namespace == ns)
-		}
-		if !found {
-			t.Errorf("no health check on Deployment %s/gmini-backend: %+v", ns, k.Spec.HealthChecks)
-		}
+	if objs[0].GetNamespace() == "bench-a" || objs[len(objs)-1].GetNamespace() == "bench-a" {
+		t.Error("InNamespace changed its input")
 	}
 }
