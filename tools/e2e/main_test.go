@@ -3,7 +3,8 @@
 // Package e2e proves gmini end to end on a real cluster: kind where a Docker
 // engine runs, a local node of host processes everywhere else. Run it with
 // `make e2e` (go test -tags e2e ./e2e/). GMINI_E2E_PROVIDER forces a
-// provider (auto, kind, local); GMINI_E2E_KEEP=1 leaves the cluster running.
+// provider (auto, kind, local); GMINI_E2E_KEEP=1 leaves the cluster running;
+// GMINI_E2E_CLUSTER names it (default gmini-e2e).
 package e2e
 
 import (
@@ -19,14 +20,27 @@ import (
 
 	"github.com/gmini-dev/gmini/tools/cluster"
 	"github.com/gmini-dev/gmini/tools/deploy"
+	"github.com/gmini-dev/gmini/tools/images"
 	"github.com/gmini-dev/gmini/tools/internal/layout"
 )
 
-const clusterName = "gmini-e2e"
+// clusterName is the cluster the suite creates; GMINI_E2E_CLUSTER picks
+// another, so two checkouts (or people) can run the suite side by side.
+var clusterName = envOr("GMINI_E2E_CLUSTER", "gmini-e2e")
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
 
 var (
 	testenv env.Environment
 	logger  = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	// provider is the suite's cluster, for tests that need more of it
+	// than the kubeconfig (they check for the capability they need).
+	provider cluster.Provider
 )
 
 func TestMain(m *testing.M) {
@@ -46,19 +60,23 @@ func run(m *testing.M) int {
 		logger.Error("choose cluster provider", "err", err)
 		return 1
 	}
-	provider, err := cluster.New(ctx, logger, l, kind, clusterName, true)
+	// NetworkPolicy: the suite shows the overlay's policies enforced
+	// (netpol_test.go); the local node runs kube-router for that.
+	// Registry: Flux syncs overlays/prod from it, and the nodes pull the
+	// pushed images from it (gitops_test.go).
+	provider, err = cluster.New(ctx, logger, l, kind, clusterName, true, cluster.NetworkPolicy, cluster.Registry)
 	if err != nil {
 		logger.Error("prepare cluster", "err", err)
 		return 1
 	}
-	images := deploy.Images{Layout: l, Tag: "dev"}
-	logsDir := l.Logs("e2e")
+	imgs := deploy.Images{Layout: l, Tag: "dev", Extra: []images.Spec{images.NetProbe(l.Root, "dev")}}
+	logsDir := l.Logs(clusterName)
 
 	testenv = env.NewWithConfig(envconf.New())
 	testenv.Setup(
-		deploy.BuildImages(logger, images),
+		deploy.BuildImages(logger, imgs),
 		envfuncs.CreateClusterWithOpts(provider, clusterName),
-		deploy.LoadImages(logger, clusterName, images),
+		deploy.LoadImages(logger, clusterName, imgs),
 		deploy.ApplyOverlay(logger, l.Overlay("dev")),
 		deploy.WaitBackend(logger, deploy.Namespace, 3*time.Minute),
 	)
