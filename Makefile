@@ -7,7 +7,7 @@ MODULES := apps/backend apps/runner tools
 # YAML outside their module, which Go's test cache does not track.
 UNIT_FLAGS ?= -count=1 -short
 
-.PHONY: all build test unit fuzz lint fmt vet actionlint images cluster-test e2e reliability check-clean up down proxy bench kube kube-test clean
+.PHONY: all build test unit fuzz lint fmt vet actionlint images cluster-test e2e reliability check-clean up down proxy bench kube kube-test kube-router clean
 
 all: lint test
 
@@ -22,7 +22,7 @@ unit:
 ## test: everything CI runs: lint, fast tests, bounded fuzzing, the local provider's own
 ## tests, the end-to-end and reliability suites on real clusters, then a check that
 ## nothing was left behind
-test: lint unit fuzz kube kube-test cluster-test e2e reliability check-clean
+test: lint unit fuzz store-test kube kube-router registry flux kube-test cluster-test e2e reliability check-clean
 
 ## fuzz: the request decoder and the ID-to-Job-name mapping, FUZZTIME each
 # Counts, not durations: a duration is a context deadline in Go's fuzz
@@ -59,6 +59,37 @@ images:
 kube:
 	cd tools && $(GO) run ./cmd/kube
 
+## kube-router: kube-router v2.1.0, the local node's NetworkPolicy engine (test-only), from
+## tools/kuberouter into _output/bin/kube-router (cold: minutes, with progress; warm: seconds);
+## the e2e suite builds it too
+kube-router:
+	cd tools && $(GO) run ./cmd/kube-router
+
+## registry, flux: the GitOps loop's programs from modules outside go.work, into _output/bin:
+## CNCF Distribution's registry v3.1.2 (tools/registry), which the local node runs, and Flux's
+## source-controller and kustomize-controller v1.9.6 (tools/flux), which the e2e suite packs
+## into images (cold: minutes, with progress; warm: seconds); the e2e suite builds them too
+.PHONY: registry flux
+registry:
+	cd tools && $(GO) run ./cmd/modbuild registry
+flux:
+	cd tools && $(GO) run ./cmd/modbuild flux
+
+## push: gmini-backend and gmini-runner for linux/amd64 and linux/arm64, pushed as image
+## indexes to REGISTRY (host[:port][/path]) by digest, then tagged TAG (default: the commit);
+## prints the digest references. Log in first (docker login); REGISTRY_CA trusts a private CA.
+## promote: pin overlays/ENV (default prod) to the digests REGISTRY/gmini-*:TAG has now.
+## publish-manifests: k8s/ and overlays/ as the OCI artifact Flux reads, REGISTRY/gmini-manifests:main
+.PHONY: push promote publish-manifests
+ENV ?= prod
+RELEASE_FLAGS = -registry "$(REGISTRY)" $(if $(TAG),-tag "$(TAG)") $(if $(REGISTRY_CA),-ca "$(abspath $(REGISTRY_CA))")
+push:
+	cd tools && $(GO) run ./cmd/release push $(RELEASE_FLAGS)
+promote:
+	cd tools && $(GO) run ./cmd/release promote -env "$(ENV)" $(RELEASE_FLAGS)
+publish-manifests:
+	cd tools && $(GO) run ./cmd/release manifests $(RELEASE_FLAGS)
+
 ## kube-test: the tests of tools/kube, a module outside go.work, with the flags of
 ## its build so the compiled Kubernetes packages come from the build cache
 kube-test: kube
@@ -70,7 +101,7 @@ cluster-test: kube
 	cd tools && $(GO) test -count=1 -v -timeout 20m ./cluster/local/...
 
 ## e2e: create a cluster (kind if Docker runs, else a local node), deploy, test, delete it
-e2e:
+e2e: registry flux
 	cd tools && $(GO) test -tags e2e -count=1 -v -timeout 40m ./e2e/
 
 ## reliability: bad input, 1,000 concurrent POSTs, API server outage, SIGTERM, RBAC and
@@ -78,14 +109,34 @@ e2e:
 reliability: kube
 	cd tools && $(GO) test -tags e2e -count=1 -v -timeout 30m ./reliability/
 
-## check-clean: the test clusters left no network namespace, process or mount behind
+## store-test: the history store's conformance suite against SQLite and a real PostgreSQL
+## (Debian's, started and stopped here), after the tests of that harness itself
+.PHONY: store-test
+store-test:
+	cd tools && $(GO) test -count=1 ./postgres/ ./cmd/with-postgres/
+	cd tools && $(GO) run ./cmd/with-postgres -- sh -c 'cd ../apps/backend && $(GO) test -count=1 ./internal/history/...'
+
+## check-clean: the test clusters left no network namespace, process or mount behind, and no
+## registry, Flux controller, PostgreSQL server or kube-router rule or set
 TEST_CLUSTERS := gmini-e2e gmini-rel itest itest-api
 check-clean:
 	@left=""; for c in $(TEST_CLUSTERS); do \
 	  ip netns list 2>/dev/null | grep -q "^gmini-$$c\b" && left="$$left netns:gmini-$$c"; \
 	  pgrep -f "(cluster/|/tmp/gmini-)$$c[/-]" >/dev/null && left="$$left processes:$$c"; \
 	  grep -Eq "(/cluster/|/tmp/gmini-)$$c[/-]" /proc/self/mountinfo && left="$$left mounts:$$c"; \
+	  pgrep -f "registry serve .*/cluster/$$c/" >/dev/null && left="$$left registry:$$c"; \
 	done; \
+	for pid in $$(pgrep -f '^/(source|kustomize)-controller( |$$)'); do \
+	  parent=$$(tr '\0' ' ' < /proc/$$(ps -o ppid= -p $$pid | tr -d ' ')/cmdline 2>/dev/null); \
+	  case "$$parent" in \
+	    *containerd-shim*) for c in $(TEST_CLUSTERS); do \
+	      case "$$parent" in *"/cluster/$$c/"*) left="$$left flux:$$c";; esac; done;; \
+	    *) left="$$left flux:orphan-$$pid";; \
+	  esac; \
+	done; \
+	pgrep -f '[/]bin/postgres -D \S*(/_output/postgres/|/gmini-)' >/dev/null && left="$$left postgres"; \
+	iptables-save -t filter 2>/dev/null | grep -q -- "-j KUBE-ROUTER-" && left="$$left host-iptables:kube-router"; \
+	ipset list -n 2>/dev/null | grep -Eq "^(inet6:)?KUBE-(SRC|DST)-" && left="$$left host-ipsets:kube-router"; \
 	if [ -n "$$left" ]; then echo "left behind:$$left"; exit 1; fi; echo "nothing left behind"
 
 ## up: a cluster with gmini deployed and one experiment run; stays up until `make down`
