@@ -57,8 +57,10 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Lease timings: a leader that dies is replaced within LeaseDuration plus
-// RetryPeriod. A graceful stop releases the lease at once.
+// Lease timings: a leader that dies is replaced LeaseDuration after another
+// replica last saw the Lease renewed (client-go counts on the observer's
+// clock), found at its next try (RetryPeriod): about 17 s, more when the
+// API server is slow. A graceful stop releases the lease at once.
 const (
 	leaseDuration = 15 * time.Second
 	renewDeadline = 10 * time.Second
@@ -142,6 +144,11 @@ func (r *recorder) run(ctx context.Context) {
 		informers.WithNamespace(r.cfg.Namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = jobspec.ManagedSelector }))
 	jobs := factory.Batch().V1().Jobs()
+	// Set before the informer starts: the cache then holds only what
+	// recording reads, not every Job's pod template and field managers.
+	if err := jobs.Informer().SetTransform(slimJob); err != nil {
+		r.log.Warn("recorder: cache whole Jobs", "err", err)
+	}
 	r.lister = jobs.Lister()
 	enqueue := func(obj any) {
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
@@ -378,4 +385,25 @@ func recordOf(id string, job *batchv1.Job) history.Record {
 		}
 	}
 	return rec
+}
+
+// slimJob is the recorder's cache transform. With every experiment's Job
+// cached (thousands, held until recorded), whole Jobs cost hundreds of MiB:
+// most of a Job is its pod template (the experiment's body among it) and
+// its managed fields, which recording never reads. It keeps the metadata
+// (ID, hash, submitter, TTL annotations, finalizers, deletion), the TTL
+// and the status.
+func slimJob(obj any) (any, error) {
+	job, ok := obj.(*batchv1.Job)
+	if !ok {
+		return obj, nil // a DeletedFinalStateUnknown tombstone
+	}
+	slim := &batchv1.Job{
+		TypeMeta:   job.TypeMeta,
+		ObjectMeta: job.ObjectMeta,
+		Spec:       batchv1.JobSpec{TTLSecondsAfterFinished: job.Spec.TTLSecondsAfterFinished, Suspend: job.Spec.Suspend},
+		Status:     job.Status,
+	}
+	slim.ManagedFields = nil
+	return slim, nil
 }

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/history"
@@ -251,5 +252,46 @@ func TestRunHoldsTheLease(t *testing.T) {
 	lease, err = f.client.CoordinationV1().Leases(ns).Get(context.Background(), "test-recorder", metav1.GetOptions{})
 	if err != nil || (lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != "") {
 		t.Errorf("lease after stop = %+v, %v; want released", lease.Spec, err)
+	}
+}
+
+func TestSlimJobKeepsWhatRecordingReads(t *testing.T) {
+	ttl := int32(60)
+	now := metav1.Now()
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: "exp-a", Namespace: "ns", UID: "u1", DeletionTimestamp: &now,
+			Labels:        map[string]string{"app": "gmini"},
+			Annotations:   map[string]string{"gmini.dev/experiment-id": "a"},
+			Finalizers:    []string{"gmini.dev/history"},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "gmini-backend"}},
+		},
+		Spec: batchv1.JobSpec{
+			TTLSecondsAfterFinished: &ttl,
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{
+				{Name: "runner", Args: []string{`{"experiment":{"id":"a"}}`}},
+			}}},
+		},
+		Status: batchv1.JobStatus{Succeeded: 1, Conditions: []batchv1.JobCondition{{Type: batchv1.JobComplete, Status: corev1.ConditionTrue}}},
+	}
+	got, err := slimJob(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slim := got.(*batchv1.Job)
+	if len(slim.Spec.Template.Spec.Containers) != 0 || slim.ManagedFields != nil {
+		t.Errorf("slim Job keeps its template or managed fields: %+v", slim)
+	}
+	if slim.Name != job.Name || slim.UID != job.UID || slim.DeletionTimestamp != job.DeletionTimestamp ||
+		slim.Annotations["gmini.dev/experiment-id"] != "a" || len(slim.Finalizers) != 1 ||
+		*slim.Spec.TTLSecondsAfterFinished != ttl || slim.Status.Succeeded != 1 || len(slim.Status.Conditions) != 1 {
+		t.Errorf("slim Job lost what recording reads: %+v", slim)
+	}
+	if len(job.Spec.Template.Spec.Containers) != 1 || job.ManagedFields == nil {
+		t.Error("slimJob changed the Job it was given")
+	}
+	tomb := cache.DeletedFinalStateUnknown{Key: "ns/exp-a", Obj: job}
+	if got, _ := slimJob(tomb); got != any(tomb) {
+		t.Errorf("a tombstone is not passed through: %v", got)
 	}
 }
