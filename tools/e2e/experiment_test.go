@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/e2e-framework/klient/wait"
 	"sigs.k8s.io/e2e-framework/klient/wait/conditions"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
@@ -36,7 +37,11 @@ type ctxKey string
 
 func clientset(t *testing.T, cfg *envconf.Config) *kubernetes.Clientset {
 	t.Helper()
-	c, err := kubernetes.NewForConfig(cfg.Client().RESTConfig())
+	// client-go's default limit (5 requests/s) would pace the suite's
+	// bursts and polls, not the cluster.
+	rc := rest.CopyConfig(cfg.Client().RESTConfig())
+	rc.QPS, rc.Burst = 200, 400
+	c, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		t.Fatal(err)
 	}
