@@ -181,6 +181,21 @@ func TestHistoryOutlivesTheJob(t *testing.T) {
 			t0 := time.Now()
 			waitJob(ctx, t, cfg, id, "Complete", 2*time.Minute, complete)
 			done := time.Since(t0)
+			// Released once recorded: the finalizer gone, the TTL back, and
+			// the label that takes it out of the recorder's cache.
+			var released *batchv1.Job
+			waitJob(ctx, t, cfg, id, "released after its record", time.Minute, func(j *batchv1.Job) bool {
+				if j != nil && !jobspec.Held(j) {
+					released = j
+				}
+				return j == nil || released != nil
+			})
+			switch {
+			case released == nil:
+				t.Logf("%s: gone before a poll saw it released", id)
+			case released.Labels[jobspec.LabelRecorded] != "true" || released.Spec.TTLSecondsAfterFinished == nil:
+				t.Errorf("released Job: labels %v, TTL %v; want %s=true and the template's TTL", released.Labels, released.Spec.TTLSecondsAfterFinished, jobspec.LabelRecorded)
+			}
 			waitJob(ctx, t, cfg, id, "removed by its TTL", time.Minute, gone)
 			t.Logf("%s: Complete after %s, Job removed %s later (TTL %d s after the record)", id, done.Round(100*time.Millisecond),
 				(time.Since(t0) - done).Round(100*time.Millisecond), historyTTL)

@@ -14,6 +14,7 @@ import (
 
 func TestHoldAndRelease(t *testing.T) {
 	now := metav1.NewTime(time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC))
+	recorded := map[string]string{LabelRecorded: "true"}
 	tests := []struct {
 		name string
 		job  batchv1.Job
@@ -26,19 +27,19 @@ func TestHoldAndRelease(t *testing.T) {
 			name:     "TTL deferred, then restored",
 			job:      batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "j", Finalizers: []string{"other"}}, Spec: batchv1.JobSpec{TTLSecondsAfterFinished: ptr.To[int32](60)}},
 			held:     batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "j", Finalizers: []string{"other", FinalizerHistory}, Annotations: map[string]string{AnnotationTTL: "60"}}},
-			released: batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "j", Finalizers: []string{"other"}, Annotations: map[string]string{AnnotationTTL: "60"}}, Spec: batchv1.JobSpec{TTLSecondsAfterFinished: ptr.To[int32](60)}},
+			released: batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "j", Labels: recorded, Finalizers: []string{"other"}, Annotations: map[string]string{AnnotationTTL: "60"}}, Spec: batchv1.JobSpec{TTLSecondsAfterFinished: ptr.To[int32](60)}},
 		},
 		{
 			name:     "no TTL in the template",
 			job:      batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "j"}},
 			held:     batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "j", Finalizers: []string{FinalizerHistory}, Annotations: map[string]string{AnnotationTTL: ""}}},
-			released: batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "j", Finalizers: []string{}, Annotations: map[string]string{AnnotationTTL: ""}}},
+			released: batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "j", Labels: recorded, Finalizers: []string{}, Annotations: map[string]string{AnnotationTTL: ""}}},
 		},
 		{
 			name:     "being deleted: only the finalizer goes",
 			job:      batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "j", DeletionTimestamp: &now}, Spec: batchv1.JobSpec{TTLSecondsAfterFinished: ptr.To[int32](0)}},
 			held:     batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "j", DeletionTimestamp: &now, Finalizers: []string{FinalizerHistory}, Annotations: map[string]string{AnnotationTTL: "0"}}},
-			released: batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "j", DeletionTimestamp: &now, Finalizers: []string{}, Annotations: map[string]string{AnnotationTTL: "0"}}},
+			released: batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "j", DeletionTimestamp: &now, Labels: recorded, Finalizers: []string{}, Annotations: map[string]string{AnnotationTTL: "0"}}},
 		},
 	}
 	for _, tt := range tests {

@@ -49,6 +49,13 @@ const (
 	// (ReleasePatch), not when the Job finishes: a backend that is down
 	// then still finds the pods, and their logs, when it comes back.
 	AnnotationTTL = "gmini.dev/ttl-seconds-after-record"
+	// LabelRecorded marks a Job whose record is stored (ReleasePatch sets
+	// it). The recorder watches RecordingSelector, so a recorded Job leaves
+	// its cache while it waits for its TTL (an hour in prod): the cache
+	// holds the experiments still to record, not every Job in the namespace.
+	LabelRecorded = "gmini.dev/recorded"
+	// RecordingSelector selects the Jobs the recorder still has to record.
+	RecordingSelector = ManagedSelector + ",!" + LabelRecorded
 	// AnnotationSubmitter names who submitted the experiment, as the API
 	// server authenticated them.
 	AnnotationSubmitter = "gmini.dev/submitted-by"
@@ -270,12 +277,15 @@ func Released(job *batchv1.Job) bool {
 }
 
 // ReleasePatch is the strategic merge patch that lets a recorded Job go:
-// FinalizerHistory removed and, unless the Job is being deleted anyway, the
+// FinalizerHistory removed, LabelRecorded set and, unless the Job is being deleted anyway, the
 // template's TTL restored, so the TTL controller removes it as it would
 // have without history.
 func ReleasePatch(job *batchv1.Job) ([]byte, error) {
 	patch := map[string]any{
-		"metadata": map[string]any{"$deleteFromPrimitiveList/finalizers": []string{FinalizerHistory}},
+		"metadata": map[string]any{
+			"$deleteFromPrimitiveList/finalizers": []string{FinalizerHistory},
+			"labels":                              map[string]string{LabelRecorded: "true"},
+		},
 	}
 	if v := job.Annotations[AnnotationTTL]; v != "" && job.DeletionTimestamp == nil && job.Spec.TTLSecondsAfterFinished == nil {
 		ttl, err := strconv.ParseInt(v, 10, 32)

@@ -7,8 +7,9 @@
 // Nothing is lost while no replica records (all down, or between leaders):
 // a Job of an experiment carries the finalizer jobspec.FinalizerHistory and
 // no TTL until its record is stored, so the Job, its pods and their output
-// wait. The informer lists every Job when a recorder starts, so it resumes
-// from what the cluster holds, not from what it saw before.
+// wait. The informer lists every Job not yet recorded (no
+// jobspec.LabelRecorded) when a recorder starts, so it resumes from what the
+// cluster holds, not from what it saw before; recorded Jobs leave its cache.
 package recorder
 
 import (
@@ -142,7 +143,7 @@ func newRecorder(cfg Config) *recorder {
 func (r *recorder) run(ctx context.Context) {
 	factory := informers.NewSharedInformerFactoryWithOptions(r.cfg.Client, resync,
 		informers.WithNamespace(r.cfg.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = jobspec.ManagedSelector }))
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = jobspec.RecordingSelector }))
 	jobs := factory.Batch().V1().Jobs()
 	// Set before the informer starts: the cache then holds only what
 	// recording reads, not every Job's pod template and field managers.
