@@ -5,6 +5,8 @@ package spawn
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -22,6 +24,14 @@ import (
 // that reads it. Each retry is one more race lost against a DELETE; three
 // in a row means something keeps deleting the Job.
 const createAttempts = 3
+
+// quotaConflictRetries bounds the creates retried after a 409 Conflict that
+// is not AlreadyExists: the quota admission plugin refused because another
+// create updated the namespace's ResourceQuota usage at the same moment
+// (optimistic concurrency on the quota object). Nothing was created, so a
+// retry is safe; the API server retries a few times itself and gives up
+// under heavy concurrency (seen with 50 concurrent POSTs).
+const quotaConflictRetries = 6
 
 // Spawner creates Jobs in one namespace.
 type Spawner struct {
@@ -64,7 +74,7 @@ func (s *Spawner) Create(ctx context.Context, exp experiment.Experiment, submitt
 	}
 	jobs := s.Client.BatchV1().Jobs(s.Namespace)
 	for range createAttempts {
-		created, err := jobs.Create(ctx, job, metav1.CreateOptions{})
+		created, err := createJob(ctx, jobs, job)
 		if err == nil {
 			return Result{Job: created, Created: true}, nil
 		}
@@ -96,6 +106,33 @@ func (s *Spawner) Create(ctx context.Context, exp experiment.Experiment, submitt
 	}
 	return Result{}, failure.New(failure.Conflict,
 		"job %s of experiment %q was deleted while it was being created, %d times in a row; retry", job.Name, exp.ID, createAttempts)
+}
+
+// createJob creates job, retrying a create the quota's concurrent updates
+// refused (see quotaConflictRetries) after a short, jittered, growing pause.
+// Still refused, it is Unavailable: answered 503 with Retry-After.
+func createJob(ctx context.Context, jobs jobCreator, job *batchv1.Job) (*batchv1.Job, error) {
+	delay := 10 * time.Millisecond
+	for i := 0; ; i++ {
+		created, err := jobs.Create(ctx, job, metav1.CreateOptions{})
+		if !apierrors.IsConflict(err) {
+			return created, err
+		}
+		if i == quotaConflictRetries {
+			return nil, failure.Wrap(failure.Unavailable, err, "refused %d times in a row while other creates updated the namespace's ResourceQuota; retry", i+1)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, failure.Wrap(failure.Unavailable, err, "gave up retrying a create the ResourceQuota's concurrent updates refused")
+		case <-time.After(delay/2 + rand.N(delay)):
+		}
+		delay *= 2
+	}
+}
+
+// jobCreator is the part of the Jobs client createJob calls.
+type jobCreator interface {
+	Create(ctx context.Context, job *batchv1.Job, opts metav1.CreateOptions) (*batchv1.Job, error)
 }
 
 // sameExperiment tells a retry of exp (nil) from a Job that cannot serve

@@ -180,3 +180,48 @@ func TestCreateUnderAFullQuota(t *testing.T) {
 		t.Errorf("a new experiment under a full quota = %v (kind %q), want TooManyRequests naming the quota", err, failure.KindOf(err))
 	}
 }
+
+func TestCreateRetriesQuotaConflicts(t *testing.T) {
+	quotaConflict := apierrors.NewConflict(corev1.Resource("resourcequotas"), "gmini",
+		errors.New("the object has been modified; please apply your changes to the latest version and try again"))
+	tests := []struct {
+		name      string
+		conflicts int
+		wantKind  failure.Kind // "" for success
+		wantCalls int
+	}{
+		{"one conflict, then created", 1, "", 2},
+		{"as many conflicts as retries, then created", quotaConflictRetries, "", quotaConflictRetries + 1},
+		{"conflicts every time: 503", 100, failure.Unavailable, quotaConflictRetries + 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			client := fake.NewClientset()
+			calls := 0
+			client.PrependReactor("create", "jobs", func(k8stesting.Action) (bool, runtime.Object, error) {
+				calls++
+				if calls <= tt.conflicts {
+					return true, nil, quotaConflict
+				}
+				return false, nil, nil
+			})
+			s := &Spawner{Client: client, Namespace: ns, Templates: template.Static{Template: testTemplate()}}
+			res, err := s.Create(context.Background(), decode(t, `{"experiment": {"id": "e1"}}`), "")
+			if calls != tt.wantCalls {
+				t.Errorf("%d creates, want %d", calls, tt.wantCalls)
+			}
+			if tt.wantKind == "" {
+				if err != nil || !res.Created {
+					t.Errorf("Create = %+v, %v; want created", res, err)
+				}
+				return
+			}
+			if failure.KindOf(err) != tt.wantKind || !strings.Contains(err.Error(), "ResourceQuota") {
+				t.Errorf("Create = %v (kind %q), want %q naming the ResourceQuota", err, failure.KindOf(err), tt.wantKind)
+			}
+			if jobs, _ := client.BatchV1().Jobs(ns).List(context.Background(), metav1.ListOptions{}); len(jobs.Items) != 0 {
+				t.Errorf("%d Jobs after a refused create", len(jobs.Items))
+			}
+		})
+	}
+}
