@@ -60,8 +60,8 @@ type Config struct {
 
 // Lease timings: a leader that dies is replaced LeaseDuration after another
 // replica last saw the Lease renewed (client-go counts on the observer's
-// clock), found at its next try (RetryPeriod): about 17 s, more when the
-// API server is slow. A graceful stop releases the lease at once.
+// clock), found at its next try (RetryPeriod): 13-17 s after a kill, more
+// when the API server is slow. A graceful stop releases the lease at once.
 const (
 	leaseDuration = 15 * time.Second
 	renewDeadline = 10 * time.Second
