@@ -59,6 +59,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 	if err != nil {
 		return err
 	}
+	if cfg.DebugListen != "" {
+		if err := serveDebug(ctx, cfg.DebugListen, log); err != nil {
+			return err
+		}
+	}
 	templates := template.NewCronJobSource(client, cfg.Namespace, cfg.Template, log)
 	informerCtx, stopInformer := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopInformer()

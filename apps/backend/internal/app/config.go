@@ -37,6 +37,8 @@ type Config struct {
 	// tokens must be issued for.
 	Auth, AuthAudience string
 	MaxInflight        int
+	// DebugListen serves Go's profiles (/debug/pprof/) when not empty.
+	DebugListen string
 }
 
 // parseConfig reads flags, with defaults taken from the environment.
@@ -71,6 +73,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&cfg.Auth, "auth", env("GMINI_AUTH", "none"), "none: anyone who reaches the backend may use it (keep it behind a NetworkPolicy); kubernetes: each request carries a Kubernetes bearer token, reviewed by the API server against RBAC on experiments.gmini.dev (GMINI_AUTH)")
 	fs.StringVar(&cfg.AuthAudience, "auth-audience", env("GMINI_AUTH_AUDIENCE", "gmini"), "with --auth kubernetes, the audience client tokens must be issued for (GMINI_AUTH_AUDIENCE)")
 	fs.StringVar(&inflight, "max-inflight", env("GMINI_MAX_INFLIGHT", "64"), "POST /experiment requests processed at once; beyond it, 429 at once; 0: no bound (GMINI_MAX_INFLIGHT)")
+	fs.StringVar(&cfg.DebugListen, "debug-listen", env("GMINI_DEBUG_LISTEN", ""), "address serving Go's CPU and memory profiles under /debug/pprof/, for performance work; empty: off. They need no token: keep it on localhost (GMINI_DEBUG_LISTEN)")
 	fs.StringVar(&cfg.Identity, "identity", env("GMINI_IDENTITY", getenv("POD_NAME")), "this replica's name in the recorder's lease; default: the pod's name, else the host name (GMINI_IDENTITY, POD_NAME)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
