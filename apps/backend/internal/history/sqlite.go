@@ -37,9 +37,11 @@ type sqliteStore struct {
 	// Statements of the hot paths, parsed once: parsing the upsert costs
 	// about as much CPU as running it, and every POST claims.
 	claim, update, finish, getW, getR, logs *sql.Stmt
-	d                                       dialect
-	closeOnce                               sync.Once
-	closeErr                                error
+	// writes runs every write on w, many per transaction under load.
+	writes    *groupCommit[*sql.Tx]
+	d         dialect
+	closeOnce sync.Once
+	closeErr  error
 }
 
 var sqliteDialect = dialect{timeArg: func(t time.Time) any { return t.UnixMicro() }}
@@ -101,6 +103,7 @@ func openSQLite(ctx context.Context, path string, log *slog.Logger) (Store, erro
 		s.Close()
 		return nil, err
 	}
+	s.writes = newGroupCommit(sqliteWritesPerCommit, sqliteProgressLinger, s.inTx)
 	if s.ckpt, err = sql.Open("sqlite", base+"?"+cq.Encode()); err != nil {
 		s.Close()
 		return nil, failure.Wrap(failure.Internal, err, "history: open %s", abs)
@@ -111,6 +114,29 @@ func openSQLite(ctx context.Context, path string, log *slog.Logger) (Store, erro
 	go s.checkpoints(loopCtx, log)
 	log.Info("history store opened", "database", "sqlite", "path", abs)
 	return s, nil
+}
+
+// sqliteWritesPerCommit bounds a group commit: enough for every request
+// the backend processes at once, few enough that a transaction holding
+// the output of finished experiments (up to 1 MiB each) stays small.
+const sqliteWritesPerCommit = 64
+
+// sqliteProgressLinger is how long the recorder's progress writes wait for
+// a claim's transaction to join; short, as the recorder's few workers each
+// wait for their write.
+const sqliteProgressLinger = 5 * time.Millisecond
+
+// inTx runs fn in one IMMEDIATE transaction on the writer (_txlock).
+func (s *sqliteStore) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
 }
 
 func (s *sqliteStore) prepare(ctx context.Context) error {
@@ -250,25 +276,24 @@ func (s *sqliteStore) Claim(ctx context.Context, rec Record) (Record, bool, erro
 		return Record{}, false, err
 	}
 	rec.HasLogs = false
-	// An Expire can run on the writer between the INSERT that found the
-	// record and the read; then the ID is free again and the claim is
-	// retried.
-	for range 3 {
-		stored, err := scanRecord(s.claim.QueryRowContext(ctx, s.d.recordArgs(rec)...))
-		if err == nil {
-			return stored, true, nil
+	args := s.d.recordArgs(rec)
+	var stored Record
+	var created bool
+	err = s.writes.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var err error
+		stored, err = scanRecord(tx.StmtContext(ctx, s.claim).QueryRowContext(ctx, args...))
+		if created = err == nil; !errors.Is(err, sql.ErrNoRows) {
+			return err
 		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return Record{}, false, s.fail(ctx, err, "claim", rec.ID)
-		}
-		// Read on the writer: the one connection that cannot lag behind.
-		stored, err = s.get(ctx, s.getW, rec.ID)
-		if failure.KindOf(err) == failure.NotFound {
-			continue
-		}
-		return stored, false, err
+		// Taken: read it in the same transaction, so nothing (an
+		// Expire) comes between the INSERT that found it and the read.
+		stored, err = scanRecord(tx.StmtContext(ctx, s.getW).QueryRowContext(ctx, rec.ID))
+		return err
+	})
+	if err != nil {
+		return Record{}, false, s.fail(ctx, err, "claim", rec.ID)
 	}
-	return Record{}, false, failure.New(failure.Unavailable, "history: claim %q: the record kept disappearing; retry", rec.ID)
+	return stored, created, nil
 }
 
 func (s *sqliteStore) Update(ctx context.Context, rec Record) error {
@@ -277,7 +302,12 @@ func (s *sqliteStore) Update(ctx context.Context, rec Record) error {
 		return err
 	}
 	rec.HasLogs = false
-	if _, err := s.update.ExecContext(ctx, s.d.recordArgs(rec)...); err != nil {
+	args := s.d.recordArgs(rec)
+	err = s.writes.later(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.StmtContext(ctx, s.update).ExecContext(ctx, args...)
+		return err
+	})
+	if err != nil {
 		return s.fail(ctx, err, "update", rec.ID)
 	}
 	return nil
@@ -292,27 +322,27 @@ func (s *sqliteStore) Finish(ctx context.Context, rec Record, logs []byte) (Reco
 		return Record{}, err
 	}
 	rec.HasLogs = logs != nil
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return Record{}, s.fail(ctx, err, "finish", rec.ID)
-	}
-	defer tx.Rollback()
-	stored, err := scanRecord(tx.StmtContext(ctx, s.finish).QueryRowContext(ctx, s.d.recordArgs(rec)...))
-	if errors.Is(err, sql.ErrNoRows) {
-		// Already final: nothing changes.
-		_ = tx.Rollback()
-		return s.get(ctx, s.getW, rec.ID)
-	}
-	if err != nil {
-		return Record{}, s.fail(ctx, err, "finish", rec.ID)
-	}
-	if logs != nil {
-		if _, err := tx.ExecContext(ctx, putLogsSQL, rec.ID, nonNil(tail(logs))); err != nil {
-			return Record{}, s.fail(ctx, err, "store the output of", rec.ID)
+	args := s.d.recordArgs(rec)
+	var stored Record
+	op := "finish"
+	err = s.writes.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var err error
+		op = "finish"
+		stored, err = scanRecord(tx.StmtContext(ctx, s.finish).QueryRowContext(ctx, args...))
+		if errors.Is(err, sql.ErrNoRows) {
+			// Already final: nothing changes.
+			stored, err = scanRecord(tx.StmtContext(ctx, s.getW).QueryRowContext(ctx, rec.ID))
+			return err
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return Record{}, s.fail(ctx, err, "finish", rec.ID)
+		if err != nil || logs == nil {
+			return err
+		}
+		op = "store the output of"
+		_, err = tx.ExecContext(ctx, putLogsSQL, rec.ID, nonNil(tail(logs)))
+		return err
+	})
+	if err != nil {
+		return Record{}, s.fail(ctx, err, op, rec.ID)
 	}
 	return stored, nil
 }
@@ -374,11 +404,15 @@ func (s *sqliteStore) List(ctx context.Context, opts ListOptions) (Page, error) 
 func (s *sqliteStore) Expire(ctx context.Context, cutoff time.Time) (int64, error) {
 	var total int64
 	for {
-		res, err := s.w.ExecContext(ctx, expireSQL, s.d.timeArg(dbTime(cutoff)))
-		if err != nil {
-			return total, s.fail(ctx, err, "expire", "")
-		}
-		n, err := res.RowsAffected()
+		var n int64
+		err := s.writes.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			res, err := tx.ExecContext(ctx, expireSQL, s.d.timeArg(dbTime(cutoff)))
+			if err != nil {
+				return err
+			}
+			n, err = res.RowsAffected()
+			return err
+		})
 		if err != nil {
 			return total, s.fail(ctx, err, "expire", "")
 		}
@@ -402,6 +436,9 @@ func (s *sqliteStore) Ping(ctx context.Context) error {
 func (s *sqliteStore) Close() error {
 	s.closeOnce.Do(func() {
 		var errs []error
+		if s.writes != nil {
+			s.writes.close()
+		}
 		if s.stopCkpt != nil {
 			s.stopCkpt()
 			<-s.ckptDone
