@@ -24,18 +24,32 @@ import (
 // locks give (INSERT ... ON CONFLICT waits for a concurrent writer of the
 // same ID, then re-checks the WHERE clause against what it committed).
 type pgStore struct {
-	pool   *pgxpool.Pool
+	// pool commits as the DSN and the server say (synchronous_commit):
+	// final records, which the recorder stores before it lets the
+	// experiment's Job go, and migrations.
+	pool *pgxpool.Pool
+	// fast serves everything else, and commits without waiting for the
+	// WAL's flush (synchronous_commit off): claims and progress. Until
+	// its final record is stored an experiment's Job holds (finalizer) and
+	// carries the claim's ID, hash and submitter, from which a claim or
+	// progress lost in a crash of the server is written again; a retried
+	// POST meanwhile finds the Job (same body: answered from it, another:
+	// 409), so nothing runs twice. That saves a flush per POST.
+	fast   *pgxpool.Pool
 	d      dialect
 	target string // host and database, for messages; never the password
 }
 
 var pgDialect = dialect{timeArg: func(t time.Time) any { return t }}
 
-// pgPoolSize is the pool's size unless the DSN sets pool_max_conns.
-// pgxpool's default (the number of CPUs, at least 4) caps how many POSTs
-// claim at once; PostgreSQL flushes the WAL once for all transactions
-// committing together, so more connections mean more claims per flush.
+// pgPoolSize is the size of the pool that claims and reads unless the DSN
+// sets pool_max_conns. pgxpool's default (the number of CPUs, at least 4)
+// caps how many POSTs claim at once.
 const pgPoolSize = 16
+
+// pgDurableConns bounds the pool of durable writes: final records come
+// from the recorder's few workers only.
+const pgDurableConns = 4
 
 // pgConnectTimeout bounds a connection attempt when the DSN has no
 // connect_timeout: an unreachable server must fail a request, not hang it.
@@ -66,12 +80,19 @@ func openPostgres(ctx context.Context, dsn string, log *slog.Logger) (Store, err
 		cfg.ConnConfig.ConnectTimeout = pgConnectTimeout
 	}
 	s := &pgStore{d: pgDialect, target: fmt.Sprintf("%s:%d/%s", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database)}
+	fcfg := cfg.Copy()
+	fcfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+	cfg.MaxConns = min(cfg.MaxConns, pgDurableConns)
 	if s.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
 		return nil, s.fail(ctx, err, "connect to", s.target)
 	}
 	if err := s.migrate(ctx, log); err != nil {
 		s.pool.Close()
 		return nil, err
+	}
+	if s.fast, err = pgxpool.NewWithConfig(ctx, fcfg); err != nil {
+		s.pool.Close()
+		return nil, s.fail(ctx, err, "connect to", s.target)
 	}
 	log.Info("history store opened", "database", "postgres", "target", s.target)
 	return s, nil
@@ -144,7 +165,7 @@ func (s *pgStore) Claim(ctx context.Context, rec Record) (Record, bool, error) {
 	// A record can vanish between the INSERT that found it and the read
 	// (Expire); then the ID is free again and the claim is retried.
 	for range 3 {
-		stored, err := scanRecord(s.pool.QueryRow(ctx, claimSQL, s.d.recordArgs(rec)...))
+		stored, err := scanRecord(s.fast.QueryRow(ctx, claimSQL, s.d.recordArgs(rec)...))
 		if err == nil {
 			return stored, true, nil
 		}
@@ -166,7 +187,7 @@ func (s *pgStore) Update(ctx context.Context, rec Record) error {
 		return err
 	}
 	rec.HasLogs = false
-	if _, err := s.pool.Exec(ctx, upsertSQL(false), s.d.recordArgs(rec)...); err != nil {
+	if _, err := s.fast.Exec(ctx, upsertSQL(false), s.d.recordArgs(rec)...); err != nil {
 		return s.fail(ctx, err, "update", rec.ID)
 	}
 	return nil
@@ -194,7 +215,7 @@ func (s *pgStore) Finish(ctx context.Context, rec Record, logs []byte) (Record, 
 }
 
 func (s *pgStore) Get(ctx context.Context, id string) (Record, error) {
-	rec, err := scanRecord(s.pool.QueryRow(ctx, getSQL, id))
+	rec, err := scanRecord(s.fast.QueryRow(ctx, getSQL, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Record{}, notFound(id)
 	}
@@ -207,7 +228,7 @@ func (s *pgStore) Get(ctx context.Context, id string) (Record, error) {
 func (s *pgStore) Logs(ctx context.Context, id string) ([]byte, error) {
 	var has bool
 	var out []byte
-	err := s.pool.QueryRow(ctx, logsSQL, id).Scan(&has, &out)
+	err := s.fast.QueryRow(ctx, logsSQL, id).Scan(&has, &out)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil, notFound(id)
@@ -224,7 +245,7 @@ func (s *pgStore) List(ctx context.Context, opts ListOptions) (Page, error) {
 	if err != nil {
 		return Page{}, err
 	}
-	rows, err := s.pool.Query(ctx, q.sql, q.args...)
+	rows, err := s.fast.Query(ctx, q.sql, q.args...)
 	if err != nil {
 		return Page{}, s.fail(ctx, err, "list", "")
 	}
@@ -246,7 +267,7 @@ func (s *pgStore) List(ctx context.Context, opts ListOptions) (Page, error) {
 func (s *pgStore) Expire(ctx context.Context, cutoff time.Time) (int64, error) {
 	var total int64
 	for {
-		tag, err := s.pool.Exec(ctx, expireSQL, dbTime(cutoff))
+		tag, err := s.fast.Exec(ctx, expireSQL, dbTime(cutoff))
 		if err != nil {
 			return total, s.fail(ctx, err, "expire", "")
 		}
@@ -258,14 +279,17 @@ func (s *pgStore) Expire(ctx context.Context, cutoff time.Time) (int64, error) {
 }
 
 func (s *pgStore) Ping(ctx context.Context) error {
-	if err := s.pool.Ping(ctx); err != nil {
-		return s.fail(ctx, err, "ping", s.target)
+	for _, p := range []*pgxpool.Pool{s.pool, s.fast} {
+		if err := p.Ping(ctx); err != nil {
+			return s.fail(ctx, err, "ping", s.target)
+		}
 	}
 	return nil
 }
 
 func (s *pgStore) Close() error {
-	s.pool.Close() // idempotent
+	s.pool.Close() // both idempotent
+	s.fast.Close()
 	return nil
 }
 

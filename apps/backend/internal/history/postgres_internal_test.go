@@ -82,7 +82,7 @@ func TestPostgresUnavailable(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer pool.Close()
-		ro := &pgStore{pool: pool, d: pgDialect, target: "read-only"}
+		ro := &pgStore{pool: pool, fast: pool, d: pgDialect, target: "read-only"}
 		_, _, err = ro.Claim(context.Background(), Record{ID: "ro"})
 		wantUnavailable(t, err, `history: claim "ro"`)
 		// Starting against a read-only database fails the same way.
