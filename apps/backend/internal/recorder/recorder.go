@@ -26,7 +26,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	batchlisters "k8s.io/client-go/listers/batch/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
@@ -117,10 +116,10 @@ func Run(ctx context.Context, cfg Config) {
 }
 
 type recorder struct {
-	cfg    Config
-	log    *slog.Logger
-	lister batchlisters.JobLister
-	queue  workqueue.TypedRateLimitingInterface[string]
+	cfg   Config
+	log   *slog.Logger
+	jobs  cache.Indexer // of *cachedJob
+	queue workqueue.TypedRateLimitingInterface[string]
 
 	// written is the state last stored per Job UID, so status updates
 	// that change nothing the record shows cost no write.
@@ -145,12 +144,12 @@ func (r *recorder) run(ctx context.Context) {
 		informers.WithNamespace(r.cfg.Namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = jobspec.RecordingSelector }))
 	jobs := factory.Batch().V1().Jobs()
-	// Set before the informer starts: the cache then holds only what
-	// recording reads, not every Job's pod template and field managers.
+	// Set before the informer starts, so the cache holds *cachedJob only.
 	if err := jobs.Informer().SetTransform(slimJob); err != nil {
-		r.log.Warn("recorder: cache whole Jobs", "err", err)
+		r.log.Error("recorder: cannot slim its cache; not recording", "err", err)
+		return
 	}
-	r.lister = jobs.Lister()
+	r.jobs = jobs.Informer().GetIndexer()
 	enqueue := func(obj any) {
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
 			r.queue.Add(key)
@@ -206,17 +205,15 @@ func (r *recorder) next(ctx context.Context) bool {
 
 // sync writes what the Job's current state tells about its experiment.
 func (r *recorder) sync(ctx context.Context, key string) error {
-	ns, name, err := cache.SplitMetaNamespaceKey(key)
-	if err != nil {
-		return nil
-	}
-	job, err := r.lister.Jobs(ns).Get(name)
-	if apierrors.IsNotFound(err) {
-		return nil // gone; deleted() handled what could be
-	}
+	obj, exists, err := r.jobs.GetByKey(key)
 	if err != nil {
 		return err
 	}
+	c := cachedJobOf(obj)
+	if !exists || c == nil {
+		return nil // gone; deleted() handled what could be
+	}
+	job := c.job()
 	id, ok := jobspec.Owns(job)
 	if !ok {
 		return nil
@@ -286,12 +283,7 @@ func (r *recorder) finish(ctx context.Context, job *batchv1.Job, rec history.Rec
 // finalizer can only go that way if someone removed it by hand (releasing
 // Jobs of a backend gone for good): its record stays as it was.
 func (r *recorder) deleted(obj any) {
-	job, ok := obj.(*batchv1.Job)
-	if !ok {
-		if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-			job, _ = tomb.Obj.(*batchv1.Job)
-		}
-	}
+	job := cachedJobOf(obj)
 	if job == nil {
 		return
 	}
@@ -388,23 +380,87 @@ func recordOf(id string, job *batchv1.Job) history.Record {
 	return rec
 }
 
-// slimJob is the recorder's cache transform. With every experiment's Job
-// cached (thousands, held until recorded), whole Jobs cost hundreds of MiB:
-// most of a Job is its pod template (the experiment's body among it) and
-// its managed fields, which recording never reads. It keeps the metadata
-// (ID, hash, submitter, TTL annotations, finalizers, deletion), the TTL
-// and the status.
+// cachedJob is what the recorder keeps of a Job while it waits for its
+// record: what recording reads and nothing else. With thousands of Jobs in
+// flight the cache is most of the backend's memory, and a batchv1.Job
+// costs 1.3 KB before any of it is filled (its pod template is inline);
+// most of a filled one is that template, with the experiment's body, and
+// its managed fields.
+type cachedJob struct {
+	metav1.ObjectMeta
+	ttl     *int32
+	suspend *bool
+	status  batchv1.JobStatus
+}
+
+// job is the Job recording reads. It shares the cache's maps and slices:
+// read it, never change it.
+func (c *cachedJob) job() *batchv1.Job {
+	return &batchv1.Job{
+		ObjectMeta: c.ObjectMeta,
+		Spec:       batchv1.JobSpec{TTLSecondsAfterFinished: c.ttl, Suspend: c.suspend},
+		Status:     c.status,
+	}
+}
+
+// recordedLabels and recordedAnnotations are the keys recording reads;
+// keeping the constants as the cached maps' keys also stores each key once,
+// not once per Job.
+var (
+	recordedLabels      = []string{jobspec.LabelManagedBy, jobspec.LabelRecorded}
+	recordedAnnotations = []string{jobspec.AnnotationID, jobspec.AnnotationHash, jobspec.AnnotationTTL, jobspec.AnnotationSubmitter}
+)
+
+// slimJob is the recorder's cache transform: a *batchv1.Job becomes a
+// *cachedJob; anything else (a tombstone, an object already cached) is
+// passed on as it is.
 func slimJob(obj any) (any, error) {
 	job, ok := obj.(*batchv1.Job)
 	if !ok {
-		return obj, nil // a DeletedFinalStateUnknown tombstone
+		return obj, nil
 	}
-	slim := &batchv1.Job{
-		TypeMeta:   job.TypeMeta,
-		ObjectMeta: job.ObjectMeta,
-		Spec:       batchv1.JobSpec{TTLSecondsAfterFinished: job.Spec.TTLSecondsAfterFinished, Suspend: job.Spec.Suspend},
-		Status:     job.Status,
+	c := &cachedJob{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:              job.Name,
+			Namespace:         job.Namespace,
+			UID:               job.UID,
+			ResourceVersion:   job.ResourceVersion,
+			CreationTimestamp: job.CreationTimestamp,
+			DeletionTimestamp: job.DeletionTimestamp,
+			Labels:            only(job.Labels, recordedLabels),
+			Annotations:       only(job.Annotations, recordedAnnotations),
+			Finalizers:        job.Finalizers,
+		},
+		ttl:     job.Spec.TTLSecondsAfterFinished,
+		suspend: job.Spec.Suspend,
+		status:  job.Status,
 	}
-	slim.ManagedFields = nil
-	return slim, nil
+	// Indexed Jobs' bookkeeping; gmini's Jobs are not indexed, and
+	// recording reads neither.
+	c.status.UncountedTerminatedPods = nil
+	c.status.CompletedIndexes, c.status.FailedIndexes = "", nil
+	return c, nil
+}
+
+// only copies the entries of m under keys, keyed by the constants.
+func only(m map[string]string, keys []string) map[string]string {
+	var out map[string]string
+	for _, k := range keys {
+		if v, ok := m[k]; ok {
+			if out == nil {
+				out = make(map[string]string, len(keys))
+			}
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// cachedJobOf returns the Job behind an informer's object or tombstone.
+func cachedJobOf(obj any) *cachedJob {
+	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = tomb.Obj
+	}
+	c, _ := obj.(*cachedJob)
+	return c
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -258,39 +259,95 @@ func TestRunHoldsTheLease(t *testing.T) {
 func TestSlimJobKeepsWhatRecordingReads(t *testing.T) {
 	ttl := int32(60)
 	now := metav1.Now()
-	job := &batchv1.Job{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: "exp-a", Namespace: "ns", UID: "u1", DeletionTimestamp: &now,
-			Labels:        map[string]string{"app": "gmini"},
-			Annotations:   map[string]string{"gmini.dev/experiment-id": "a"},
-			Finalizers:    []string{"gmini.dev/history"},
-			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "gmini-backend"}},
-		},
-		Spec: batchv1.JobSpec{
-			TTLSecondsAfterFinished: &ttl,
-			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{
-				{Name: "runner", Args: []string{`{"experiment":{"id":"a"}}`}},
-			}}},
-		},
-		Status: batchv1.JobStatus{Succeeded: 1, Conditions: []batchv1.JobCondition{{Type: batchv1.JobComplete, Status: corev1.ConditionTrue}}},
+	base := func() *batchv1.Job {
+		return &batchv1.Job{
+			ObjectMeta: metav1.ObjectMeta{
+				Name: "exp-a-1", Namespace: "ns", UID: "u1", ResourceVersion: "42", CreationTimestamp: now,
+				Labels: map[string]string{"app": "gmini", jobspec.LabelManagedBy: jobspec.LabelManagedByName, "team": "x"},
+				Annotations: map[string]string{
+					jobspec.AnnotationID: "a", jobspec.AnnotationHash: "h", jobspec.AnnotationSubmitter: "alice",
+					"kubectl.kubernetes.io/last-applied-configuration": "{}",
+				},
+				Finalizers:    []string{jobspec.FinalizerHistory},
+				ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "gmini-backend"}},
+			},
+			Spec: batchv1.JobSpec{
+				Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{
+					{Name: "runner", Args: []string{`{"experiment":{"id":"a"}}`}},
+				}}},
+			},
+			Status: batchv1.JobStatus{
+				StartTime: &now, Active: 1, UncountedTerminatedPods: &batchv1.UncountedTerminatedPods{Succeeded: []types.UID{"p"}},
+			},
+		}
 	}
-	got, err := slimJob(job)
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name string
+		job  func() *batchv1.Job
+	}{
+		{"running", base},
+		{"finished, held, its TTL kept aside", func() *batchv1.Job {
+			j := base()
+			j.Annotations[jobspec.AnnotationTTL] = "60"
+			j.Status = batchv1.JobStatus{StartTime: &now, CompletionTime: &now, Succeeded: 1, Conditions: []batchv1.JobCondition{
+				{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, Reason: "Done", Message: "m", LastTransitionTime: now},
+			}}
+			return j
+		}},
+		{"cancelled", func() *batchv1.Job { j := base(); j.DeletionTimestamp = &now; return j }},
+		{"released, TTL restored", func() *batchv1.Job {
+			j := base()
+			j.Finalizers = nil
+			j.Labels[jobspec.LabelRecorded] = "true"
+			j.Annotations[jobspec.AnnotationTTL] = "60"
+			j.Spec.TTLSecondsAfterFinished = &ttl
+			return j
+		}},
+		{"suspended", func() *batchv1.Job { j := base(); j.Spec.Suspend = ptr.To(true); return j }},
 	}
-	slim := got.(*batchv1.Job)
-	if len(slim.Spec.Template.Spec.Containers) != 0 || slim.ManagedFields != nil {
-		t.Errorf("slim Job keeps its template or managed fields: %+v", slim)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			job := tt.job()
+			got, err := slimJob(job)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, ok := got.(*cachedJob)
+			if !ok {
+				t.Fatalf("slimJob returned %T, want *cachedJob", got)
+			}
+			slim := c.job()
+			id, owned := jobspec.Owns(job)
+			sid, sowned := jobspec.Owns(slim)
+			if id != sid || owned != sowned {
+				t.Errorf("Owns: %q %v from the Job, %q %v from the cache", id, owned, sid, sowned)
+			}
+			if d := cmp.Diff(recordOf(id, job), recordOf(id, slim)); d != "" {
+				t.Errorf("record differs (-job +cache):\n%s", d)
+			}
+			if jobspec.Held(job) != jobspec.Held(slim) || jobspec.Released(job) != jobspec.Released(slim) || finished(job) != finished(slim) {
+				t.Error("held, released or finished differ between the Job and the cache")
+			}
+			want, werr := jobspec.ReleasePatch(job)
+			have, herr := jobspec.ReleasePatch(slim)
+			if string(want) != string(have) || (werr == nil) != (herr == nil) {
+				t.Errorf("release patch %s (%v) from the Job, %s (%v) from the cache", want, werr, have, herr)
+			}
+			if len(slim.Spec.Template.Spec.Containers) != 0 || slim.ManagedFields != nil || slim.Labels["team"] != "" ||
+				len(slim.Annotations) > len(recordedAnnotations) || slim.Status.UncountedTerminatedPods != nil {
+				t.Errorf("the cache keeps what recording never reads: %+v", slim)
+			}
+			if len(job.Spec.Template.Spec.Containers) != 1 || job.ManagedFields == nil {
+				t.Error("slimJob changed the Job it was given")
+			}
+			// Objects already in the cache may be handed to the
+			// transform again (Replace).
+			if again, _ := slimJob(c); again != any(c) {
+				t.Errorf("a cached Job is transformed again: %v", again)
+			}
+		})
 	}
-	if slim.Name != job.Name || slim.UID != job.UID || slim.DeletionTimestamp != job.DeletionTimestamp ||
-		slim.Annotations["gmini.dev/experiment-id"] != "a" || len(slim.Finalizers) != 1 ||
-		*slim.Spec.TTLSecondsAfterFinished != ttl || slim.Status.Succeeded != 1 || len(slim.Status.Conditions) != 1 {
-		t.Errorf("slim Job lost what recording reads: %+v", slim)
-	}
-	if len(job.Spec.Template.Spec.Containers) != 1 || job.ManagedFields == nil {
-		t.Error("slimJob changed the Job it was given")
-	}
-	tomb := cache.DeletedFinalStateUnknown{Key: "ns/exp-a", Obj: job}
+	tomb := cache.DeletedFinalStateUnknown{Key: "ns/exp-a", Obj: &cachedJob{}}
 	if got, _ := slimJob(tomb); got != any(tomb) {
 		t.Errorf("a tombstone is not passed through: %v", got)
 	}
