@@ -44,7 +44,7 @@ type options struct {
 	compareArgs      []string
 	compareRef       string
 	variants         []string
-	listN            int
+	listN, inFlight  int
 	spawnName, e2eNm string
 }
 
@@ -74,6 +74,7 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 	var variants string
 	fs.StringVar(&variants, "variants", "sqlite,postgres,auth", "backends measured beside gmini without history or auth: sqlite, postgres (history in each) and auth (--auth kubernetes); comma-separated, empty for none")
 	fs.IntVar(&o.listN, "list", 20000, "experiments in the history for the list benchmark, measured at half and at all of them; 0 skips it")
+	fs.IntVar(&o.inFlight, "list-in-flight", 5000, "experiments left in flight when the list is measured again after cancelling the others: the prod overlay's quota on Jobs (count/jobs.batch)")
 	fs.StringVar(&o.spawnName, "cluster", "gmini-bench", "name of the node-less cluster")
 	fs.StringVar(&o.e2eNm, "node-cluster", "gmini-bench-node", "name of the cluster with a node")
 	timeout := fs.Duration("timeout", 45*time.Minute, "bound on the whole run")
@@ -101,8 +102,8 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 			return fmt.Errorf("variant %q: want sqlite, postgres or auth", v)
 		}
 	}
-	if o.listN < 0 || o.listN > 100000 {
-		return fmt.Errorf("list must be 0-100000")
+	if o.listN < 0 || o.listN > 100000 || o.inFlight < 0 {
+		return fmt.Errorf("list must be 0-100000, list-in-flight not negative")
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()

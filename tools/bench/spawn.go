@@ -270,7 +270,7 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, l layout.Layout, c *
 		}
 	}
 	if o.listN > 0 {
-		return listBenchmarks(ctx, env, backends, o.listN, rep)
+		return listBenchmarks(ctx, env, backends, o.listN, o.inFlight, rep)
 	}
 	return nil
 }
@@ -397,11 +397,19 @@ func jobTemplate(ctx context.Context, client kubernetes.Interface) (*batchv1.Job
 func clean(ctx context.Context, client kubernetes.Interface, namespace string) error {
 	bg := metav1.DeletePropagationBackground
 	jobs := client.BatchV1().Jobs(namespace)
-	if err := jobs.DeleteCollection(ctx, metav1.DeleteOptions{PropagationPolicy: &bg},
-		metav1.ListOptions{LabelSelector: jobspec.ManagedSelector}); err != nil {
+	// Thousands of Jobs take longer than the API server gives one request
+	// (60 s); it stops the collection part way, and the next call goes on.
+	var err error
+	for range 5 {
+		if err = jobs.DeleteCollection(ctx, metav1.DeleteOptions{PropagationPolicy: &bg},
+			metav1.ListOptions{LabelSelector: jobspec.ManagedSelector}); err == nil || ctx.Err() != nil {
+			break
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("delete benchmark jobs in %s: %w", namespace, err)
 	}
-	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
+	err = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
 		j, err := jobs.List(ctx, metav1.ListOptions{LabelSelector: jobspec.ManagedSelector, Limit: 1})
 		if err != nil || len(j.Items) > 0 {
 			return false, nil
