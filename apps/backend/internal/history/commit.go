@@ -26,8 +26,9 @@ import (
 // bad write never fails another's.
 type groupCommit[T any] struct {
 	// inTx runs fn in one transaction and commits it; an error from fn
-	// or from the commit rolls everything back.
-	inTx   func(ctx context.Context, fn func(T) error) error
+	// or from the commit rolls everything back. With durable the commit
+	// returns only once it would survive a power loss.
+	inTx   func(ctx context.Context, durable bool, fn func(T) error) error
 	max    int
 	linger time.Duration
 	queue  chan *pendingWrite[T]
@@ -38,10 +39,11 @@ type groupCommit[T any] struct {
 }
 
 type pendingWrite[T any] struct {
-	later bool // may wait for another write's transaction
-	ctx   context.Context
-	fn    func(ctx context.Context, tx T) error
-	done  chan error // buffered: the writer never waits for a caller
+	later   bool // may wait for another write's transaction
+	durable bool // its commit must survive a power loss
+	ctx     context.Context
+	fn      func(ctx context.Context, tx T) error
+	done    chan error // buffered: the writer never waits for a caller
 }
 
 // errStoreClosed answers writes made after Close.
@@ -49,7 +51,7 @@ var errStoreClosed = errors.New("history: the store is closed")
 
 // newGroupCommit starts the writer; at most max writes share a
 // transaction, and a write made with later waits at most linger.
-func newGroupCommit[T any](max int, linger time.Duration, inTx func(context.Context, func(T) error) error) *groupCommit[T] {
+func newGroupCommit[T any](max int, linger time.Duration, inTx func(context.Context, bool, func(T) error) error) *groupCommit[T] {
 	g := &groupCommit[T]{
 		inTx:   inTx,
 		max:    max,
@@ -68,6 +70,12 @@ func newGroupCommit[T any](max int, linger time.Duration, inTx func(context.Cont
 // the caller's retry does no harm.
 func (g *groupCommit[T]) do(ctx context.Context, fn func(ctx context.Context, tx T) error) error {
 	return g.write(ctx, &pendingWrite[T]{ctx: ctx, fn: fn, done: make(chan error, 1)})
+}
+
+// durable is do for a write whose commit must survive a power loss, not
+// only a crash of the process: the transaction it shares is made durable.
+func (g *groupCommit[T]) durable(ctx context.Context, fn func(ctx context.Context, tx T) error) error {
+	return g.write(ctx, &pendingWrite[T]{durable: true, ctx: ctx, fn: fn, done: make(chan error, 1)})
 }
 
 // later is do for a write that may wait up to linger for the transaction
@@ -171,7 +179,11 @@ func (g *groupCommit[T]) commit(batch []*pendingWrite[T]) {
 	// The transaction itself is not bound to one caller's context: one
 	// caller giving up must not roll back the others' writes.
 	ctx := context.Background()
-	err := g.inTx(ctx, func(tx T) error {
+	durable := false
+	for _, w := range live {
+		durable = durable || w.durable
+	}
+	err := g.inTx(ctx, durable, func(tx T) error {
 		for _, w := range live {
 			if err := w.fn(w.ctx, tx); err != nil {
 				return err
@@ -186,6 +198,6 @@ func (g *groupCommit[T]) commit(batch []*pendingWrite[T]) {
 		return
 	}
 	for _, w := range live {
-		w.done <- g.inTx(ctx, func(tx T) error { return w.fn(w.ctx, tx) })
+		w.done <- g.inTx(ctx, w.durable, func(tx T) error { return w.fn(w.ctx, tx) })
 	}
 }

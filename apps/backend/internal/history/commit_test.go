@@ -16,15 +16,17 @@ type fakeDB struct {
 	mu        sync.Mutex
 	committed []string
 	txs       int
-	failTx    int // the transaction with this number (1-based) fails to commit
+	durable   []bool // per transaction, whether it was asked to be durable
+	failTx    int    // the transaction with this number (1-based) fails to commit
 	hold      chan struct{}
 }
 
 type fakeTx struct{ writes []string }
 
-func (db *fakeDB) inTx(_ context.Context, fn func(*fakeTx) error) error {
+func (db *fakeDB) inTx(_ context.Context, durable bool, fn func(*fakeTx) error) error {
 	db.mu.Lock()
 	db.txs++
+	db.durable = append(db.durable, durable)
 	n := db.txs
 	hold := db.hold
 	db.mu.Unlock()
@@ -260,4 +262,36 @@ func holdLater(t *testing.T, g *groupCommit[*fakeTx], fn func(context.Context, *
 	g.queue <- &pendingWrite[*fakeTx]{later: true, ctx: context.Background(), fn: fn, done: done}
 	waitFor(t, func() bool { return len(g.queue) == 0 })
 	return done
+}
+
+func TestGroupCommitDurable(t *testing.T) {
+	db := &fakeDB{hold: make(chan struct{})}
+	g := newGroupCommit(64, time.Hour, db.inTx)
+	defer g.close()
+	fns := []func(context.Context, *fakeTx) error{write("claim", nil), write("final", nil)}
+	first := make(chan error, 1)
+	go func() { first <- g.do(context.Background(), write("first", nil)) }()
+	waitFor(t, func() bool { db.mu.Lock(); defer db.mu.Unlock(); return db.txs == 1 })
+	errs := make(chan error, 2)
+	go func() { errs <- g.do(context.Background(), fns[0]) }()
+	go func() { errs <- g.durable(context.Background(), fns[1]) }()
+	waitFor(t, func() bool { return len(g.queue) == 2 })
+	close(db.hold)
+	for range 3 {
+		select {
+		case err := <-first:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if !slices.Equal(db.durable, []bool{false, true}) {
+		t.Errorf("durable per transaction %v, want [false true]: the one with the durable write is durable", db.durable)
+	}
 }

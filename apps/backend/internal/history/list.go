@@ -35,6 +35,29 @@ func newListQuery(opts ListOptions, d dialect) (listQuery, error) {
 }
 
 // page cuts the rows to the limit and makes the token of the next page.
+// rows is what database/sql's and pgx's query results have in common.
+type rows interface {
+	row
+	Next() bool
+	Err() error
+}
+
+// read reads the query's rows into its page.
+func (q listQuery) read(rs rows) (Page, error) {
+	items := make([]Record, 0, q.limit+1)
+	for rs.Next() {
+		rec, err := scanRecord(rs)
+		if err != nil {
+			return Page{}, err
+		}
+		items = append(items, rec)
+	}
+	if err := rs.Err(); err != nil {
+		return Page{}, err
+	}
+	return q.page(items), nil
+}
+
 func (q listQuery) page(items []Record) Page {
 	if len(items) <= q.limit {
 		return Page{Items: items}

@@ -250,18 +250,11 @@ func (s *pgStore) List(ctx context.Context, opts ListOptions) (Page, error) {
 		return Page{}, s.fail(ctx, err, "list", "")
 	}
 	defer rows.Close()
-	items := make([]Record, 0, q.limit+1)
-	for rows.Next() {
-		rec, err := scanRecord(rows)
-		if err != nil {
-			return Page{}, s.fail(ctx, err, "list", "")
-		}
-		items = append(items, rec)
-	}
-	if err := rows.Err(); err != nil {
+	page, err := q.read(rows)
+	if err != nil {
 		return Page{}, s.fail(ctx, err, "list", "")
 	}
-	return q.page(items), nil
+	return page, nil
 }
 
 func (s *pgStore) Expire(ctx context.Context, cutoff time.Time) (int64, error) {

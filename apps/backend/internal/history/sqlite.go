@@ -127,8 +127,35 @@ const sqliteWritesPerCommit = 64
 const sqliteProgressLinger = 5 * time.Millisecond
 
 // inTx runs fn in one IMMEDIATE transaction on the writer (_txlock).
-func (s *sqliteStore) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.w.BeginTx(ctx, nil)
+// Commits are synchronous(NORMAL): in WAL mode that survives a crash of the
+// process but not of the machine, which may lose the last commits before
+// a checkpoint. A durable transaction is committed synchronous(FULL),
+// which syncs the WAL first.
+func (s *sqliteStore) inTx(ctx context.Context, durable bool, fn func(*sql.Tx) error) error {
+	if !durable {
+		tx, err := s.w.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if err := fn(tx); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+		return tx.Commit()
+	}
+	// The setting belongs to the connection: pin the writer's one.
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous(FULL)"); err != nil {
+		return err
+	}
+	// Back to NORMAL even if ctx ended; should that fail, the writer
+	// only stays slower.
+	defer conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous(NORMAL)")
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -325,7 +352,9 @@ func (s *sqliteStore) Finish(ctx context.Context, rec Record, logs []byte) (Reco
 	args := s.d.recordArgs(rec)
 	var stored Record
 	op := "finish"
-	err = s.writes.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	// Durable: once Finish returns, the recorder lets the Job go, and with
+	// it the only other copy of what the record says.
+	err = s.writes.durable(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		op = "finish"
 		stored, err = scanRecord(tx.StmtContext(ctx, s.finish).QueryRowContext(ctx, args...))
@@ -387,18 +416,11 @@ func (s *sqliteStore) List(ctx context.Context, opts ListOptions) (Page, error) 
 		return Page{}, s.fail(ctx, err, "list", "")
 	}
 	defer rows.Close()
-	items := make([]Record, 0, q.limit+1)
-	for rows.Next() {
-		rec, err := scanRecord(rows)
-		if err != nil {
-			return Page{}, s.fail(ctx, err, "list", "")
-		}
-		items = append(items, rec)
-	}
-	if err := rows.Err(); err != nil {
+	page, err := q.read(rows)
+	if err != nil {
 		return Page{}, s.fail(ctx, err, "list", "")
 	}
-	return q.page(items), nil
+	return page, nil
 }
 
 func (s *sqliteStore) Expire(ctx context.Context, cutoff time.Time) (int64, error) {
