@@ -58,13 +58,13 @@ images:
 ## kube: the local node's Kubernetes binary, _output/bin/kube (a cold build takes minutes;
 ## the Go build cache makes later ones a relink)
 kube:
-	cd tools && $(GO) run ./cmd/kube
+	cd tools && $(GO) run ./cmd/modbuild kube
 
 ## kube-router: kube-router v2.1.0, the local node's NetworkPolicy engine (test-only), from
 ## tools/kuberouter into _output/bin/kube-router (cold: minutes, with progress; warm: seconds);
 ## the e2e suite builds it too
 kube-router:
-	cd tools && $(GO) run ./cmd/kube-router
+	cd tools && $(GO) run ./cmd/modbuild kube-router
 
 ## registry, flux: the GitOps loop's programs from modules outside go.work, into _output/bin:
 ## CNCF Distribution's registry v3.1.2 (tools/registry), which the local node runs, and Flux's

@@ -18,7 +18,6 @@ import (
 	"github.com/gmini-dev/gmini/tools/cluster/local"
 	"github.com/gmini-dev/gmini/tools/images"
 	"github.com/gmini-dev/gmini/tools/internal/hostpkgs"
-	"github.com/gmini-dev/gmini/tools/internal/kubebuild"
 	"github.com/gmini-dev/gmini/tools/internal/layout"
 	"github.com/gmini-dev/gmini/tools/internal/modbuild"
 )
@@ -101,13 +100,14 @@ func Prepare(ctx context.Context, log *slog.Logger, l layout.Layout, features ..
 	if err := hostpkgs.Ensure(ctx, log, pkgs...); err != nil {
 		return LocalNode{}, fmt.Errorf("install the local node's Debian packages: %w", err)
 	}
-	if err := kubebuild.Build(ctx, log, l.KubeModule(), node.KubeBinary); err != nil {
-		return LocalNode{}, fmt.Errorf("build kubernetes %s: %w", kubebuild.KubernetesVersion, err)
+	// Built into _output/bin, where Artifacts names them.
+	if err := modbuild.Build(ctx, log, modbuild.Kube(l.KubeModule()), l.Output("bin")); err != nil {
+		return LocalNode{}, err
 	}
 	if netpol {
 		node.KubeRouter = l.KubeRouterBinary()
-		if err := kubebuild.BuildKubeRouter(ctx, log, l.KubeRouterModule(), node.KubeRouter); err != nil {
-			return LocalNode{}, fmt.Errorf("build kube-router %s: %w", kubebuild.KubeRouterVersion, err)
+		if err := modbuild.Build(ctx, log, modbuild.KubeRouter(l.KubeRouterModule()), l.Output("bin")); err != nil {
+			return LocalNode{}, err
 		}
 	}
 	if slices.Contains(features, Registry) {

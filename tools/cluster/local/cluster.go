@@ -32,11 +32,11 @@ import (
 	"sigs.k8s.io/e2e-framework/klient"
 	"sigs.k8s.io/e2e-framework/support"
 
-	"github.com/gmini-dev/gmini/tools/internal/kubebuild"
+	"github.com/gmini-dev/gmini/tools/internal/modbuild"
 )
 
 // Version is the Kubernetes version the kube binary is built from.
-const Version = kubebuild.KubernetesVersion
+const Version = modbuild.KubernetesVersion
 
 var _ support.E2EClusterProviderWithImageLoader = (*Cluster)(nil)
 

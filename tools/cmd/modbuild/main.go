@@ -1,8 +1,10 @@
-// Command modbuild builds the GitOps loop's programs from their modules
-// outside go.work into _output/bin, with progress output:
+// Command modbuild builds the local node's and the GitOps loop's programs
+// from their modules outside go.work into _output/bin, with progress output:
 //
-//	go run ./cmd/modbuild registry   # CNCF Distribution's registry (tools/registry)
-//	go run ./cmd/modbuild flux       # Flux's source-controller and kustomize-controller (tools/flux)
+//	go run ./cmd/modbuild kube         # the multi-call Kubernetes binary (tools/kube)
+//	go run ./cmd/modbuild kube-router  # the NetworkPolicy engine (tools/kuberouter)
+//	go run ./cmd/modbuild registry     # CNCF Distribution's registry (tools/registry)
+//	go run ./cmd/modbuild flux         # Flux's source-controller and kustomize-controller (tools/flux)
 //
 // The suites build them too when they need them; `make test` runs this
 // first, so a cold build (minutes) is its own step, not part of a test
@@ -37,17 +39,21 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 		return err
 	}
 	if len(args) == 0 {
-		return fmt.Errorf("usage: modbuild registry|flux ...")
+		return fmt.Errorf("usage: modbuild kube|kube-router|registry|flux ...")
 	}
 	for _, a := range args {
 		var p modbuild.Program
 		switch a {
+		case "kube":
+			p = modbuild.Kube(l.KubeModule())
+		case "kube-router":
+			p = modbuild.KubeRouter(l.KubeRouterModule())
 		case "registry":
 			p = modbuild.Registry(l.RegistryModule())
 		case "flux":
 			p = modbuild.Flux(l.FluxModule())
 		default:
-			return fmt.Errorf("unknown program %q: want registry or flux", a)
+			return fmt.Errorf("unknown program %q: want kube, kube-router, registry or flux", a)
 		}
 		if err := modbuild.Build(ctx, log, p, l.Output("bin")); err != nil {
 			return err

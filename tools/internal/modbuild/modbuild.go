@@ -1,9 +1,12 @@
-// Package modbuild compiles the GitOps loop's third-party programs from
-// modules kept out of go.work: CNCF Distribution's registry
-// (tools/registry) and Flux's source-controller and kustomize-controller
-// (tools/flux).
+// Package modbuild compiles the third-party programs the local node and the
+// GitOps loop run, each from a module kept out of go.work: the multi-call
+// Kubernetes binary (tools/kube), kube-router, the NetworkPolicy engine
+// (tools/kuberouter), CNCF Distribution's registry (tools/registry) and
+// Flux's source-controller and kustomize-controller (tools/flux).
 //
-// Each module pins its own dependency set, so builds run with GOWORK=off
+// Each module pins its own dependency set (tools/kube the v0.34 staging
+// modules Kubernetes v1.34.4 needs, while the workspace uses newer client
+// libraries), so builds run with GOWORK=off
 // and fixed flags: the Go build cache then serves every later build (a cold
 // build takes many CPU-minutes, an up-to-date one seconds), and go build
 // writes straight into the output, skipping the link when the binary is
@@ -37,13 +40,65 @@ type Program struct {
 	// ModMod builds with -mod=mod: for a module whose go.mod lists only
 	// its direct requirements (tools/flux), go.sum pinning the rest.
 	ModMod bool
+	// LDFlags are added to the linker's: version stamps. They must not
+	// change from build to build (no build time), or every build relinks.
+	LDFlags string
 }
 
-// The programs, built into the output directory under these names.
+// The programs' versions.
 const (
-	RegistryVersion = "v3.1.2" // github.com/distribution/distribution/v3, as tools/registry/go.mod requires
-	FluxVersion     = "v1.9.6" // source-controller and kustomize-controller, as tools/flux/go.mod requires
+	// KubernetesVersion must match the k8s.io/kubernetes requirement of
+	// tools/kube/go.mod.
+	KubernetesVersion = "v1.34.4"
+	KubeRouterVersion = "v2.1.0" // as tools/kuberouter/go.mod requires
+	RegistryVersion   = "v3.1.2" // github.com/distribution/distribution/v3, as tools/registry/go.mod requires
+	FluxVersion       = "v1.9.6" // source-controller and kustomize-controller, as tools/flux/go.mod requires
 )
+
+// kubeRouterReleased is when the module proxy first served
+// KubeRouterVersion: the build date stamped into the binary.
+const kubeRouterReleased = "2024-03-02T21:45:54Z"
+
+// Kube is the local node's multi-call Kubernetes binary (kube).
+func Kube(module string) Program {
+	return Program{Name: "kube", Version: KubernetesVersion, Module: module, Packages: []string{"."}, LDFlags: KubeLDFlags()}
+}
+
+// KubeLDFlags stamps the release into both version packages: without it
+// servers report v0.0.0-master+$Format:%H$, which kubectl and client-go
+// fail to parse.
+func KubeLDFlags() string {
+	major, minor := majorMinor(KubernetesVersion)
+	var b strings.Builder
+	for i, pkg := range []string{"k8s.io/component-base/version", "k8s.io/client-go/pkg/version"} {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "-X %[1]s.gitVersion=%[2]s -X %[1]s.gitMajor=%[3]s -X %[1]s.gitMinor=%[4]s",
+			pkg, KubernetesVersion, major, minor)
+	}
+	return b.String()
+}
+
+func majorMinor(version string) (major, minor string) {
+	parts := strings.SplitN(strings.TrimPrefix(version, "v"), ".", 3)
+	if len(parts) < 2 {
+		return "", ""
+	}
+	return parts[0], parts[1]
+}
+
+// KubeRouter is kube-router (kube-router), which tools/kuberouter requires
+// as a tool.
+func KubeRouter(module string) Program {
+	const pkg = "github.com/cloudnativelabs/kube-router/v2"
+	return Program{
+		Name: "kube-router", Version: KubeRouterVersion, Module: module,
+		Packages: []string{pkg + "/cmd/kube-router"},
+		// Without a version it logs "Malformed version" at start.
+		LDFlags: fmt.Sprintf("-X %[1]s/pkg/version.Version=%[2]s -X %[1]s/pkg/version.BuildDate=%[3]s", pkg, KubeRouterVersion, kubeRouterReleased),
+	}
+}
 
 // Registry is CNCF Distribution's registry with the filesystem driver only.
 func Registry(module string) Program {
@@ -135,7 +190,11 @@ wait:
 // stripped and free of paths and VCS stamps, so they depend on the module's
 // pins and the toolchain only.
 func Args(p Program, out string) []string {
-	args := []string{"build", "-v", "-trimpath", "-buildvcs=false", "-ldflags=-s -w"}
+	ldflags := "-s -w"
+	if p.LDFlags != "" {
+		ldflags += " " + p.LDFlags
+	}
+	args := []string{"build", "-v", "-trimpath", "-buildvcs=false", "-ldflags=" + ldflags}
 	if p.ModMod {
 		args = append(args, "-mod=mod")
 	}
