@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -90,6 +91,24 @@ func post(ctx context.Context, client *http.Client, base, body string) (answer, 
 	}
 	req.Header.Set("Content-Type", "application/json")
 	return send(client, req)
+}
+
+// postUntil POSTs body until the answer's code is one of codes, for at most
+// within, and returns the last answer; the error says it never came.
+func postUntil(ctx context.Context, client *http.Client, base, body string, within time.Duration, codes ...int) (answer, error) {
+	var last answer
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, within, true, func(ctx context.Context) (bool, error) {
+		a, err := post(ctx, client, base, body)
+		if err != nil {
+			return false, nil
+		}
+		last = a
+		return slices.Contains(codes, a.Code), nil
+	})
+	if err != nil {
+		return last, fmt.Errorf("no answer %v to POST within %s (last: %v): %w", codes, within, last, err)
+	}
+	return last, nil
 }
 
 // experimentBody is a valid body for id with some payload.

@@ -213,19 +213,13 @@ func TestHistoryDatabaseOutage(t *testing.T) {
 			c := newClient(1, false)
 			// The store opens in the background: the backend is ready (it
 			// serves live Jobs) before its first POST can be claimed.
-			var a answer
-			err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-				var err error
-				a, err = post(ctx, c, b.URL(), experimentBody("pg-out-1", ""))
-				return err == nil && a.Code == http.StatusCreated, nil
-			})
-			if err != nil {
-				failf(t, "POST with the database up: %v", a)
+			if _, err := postUntil(ctx, c, b.URL(), experimentBody("pg-out-1", ""), 30*time.Second, http.StatusCreated); err != nil {
+				failf(t, "POST with the database up: %v", err)
 			}
 			if err := pg.Halt(ctx); err != nil {
 				t.Fatal(err)
 			}
-			a, err = post(ctx, c, b.URL(), experimentBody("pg-out-2", ""))
+			a, err := post(ctx, c, b.URL(), experimentBody("pg-out-2", ""))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -257,12 +251,8 @@ func TestHistoryDatabaseOutage(t *testing.T) {
 			}
 			t0 := time.Now()
 			for _, p := range []*backendproc.Process{b, late} {
-				err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-					a, err := post(ctx, c, p.URL(), experimentBody("pg-out-2", ""))
-					return err == nil && (a.Code == http.StatusCreated || a.Code == http.StatusOK), nil
-				})
-				if err != nil {
-					errorf(t, "POST still refused 30 s after the database came back")
+				if _, err := postUntil(ctx, c, p.URL(), experimentBody("pg-out-2", ""), 30*time.Second, http.StatusCreated, http.StatusOK); err != nil {
+					errorf(t, "after the database came back: %v", err)
 				}
 			}
 			t.Logf("both backends accept POSTs again %s after the database came back", time.Since(t0).Round(100*time.Millisecond))

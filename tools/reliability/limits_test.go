@@ -80,12 +80,8 @@ func TestQuotaAnswers429(t *testing.T) {
 		Assess("once Jobs are gone (as their TTL removes them), POSTs succeed again", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			deleteJobs(ctx, t)
 			// The quota's usage follows the deletions after a moment.
-			err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-				a, err := post(ctx, newClient(1, false), suite.backend.URL(), experimentBody("quota-after", ""))
-				return err == nil && a.Code == http.StatusCreated, nil
-			})
-			if err != nil {
-				t.Errorf("POST still refused 30 s after the Jobs were gone: %v", err)
+			if _, err := postUntil(ctx, newClient(1, false), suite.backend.URL(), experimentBody("quota-after", ""), 30*time.Second, http.StatusCreated); err != nil {
+				t.Errorf("after the Jobs were gone: %v", err)
 			}
 			return ctx
 		}).
