@@ -132,29 +132,20 @@ const sqliteProgressLinger = 5 * time.Millisecond
 // a checkpoint. A durable transaction is committed synchronous(FULL),
 // which syncs the WAL first.
 func (s *sqliteStore) inTx(ctx context.Context, durable bool, fn func(*sql.Tx) error) error {
-	if !durable {
-		tx, err := s.w.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		if err := fn(tx); err != nil {
-			_ = tx.Rollback()
-			return err
-		}
-		return tx.Commit()
-	}
 	// The setting belongs to the connection: pin the writer's one.
 	conn, err := s.w.Conn(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous(FULL)"); err != nil {
-		return err
+	if durable {
+		if _, err := conn.ExecContext(ctx, "PRAGMA synchronous(FULL)"); err != nil {
+			return err
+		}
+		// Back to NORMAL even if ctx ended; should that fail, the
+		// writer only stays slower.
+		defer conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous(NORMAL)")
 	}
-	// Back to NORMAL even if ctx ended; should that fail, the writer
-	// only stays slower.
-	defer conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous(NORMAL)")
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return err
