@@ -276,21 +276,42 @@ func (p *Process) tail(n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// RSS is the process's resident set size in bytes (0 if it is not running).
-func (p *Process) RSS() int64 {
+// Memory is a process's resident memory in bytes.
+type Memory struct {
+	// RSS is all of it (VmRSS), Anon the part no file backs (RssAnon):
+	// the heap and stacks. The rest is mostly the binary's own pages,
+	// shared and given back to the kernel under pressure.
+	RSS, Anon int64
+}
+
+// Memory reads the process's resident memory (zero if it is not running).
+func (p *Process) Memory() Memory {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.PID()))
 	if err != nil {
-		return 0
+		return Memory{}
 	}
+	var m Memory
 	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			f := strings.Fields(v)
-			kb, _ := strconv.ParseInt(f[0], 10, 64)
-			return kb << 10
+		name, v, ok := strings.Cut(l, ":")
+		if !ok || (name != "VmRSS" && name != "RssAnon") {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) == 0 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[0], 10, 64)
+		if name == "VmRSS" {
+			m.RSS = kb << 10
+		} else {
+			m.Anon = kb << 10
 		}
 	}
-	return 0
+	return m
 }
+
+// RSS is the process's resident set size in bytes (0 if it is not running).
+func (p *Process) RSS() int64 { return p.Memory().RSS }
 
 // CPU is the process's user and system CPU time so far.
 func (p *Process) CPU() time.Duration { return ProcessCPU(p.PID()) }
@@ -316,14 +337,22 @@ func ProcessCPU(pid int) time.Duration {
 // PeakRSS samples RSS every 20 ms until the returned stop is called, which
 // returns the peak.
 func (p *Process) PeakRSS() (stop func() int64) {
+	peak := p.PeakMemory()
+	return func() int64 { return peak().RSS }
+}
+
+// PeakMemory samples Memory every 20 ms until the returned stop is called,
+// which returns the peak of each.
+func (p *Process) PeakMemory() (stop func() Memory) {
 	stopc := make(chan struct{})
-	done := make(chan int64, 1)
+	done := make(chan Memory, 1)
 	go func() {
-		var peak int64
+		var peak Memory
 		t := time.NewTicker(20 * time.Millisecond)
 		defer t.Stop()
 		for {
-			peak = max(peak, p.RSS())
+			m := p.Memory()
+			peak.RSS, peak.Anon = max(peak.RSS, m.RSS), max(peak.Anon, m.Anon)
 			select {
 			case <-stopc:
 				done <- peak
@@ -332,5 +361,5 @@ func (p *Process) PeakRSS() (stop func() int64) {
 			}
 		}
 	}()
-	return func() int64 { close(stopc); return <-done }
+	return func() Memory { close(stopc); return <-done }
 }

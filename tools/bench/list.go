@@ -15,16 +15,18 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/gmini-dev/gmini/tools/backendproc"
 )
 
 // listRow is one line of the list table.
 type listRow struct {
-	records        int
-	inFlight       int // of records, experiments whose Job is still there
-	backend        string
-	pages          int
-	lat            []time.Duration
-	rssIdle, rssPk int64
+	records    int
+	inFlight   int // of records, experiments whose Job is still there
+	backend    string
+	pages      int
+	lat        []time.Duration
+	idle, peak backendproc.Memory
 }
 
 const (
@@ -72,7 +74,7 @@ func listBenchmarks(ctx context.Context, env *benchEnv, backends []*backendRun, 
 			}
 			r.records, r.inFlight = made, inFlight
 			rep.lists = append(rep.lists, r)
-			env.log.Info("list", "backend", b.row, "records", made, "in flight", inFlight, "pages", r.pages, "p50", pct(r.lat, 50), "p99", pct(r.lat, 99), "peak RSS MiB", r.rssPk>>20)
+			env.log.Info("list", "backend", b.row, "records", made, "in flight", inFlight, "pages", r.pages, "p50", pct(r.lat, 50), "p99", pct(r.lat, 99), "peak RSS MiB", r.peak.RSS>>20, "peak anon MiB", r.peak.Anon>>20)
 		}
 		return nil
 	}
@@ -187,8 +189,8 @@ func waitJobs(ctx context.Context, env *benchEnv, namespace string, want int) er
 // pageAll has listers clients page through GET /experiments, from the
 // first page to the last and again, for listPeriod.
 func pageAll(ctx context.Context, c *http.Client, b *backendRun) (listRow, error) {
-	r := listRow{backend: b.row, rssIdle: b.proc.RSS()}
-	stopRSS := b.proc.PeakRSS()
+	r := listRow{backend: b.row, idle: b.proc.Memory()}
+	stopPeak := b.proc.PeakMemory()
 	var mu sync.Mutex
 	var failed atomic.Value
 	deadline := time.Now().Add(listPeriod)
@@ -217,7 +219,7 @@ func pageAll(ctx context.Context, c *http.Client, b *backendRun) (listRow, error
 		})
 	}
 	wg.Wait()
-	r.rssPk = stopRSS()
+	r.peak = stopPeak()
 	if err, ok := failed.Load().(error); ok {
 		return r, fmt.Errorf("list from %s: %w", b.row, err)
 	}

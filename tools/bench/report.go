@@ -98,10 +98,11 @@ func (r *report) print(w io.Writer) {
 
 	if len(r.lists) > 0 {
 		fmt.Fprintf(w, "\n### GET /experiments: %d clients paging through the whole list at once for %s (default page of 100)\n\n", listers, listPeriod)
-		fmt.Fprintln(w, "| experiments | of them in flight (Job there) | backend | pages served | p50 per page | p99 per page | backend RSS before | peak backend RSS |")
-		fmt.Fprintln(w, "|---:|---:|---|---:|---:|---:|---:|---:|")
+		fmt.Fprintln(w, "| experiments | of them in flight (Job there) | backend | pages served | p50 per page | p99 per page | backend RSS before | peak backend RSS | of it anonymous (heap), before / peak |")
+		fmt.Fprintln(w, "|---:|---:|---|---:|---:|---:|---:|---:|---:|")
 		for _, l := range r.lists {
-			fmt.Fprintf(w, "| %d | %d | %s | %d | %s | %s | %s | %s |\n", l.records, l.inFlight, l.backend, l.pages, ms(pct(l.lat, 50)), ms(pct(l.lat, 99)), mib(l.rssIdle), mib(l.rssPk))
+			fmt.Fprintf(w, "| %d | %d | %s | %d | %s | %s | %s | %s | %s / %s |\n", l.records, l.inFlight, l.backend, l.pages, ms(pct(l.lat, 50)), ms(pct(l.lat, 99)),
+				mib(l.idle.RSS), mib(l.peak.RSS), mib(l.idle.Anon), mib(l.peak.Anon))
 		}
 	}
 
