@@ -23,9 +23,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/leaderelection"
@@ -141,31 +140,33 @@ func newRecorder(cfg Config) *recorder {
 
 // run records until ctx ends (leadership lost or the backend stopping).
 func (r *recorder) run(ctx context.Context) {
-	informer := cache.NewSharedIndexInformerWithOptions(r.listWatch(), &batchv1.Job{},
-		cache.SharedIndexInformerOptions{ResyncPeriod: resync})
+	factory := informers.NewSharedInformerFactoryWithOptions(r.cfg.Client, resync,
+		informers.WithNamespace(r.cfg.Namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = jobspec.RecordingSelector }))
+	jobs := factory.Batch().V1().Jobs()
 	// Set before the informer starts, so the cache holds *cachedJob only.
-	if err := informer.SetTransform(slimJob); err != nil {
+	if err := jobs.Informer().SetTransform(slimJob); err != nil {
 		r.log.Error("recorder: cannot slim its cache; not recording", "err", err)
 		return
 	}
-	r.jobs = informer.GetIndexer()
+	r.jobs = jobs.Informer().GetIndexer()
 	enqueue := func(obj any) {
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
 			r.queue.Add(key)
 		}
 	}
-	_, _ = informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	_, _ = jobs.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    enqueue,
 		UpdateFunc: func(_, obj any) { enqueue(obj) },
 		DeleteFunc: r.deleted,
 	})
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Go(func() { informer.RunWithContext(ctx) })
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
 	defer r.queue.ShutDown()
-	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), jobs.Informer().HasSynced) {
 		return
 	}
+	var wg sync.WaitGroup
 	for range r.cfg.Workers {
 		wg.Go(func() {
 			for r.next(ctx) {
@@ -176,48 +177,6 @@ func (r *recorder) run(ctx context.Context) {
 	<-ctx.Done()
 	r.queue.ShutDown()
 	wg.Wait()
-}
-
-// listPage is how many Jobs the recorder's informer lists per request.
-const listPage = 500
-
-// listWatch lists and watches the Jobs not yet recorded. The informer's
-// reflector gathers its whole first list before any of it reaches the
-// cache transform, so a backend starting beside thousands of Jobs in flight
-// held all of them whole at once (their pod templates carry the
-// experiments' bodies): 100 MiB for 5,000. The list here asks for pages and
-// keeps of each Job only what the cache keeps.
-//
-// Where the API server streams the first list instead (WatchList), each Job
-// reaches the transform alone and the list is not called.
-func (r *recorder) listWatch() cache.ListerWatcher {
-	jobs := r.cfg.Client.BatchV1().Jobs(r.cfg.Namespace)
-	return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.LabelSelector = jobspec.RecordingSelector
-			// The API server answers "0" from its cache, which ignores
-			// the limit: ask for the latest state instead, in pages.
-			if o.ResourceVersion == "0" {
-				o.ResourceVersion = ""
-			}
-			if o.Limit == 0 {
-				o.Limit = listPage
-			}
-			list, err := jobs.List(ctx, o)
-			if err != nil {
-				return nil, err
-			}
-			for i := range list.Items {
-				c, _ := slimJob(&list.Items[i])
-				list.Items[i] = *c.(*cachedJob).job()
-			}
-			return list, nil
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.LabelSelector = jobspec.RecordingSelector
-			return jobs.Watch(ctx, o)
-		},
-	}, r.cfg.Client)
 }
 
 // next records one queued Job; false once the queue shut down.

@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
@@ -14,11 +13,9 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
-	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
@@ -353,44 +350,5 @@ func TestSlimJobKeepsWhatRecordingReads(t *testing.T) {
 	tomb := cache.DeletedFinalStateUnknown{Key: "ns/exp-a", Obj: &cachedJob{}}
 	if got, _ := slimJob(tomb); got != any(tomb) {
 		t.Errorf("a tombstone is not passed through: %v", got)
-	}
-}
-
-// The informer's list asks for pages of the Jobs not yet recorded, from the
-// latest state, and hands on Jobs without what the cache drops.
-func TestListWatchListsSlimPages(t *testing.T) {
-	f := newFixture(t)
-	ctx := context.Background()
-	recorded := job(t, "recorded")
-	recorded.Labels[jobspec.LabelRecorded] = "true"
-	for _, j := range []*batchv1.Job{job(t, "a"), job(t, "b"), recorded} {
-		if _, err := f.client.BatchV1().Jobs(ns).Create(ctx, j, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var asked metav1.ListOptions
-	f.client.PrependReactor("list", "jobs", func(a clienttesting.Action) (bool, runtime.Object, error) {
-		asked = a.(clienttesting.ListActionImpl).ListOptions
-		return false, nil, nil
-	})
-	obj, err := newRecorder(f.cfg).listWatch().(cache.ListerWatcherWithContext).ListWithContext(ctx, metav1.ListOptions{ResourceVersion: "0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if asked.ResourceVersion != "" || asked.Limit != listPage || asked.LabelSelector != jobspec.RecordingSelector {
-		t.Errorf("list asked with %+v; want resourceVersion \"\", limit %d, selector %q", asked, listPage, jobspec.RecordingSelector)
-	}
-	list := obj.(*batchv1.JobList)
-	var ids []string
-	for _, j := range list.Items {
-		id, _ := jobspec.Owns(&j)
-		ids = append(ids, id)
-		if len(j.Spec.Template.Spec.Containers) != 0 {
-			t.Errorf("listed Job %s keeps its pod template", j.Name)
-		}
-	}
-	slices.Sort(ids)
-	if !slices.Equal(ids, []string{"a", "b"}) {
-		t.Errorf("listed %v, want [a b]: the recorded Job is not listed", ids)
 	}
 }
