@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -122,20 +121,8 @@ func listBenchmarks(ctx context.Context, env *benchEnv, backends []*backendRun, 
 
 // gminiDelete cancels an experiment through the backend.
 func gminiDelete(ctx context.Context, c *http.Client, b *backendRun, id string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, b.proc.URL()+"/experiments/"+url.PathEscape(id), nil)
-	if err != nil {
-		return err
-	}
-	res, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
-	if res.StatusCode != http.StatusOK && res.StatusCode != http.StatusAccepted {
-		return fmt.Errorf("DELETE /experiments/%s: %d %s", id, res.StatusCode, msg)
-	}
-	return nil
+	_, err := call(ctx, c, b, http.MethodDelete, "/experiments/"+url.PathEscape(id), "", http.StatusOK, http.StatusAccepted)
+	return err
 }
 
 // restartRecorder restarts b and waits until it records again, its cache
@@ -148,17 +135,8 @@ func restartRecorder(ctx context.Context, c *http.Client, b *backendRun) error {
 		return err
 	}
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.proc.URL()+"/metrics", nil)
-		if err != nil {
-			return false, err
-		}
-		res, err := c.Do(req)
-		if err != nil {
-			return false, nil
-		}
-		defer res.Body.Close()
-		body, _ := io.ReadAll(res.Body)
-		return strings.Contains(string(body), "\ngmini_history_leader 1"), nil
+		body, err := call(ctx, c, b, http.MethodGet, "/metrics", "", http.StatusOK)
+		return err == nil && strings.Contains(string(body), "\ngmini_history_leader 1"), nil
 	})
 	if err != nil {
 		return fmt.Errorf("wait for %s to record again: %w", b.row, err)
@@ -199,12 +177,12 @@ func pageAll(ctx context.Context, c *http.Client, b *backendRun) (listRow, error
 		wg.Go(func() {
 			cont := ""
 			for time.Now().Before(deadline) && ctx.Err() == nil {
-				u := b.proc.URL() + "/experiments"
+				path := "/experiments"
 				if cont != "" {
-					u += "?continue=" + url.QueryEscape(cont)
+					path += "?continue=" + url.QueryEscape(cont)
 				}
 				t := time.Now()
-				next, err := page(ctx, c, u)
+				next, err := page(ctx, c, b, path)
 				d := time.Since(t)
 				if err != nil {
 					failed.Store(err)
@@ -226,22 +204,10 @@ func pageAll(ctx context.Context, c *http.Client, b *backendRun) (listRow, error
 	return r, nil
 }
 
-func page(ctx context.Context, c *http.Client, u string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+func page(ctx context.Context, c *http.Client, b *backendRun, path string) (string, error) {
+	body, err := call(ctx, c, b, http.MethodGet, path, "", http.StatusOK)
 	if err != nil {
 		return "", err
-	}
-	res, err := c.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(res.Body)
-	if err != nil {
-		return "", err
-	}
-	if res.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s: %d %s", u, res.StatusCode, body)
 	}
 	var p struct {
 		Continue string `json:"continue"`

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -361,25 +362,37 @@ func directCreate(client kubernetes.Interface, tmpl *batchv1.JobTemplateSpec, pr
 func gminiPost(c *http.Client, b *backendRun, prefix string) createFunc {
 	return func(ctx context.Context, i int) error {
 		body := fmt.Sprintf(`{"experiment": {"id": "bench-%s-%d", "key": "k-%d"}}`, prefix, i, i)
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.proc.URL()+"/experiment", strings.NewReader(body))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		if b.token != "" {
-			req.Header.Set("Authorization", "Bearer "+b.token)
-		}
-		res, err := c.Do(req)
-		if err != nil {
-			return err
-		}
-		defer res.Body.Close()
-		msg, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
-		if res.StatusCode != http.StatusCreated {
-			return fmt.Errorf("POST /experiment: %d %s", res.StatusCode, msg)
-		}
-		return nil
+		_, err := call(ctx, c, b, http.MethodPost, "/experiment", body, http.StatusCreated)
+		return err
 	}
+}
+
+// call sends one request to b's API (with its token, if it has one) and
+// returns the answer's body; an answer not among want is an error.
+func call(ctx context.Context, c *http.Client, b *backendRun, method, path, body string, want ...int) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, b.proc.URL()+path, strings.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if b.token != "" {
+		req.Header.Set("Authorization", "Bearer "+b.token)
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	out, err := io.ReadAll(res.Body)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(want, res.StatusCode) {
+		return nil, fmt.Errorf("%s %s: %d %s", method, path, res.StatusCode, out)
+	}
+	return out, nil
 }
 
 func jobTemplate(ctx context.Context, client kubernetes.Interface) (*batchv1.JobTemplateSpec, error) {

@@ -49,14 +49,14 @@ type pendingWrite[T any] struct {
 // errStoreClosed answers writes made after Close.
 var errStoreClosed = errors.New("history: the store is closed")
 
-// newGroupCommit starts the writer; at most max writes share a
+// newGroupCommit starts the writer; at most maxBatch writes share a
 // transaction, and a write made with later waits at most linger.
-func newGroupCommit[T any](max int, linger time.Duration, inTx func(context.Context, bool, func(T) error) error) *groupCommit[T] {
+func newGroupCommit[T any](maxBatch int, linger time.Duration, inTx func(context.Context, bool, func(T) error) error) *groupCommit[T] {
 	g := &groupCommit[T]{
 		inTx:   inTx,
-		max:    max,
+		max:    maxBatch,
 		linger: linger,
-		queue:  make(chan *pendingWrite[T], max),
+		queue:  make(chan *pendingWrite[T], maxBatch),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
