@@ -70,7 +70,7 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 	fs.BoolVar(&o.skipE2E, "skip-e2e", false, "skip the cluster with a node (POST-to-Complete)")
 	fs.StringVar(&extra, "backend-args", "", "extra flags for the backend, space-separated (e.g. \"--kube-qps 50 --kube-burst 100\" to compare settings)")
 	fs.StringVar(&compare, "compare-args", "", "flags of another backend measured in its own row (e.g. \"--kube-qps 50 --kube-burst 100\", the settings before an earlier fix); empty: no such row")
-	fs.StringVar(&o.compareRef, "compare-ref", "", "a git revision whose backend is built and measured in its own row beside this checkout's (before/after a change); empty: no such row")
+	fs.StringVar(&o.compareRef, "compare-ref", "", "a git revision whose backend is built and measured beside this checkout's, without history or auth and as each of -variants, each in a row of its own (before/after a change); empty: no such rows")
 	var variants string
 	fs.StringVar(&variants, "variants", "sqlite,postgres,auth", "backends measured beside gmini without history or auth: sqlite, postgres (history in each) and auth (--auth kubernetes); comma-separated, empty for none")
 	fs.IntVar(&o.listN, "list", 20000, "experiments in the history for the list benchmark, measured at half and at all of them; 0 skips it")

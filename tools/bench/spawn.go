@@ -143,7 +143,7 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, l layout.Layout, c *
 	}
 	backends := []*backendRun{off}
 	for _, v := range o.variants {
-		b, err := env.variant(ctx, v)
+		b, err := env.variant(ctx, v, "")
 		if err != nil {
 			return fmt.Errorf("backend %s: %w", v, err)
 		}
@@ -172,6 +172,17 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, l layout.Layout, c *
 		}
 		defer b.proc.Stop(context.WithoutCancel(ctx))
 		backends = append(backends, b)
+		// And each variant at the revision, so a change to history or
+		// auth has its before and after in the same run.
+		for _, v := range o.variants {
+			b, err := atRef.variant(ctx, v, o.compareRef)
+			if err != nil {
+				return fmt.Errorf("backend %s at %s: %w", v, o.compareRef, err)
+			}
+			defer b.proc.Stop(context.WithoutCancel(ctx))
+			backends = append(backends, b)
+		}
+		env.started = atRef.started
 	}
 
 	direct, err := clientset(base, -1, 0)

@@ -89,23 +89,32 @@ func (e *benchEnv) backend(ctx context.Context, row, namespace string, args []st
 	return &backendRun{row: row, id: name, namespace: namespace, proc: p}, nil
 }
 
-// variant starts the backend of one variant in a namespace of its own.
-func (e *benchEnv) variant(ctx context.Context, v string) (*backendRun, error) {
-	namespace := "gmini-bench-" + v
+// variant starts the backend of one variant in a namespace of its own;
+// ref, when not empty, names the revision e.bin was built from, so the row
+// and its namespace and database are its own beside this checkout's.
+func (e *benchEnv) variant(ctx context.Context, v, ref string) (*backendRun, error) {
+	namespace, row, file := "gmini-bench-"+v, rowName(v), "history-sqlite.db"
+	if ref != "" {
+		namespace, row, file = namespace+"-ref", row+" at "+ref, "history-sqlite-ref.db"
+	}
 	switch v {
 	case variantSQLite:
-		db := filepath.Join(e.logDir, "history-sqlite.db")
+		db := filepath.Join(e.logDir, file)
 		for _, f := range []string{db, db + "-wal", db + "-shm"} {
 			_ = os.Remove(f)
 		}
-		return e.backend(ctx, rowName(v), namespace, []string{"--history-dsn", "sqlite:" + db})
+		return e.backend(ctx, row, namespace, []string{"--history-dsn", "sqlite:" + db})
 	case variantPostgres:
-		pg, err := postgres.Start(ctx, e.l.Output("postgres", "bench"), postgres.WithLogger(e.log))
-		if err != nil {
-			return nil, err
+		// One server for every PostgreSQL row: each records its own
+		// namespace's Jobs, with IDs no other row uses.
+		if e.pg == nil {
+			pg, err := postgres.Start(ctx, e.l.Output("postgres", "bench"), postgres.WithLogger(e.log))
+			if err != nil {
+				return nil, err
+			}
+			e.pg = pg
 		}
-		e.pg = pg
-		return e.backend(ctx, rowName(v), namespace, []string{"--history-dsn", pg.DSN()})
+		return e.backend(ctx, row, namespace, []string{"--history-dsn", e.pg.DSN()})
 	case variantAuth:
 		if err := e.deploy(ctx, namespace); err != nil {
 			return nil, err
@@ -114,7 +123,7 @@ func (e *benchEnv) variant(ctx context.Context, v string) (*backendRun, error) {
 		if err != nil {
 			return nil, err
 		}
-		b, err := e.backend(ctx, rowName(v), namespace, []string{"--auth", "kubernetes"})
+		b, err := e.backend(ctx, row, namespace, []string{"--auth", "kubernetes"})
 		if err != nil {
 			return nil, err
 		}
