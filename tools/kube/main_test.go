@@ -37,11 +37,11 @@ func TestDispatch(t *testing.T) {
 
 func TestRunUnknownComponent(t *testing.T) {
 	var stderr bytes.Buffer
-	if code := run([]string{"/x/kube", "etcd"}, &stderr); code != 2 {
+	if code := run([]string{"/x/kube", "etcdctl"}, &stderr); code != 2 {
 		t.Errorf("exit code %d, want 2", code)
 	}
 	out := stderr.String()
-	for _, want := range []string{`unknown component "etcd"`, "usage: kube COMPONENT", "kube-apiserver, kube-controller-manager, kube-proxy, kube-scheduler, kubelet"} {
+	for _, want := range []string{`unknown component "etcdctl"`, "usage: kube COMPONENT", "etcd, kube-apiserver, kube-controller-manager, kube-proxy, kube-scheduler, kubelet"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("usage lacks %q:\n%s", want, out)
 		}

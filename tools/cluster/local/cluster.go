@@ -11,9 +11,8 @@
 // directory. A state file there records what was started, so Destroy
 // works from a different process and after a crash.
 //
-// Needs root, cgroup v1 (or hybrid), and the Debian packages etcd-server,
-// containerd, runc, containernetworking-plugins, iptables, iproute2 and
-// conntrack.
+// Needs root, cgroup v1 (or hybrid), and the Debian packages containerd,
+// runc, containernetworking-plugins, iptables, iproute2 and conntrack.
 package local
 
 import (

@@ -208,7 +208,7 @@ func (c *Cluster) preflight() error {
 	} else if _, err := os.Stat(c.kubeBin); err != nil {
 		missing = append(missing, fmt.Errorf("kube binary: %w", err))
 	}
-	tools := []string{"etcd", "ip", "nsenter", "sysctl", "iptables"}
+	tools := []string{"ip", "nsenter", "sysctl", "iptables"}
 	if !c.noNode {
 		tools = append(tools, "containerd", "containerd-shim-runc-v2", "runc", "ctr", "conntrack")
 		if c.pauseImage == "" {

@@ -9,9 +9,11 @@ import (
 	"github.com/gmini-dev/gmini/tools/cluster/local/netns"
 )
 
-// etcd is Debian's etcd, on the namespace's loopback only.
+// etcd is the kube binary's etcd (v3.6.4, what kubeadm runs with v1.34), on
+// the namespace's loopback only.
 var etcd = component{
 	name: Etcd,
+	kube: true,
 	args: func(b *boot) []string {
 		return []string{
 			"--name=gmini",

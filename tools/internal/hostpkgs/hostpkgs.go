@@ -18,10 +18,9 @@ import (
 type Package string
 
 // LocalNode returns the packages a Docker-less local Kubernetes node needs
-// next to the kube binary.
+// next to the kube binary (which holds etcd too).
 func LocalNode() []Package {
 	return []Package{
-		"etcd-server",                 // etcd 3.4, which kube-apiserver 1.34 accepts
 		"containerd",                  // CRI runtime for the kubelet
 		"runc",                        // OCI runtime containerd starts containers with
 		"containernetworking-plugins", // bridge, host-local, portmap, loopback in /usr/lib/cni
@@ -45,7 +44,6 @@ func NetworkPolicyEngine() []Package {
 // containerd.io, which conflicts with Debian's containerd but serves the
 // local node as well.
 var provides = map[Package]string{
-	"etcd-server":                 "/usr/bin/etcd",
 	"containerd":                  "/usr/bin/containerd",
 	"runc":                        "/usr/bin/runc",
 	"containernetworking-plugins": "/usr/lib/cni/bridge",

@@ -23,9 +23,9 @@ func TestMissing(t *testing.T) {
 		},
 		{
 			name:   "unknown to dpkg prints nothing",
-			want:   []Package{"runc", "etcd-server"},
+			want:   []Package{"runc", "conntrack"},
 			status: "runc\tinstalled\n",
-			miss:   []Package{"etcd-server"},
+			miss:   []Package{"conntrack"},
 		},
 		{
 			name:   "removed but config left",
