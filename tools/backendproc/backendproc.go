@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,18 +23,18 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/gmini-dev/gmini/tools/images"
 	"github.com/gmini-dev/gmini/tools/internal/layout"
 )
 
-// Build compiles apps/backend as shipped (the same main package the image
-// holds) into the checkout's bin directory and returns the binary's path.
+// Build compiles apps/backend as shipped (the main package the image holds,
+// with the image's build flags) into the checkout's bin directory and
+// returns the binary's path.
 func Build(ctx context.Context, log *slog.Logger, l layout.Layout) (string, error) {
 	t0 := time.Now()
 	bin := l.Bin("backend")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-	cmd.Dir = l.Backend()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build apps/backend: %w\n%s", err, out)
+	if err := images.GoBuild(ctx, l.Backend(), ".", bin, runtime.GOARCH); err != nil {
+		return "", fmt.Errorf("build apps/backend: %w", err)
 	}
 	log.Info("backend built", "bin", bin, "elapsed", time.Since(t0).Round(time.Millisecond))
 	return bin, nil

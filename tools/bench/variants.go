@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 
 	"github.com/gmini-dev/gmini/tools/backendproc"
 	"github.com/gmini-dev/gmini/tools/deploy"
+	"github.com/gmini-dev/gmini/tools/images"
 	"github.com/gmini-dev/gmini/tools/internal/layout"
 	"github.com/gmini-dev/gmini/tools/manifests"
 	"github.com/gmini-dev/gmini/tools/postgres"
@@ -200,10 +202,8 @@ func buildAtRef(ctx context.Context, log *slog.Logger, l layout.Layout, ref stri
 	}
 	defer func() { _ = git("worktree", "remove", "--force", tree) }()
 	bin := filepath.Join(dir, "backend")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-	cmd.Dir = filepath.Join(tree, "apps", "backend")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build the backend at %s: %w\n%s", ref, err, out)
+	if err := images.GoBuild(ctx, filepath.Join(tree, "apps", "backend"), ".", bin, runtime.GOARCH); err != nil {
+		return "", fmt.Errorf("build the backend at %s: %w", ref, err)
 	}
 	log.Info("backend built", "ref", ref, "elapsed", time.Since(t0).Round(time.Millisecond))
 	return bin, nil

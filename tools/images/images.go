@@ -166,11 +166,22 @@ func compile(ctx context.Context, spec Spec, out, arch string) error {
 	if pkg == "" {
 		pkg = "."
 	}
+	if err := GoBuild(ctx, spec.ModuleDir, pkg, out, arch); err != nil {
+		return fmt.Errorf("image %s: %w", spec.Name, err)
+	}
+	return nil
+}
+
+// GoBuild compiles pkg of the module in dir for linux/arch into out, as
+// every image's binary is built: static (no cgo), -trimpath, no VCS stamp,
+// no symbol table or DWARF. Whatever runs a binary outside an image to
+// measure or test it builds it here, so it runs what ships.
+func GoBuild(ctx context.Context, dir, pkg, out, arch string) error {
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", out, pkg)
-	cmd.Dir = spec.ModuleDir
+	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), buildEnv(arch)...)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("image %s: go build %s for linux/%s in %s: %w\n%s", spec.Name, pkg, arch, spec.ModuleDir, err, b)
+		return fmt.Errorf("go build %s for linux/%s in %s: %w\n%s", pkg, arch, dir, err, b)
 	}
 	return nil
 }
