@@ -58,6 +58,7 @@ const (
 	sqliteCheckpointEvery = time.Second
 	sqliteWALPages        = 10000
 	sqliteWALBytes        = 64 << 20
+	sqliteReaderCacheKiB  = 256
 )
 
 func openSQLite(ctx context.Context, path string, log *slog.Logger) (Store, error) {
@@ -76,7 +77,11 @@ func openSQLite(ctx context.Context, path string, log *slog.Logger) (Store, erro
 	busy := fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeout.Milliseconds())
 	wq := url.Values{"_pragma": {busy, "journal_mode(WAL)", "synchronous(NORMAL)", "foreign_keys(1)",
 		fmt.Sprintf("wal_autocheckpoint(%d)", sqliteWALPages), fmt.Sprintf("journal_size_limit(%d)", sqliteWALBytes)}, "_txlock": {"immediate"}}
-	rq := url.Values{"_pragma": {busy, "query_only(1)"}}
+	// Readers keep a small page cache of their own: a page of the list
+	// reads a few index and table pages, and the kernel's page cache holds
+	// the file anyway. SQLite's default (2 MiB per connection, allocated
+	// outside Go's heap) would hold up to 8 MiB of copies in the backend.
+	rq := url.Values{"_pragma": {busy, "query_only(1)", fmt.Sprintf("cache_size(%d)", -sqliteReaderCacheKiB)}}
 	cq := url.Values{"_pragma": {busy, fmt.Sprintf("journal_size_limit(%d)", sqliteWALBytes)}}
 
 	s := &sqliteStore{path: abs, d: sqliteDialect}
