@@ -55,7 +55,7 @@ actionlint:
 images:
 	cd tools && $(GO) run ./cmd/images
 
-## kube: the local node's Kubernetes binary, _output/bin/kube (a cold build takes minutes;
+## kube: the local node's Kubernetes and etcd binary, _output/bin/kube (a cold build takes minutes;
 ## the Go build cache makes later ones a relink)
 kube:
 	cd tools && $(GO) run ./cmd/modbuild kube

@@ -1,7 +1,7 @@
 // Package modbuild compiles the third-party programs the local node and the
 // GitOps loop run, each from a module kept out of go.work: the multi-call
-// Kubernetes binary (tools/kube), kube-router, the NetworkPolicy engine
-// (tools/kuberouter), CNCF Distribution's registry (tools/registry) and
+// Kubernetes and etcd binary (tools/kube), kube-router, the NetworkPolicy
+// engine (tools/kuberouter), CNCF Distribution's registry (tools/registry) and
 // Flux's source-controller and kustomize-controller (tools/flux).
 //
 // Each module pins its own dependency set (tools/kube the v0.34 staging
@@ -59,7 +59,7 @@ const (
 // KubeRouterVersion: the build date stamped into the binary.
 const kubeRouterReleased = "2024-03-02T21:45:54Z"
 
-// Kube is the local node's multi-call Kubernetes binary (kube).
+// Kube is the local node's multi-call Kubernetes and etcd binary (kube).
 func Kube(module string) Program {
 	return Program{Name: "kube", Version: KubernetesVersion, Module: module, Packages: []string{"."}, LDFlags: KubeLDFlags()}
 }
