@@ -56,7 +56,7 @@ func listBenchmarks(ctx context.Context, env *benchEnv, backends []*backendRun, 
 		return fmt.Errorf("suspend the template's Jobs in %s: %w", ns, err)
 	}
 	time.Sleep(2 * time.Second) // the backend's template cache follows
-	live, err := env.backend(ctx, "gmini without history (pages the live Jobs)", ns, nil)
+	live, err := env.backend(ctx, "", "gmini without history (pages the live Jobs)", ns, nil)
 	if err != nil {
 		return err
 	}

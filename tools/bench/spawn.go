@@ -120,7 +120,7 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, l layout.Layout, c *
 	// gmini without history or auth, the reference row, in the dev
 	// overlay's namespace; each variant in a namespace of its own, so
 	// their recorders and Jobs never mix.
-	off, err := env.backend(ctx, "", deploy.Namespace, nil)
+	off, err := env.backend(ctx, "", "", deploy.Namespace, nil)
 	if err != nil {
 		return err
 	}
@@ -152,7 +152,7 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, l layout.Layout, c *
 		backends = append(backends, b)
 	}
 	if len(o.compareArgs) > 0 {
-		b, err := env.backend(ctx, "backend with "+strings.Join(o.compareArgs, " "), deploy.Namespace, o.compareArgs)
+		b, err := env.backend(ctx, "", "backend with "+strings.Join(o.compareArgs, " "), deploy.Namespace, o.compareArgs)
 		if err != nil {
 			return err
 		}
@@ -164,9 +164,8 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, l layout.Layout, c *
 		if err != nil {
 			return err
 		}
-		atRef := *env
-		atRef.bin = bin
-		b, err := atRef.backend(ctx, "gmini at "+o.compareRef, deploy.Namespace, nil)
+		env.refBin = bin
+		b, err := env.backend(ctx, o.compareRef, "gmini at "+o.compareRef, deploy.Namespace, nil)
 		if err != nil {
 			return err
 		}
@@ -175,14 +174,13 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, l layout.Layout, c *
 		// And each variant at the revision, so a change to history or
 		// auth has its before and after in the same run.
 		for _, v := range o.variants {
-			b, err := atRef.variant(ctx, v, o.compareRef)
+			b, err := env.variant(ctx, v, o.compareRef)
 			if err != nil {
 				return fmt.Errorf("backend %s at %s: %w", v, o.compareRef, err)
 			}
 			defer b.proc.Stop(context.WithoutCancel(ctx))
 			backends = append(backends, b)
 		}
-		env.started = atRef.started
 	}
 
 	direct, err := clientset(base, -1, 0)

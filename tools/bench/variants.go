@@ -38,6 +38,7 @@ type benchEnv struct {
 	admin      kubernetes.Interface
 	kubeconfig string
 	bin        string
+	refBin     string // the backend built at -compare-ref, if any
 	logDir     string
 	extra      []string
 	deployed   map[string]bool
@@ -72,8 +73,9 @@ func (e *benchEnv) deploy(ctx context.Context, namespace string) error {
 }
 
 // backend starts a backend for namespace with the admin kubeconfig, its
-// defaults and extra flags; row names its spawn row.
-func (e *benchEnv) backend(ctx context.Context, row, namespace string, args []string) (*backendRun, error) {
+// defaults and extra flags; row names its spawn row. It is this checkout's
+// backend, or with ref not empty the one built at that revision (refBin).
+func (e *benchEnv) backend(ctx context.Context, ref, row, namespace string, args []string) (*backendRun, error) {
 	if err := e.deploy(ctx, namespace); err != nil {
 		return nil, err
 	}
@@ -84,16 +86,24 @@ func (e *benchEnv) backend(ctx context.Context, row, namespace string, args []st
 	e.started = append(e.started, row)
 	all := append([]string{"--kubeconfig", e.kubeconfig, "--namespace", namespace, "--listen", "127.0.0.1:0",
 		"--identity", name}, e.extra...)
-	p := backendproc.New(backendproc.Options{Binary: e.bin, Args: append(all, args...), LogPath: filepath.Join(e.logDir, name+".log"), Log: e.log})
+	p := backendproc.New(backendproc.Options{Binary: e.binary(ref), Args: append(all, args...), LogPath: filepath.Join(e.logDir, name+".log"), Log: e.log})
 	if err := p.Start(ctx); err != nil {
 		return nil, err
 	}
 	return &backendRun{row: row, id: name, namespace: namespace, proc: p}, nil
 }
 
+// binary is this checkout's backend, or with ref not empty refBin.
+func (e *benchEnv) binary(ref string) string {
+	if ref != "" {
+		return e.refBin
+	}
+	return e.bin
+}
+
 // variant starts the backend of one variant in a namespace of its own;
-// ref, when not empty, names the revision e.bin was built from, so the row
-// and its namespace and database are its own beside this checkout's.
+// with ref not empty, the backend built at that revision, in a row,
+// namespace and database of its own beside this checkout's.
 func (e *benchEnv) variant(ctx context.Context, v, ref string) (*backendRun, error) {
 	namespace, row, file := "gmini-bench-"+v, rowName(v), "history-sqlite.db"
 	if ref != "" {
@@ -105,7 +115,7 @@ func (e *benchEnv) variant(ctx context.Context, v, ref string) (*backendRun, err
 		for _, f := range []string{db, db + "-wal", db + "-shm"} {
 			_ = os.Remove(f)
 		}
-		return e.backend(ctx, row, namespace, []string{"--history-dsn", "sqlite:" + db})
+		return e.backend(ctx, ref, row, namespace, []string{"--history-dsn", "sqlite:" + db})
 	case variantPostgres:
 		// One server for every PostgreSQL row: each records its own
 		// namespace's Jobs, with IDs no other row uses.
@@ -116,7 +126,7 @@ func (e *benchEnv) variant(ctx context.Context, v, ref string) (*backendRun, err
 			}
 			e.pg = pg
 		}
-		return e.backend(ctx, row, namespace, []string{"--history-dsn", e.pg.DSN()})
+		return e.backend(ctx, ref, row, namespace, []string{"--history-dsn", e.pg.DSN()})
 	case variantAuth:
 		if err := e.deploy(ctx, namespace); err != nil {
 			return nil, err
@@ -125,7 +135,7 @@ func (e *benchEnv) variant(ctx context.Context, v, ref string) (*backendRun, err
 		if err != nil {
 			return nil, err
 		}
-		b, err := e.backend(ctx, row, namespace, []string{"--auth", "kubernetes"})
+		b, err := e.backend(ctx, ref, row, namespace, []string{"--auth", "kubernetes"})
 		if err != nil {
 			return nil, err
 		}

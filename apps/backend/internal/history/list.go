@@ -34,7 +34,6 @@ func newListQuery(opts ListOptions, d dialect) (listQuery, error) {
 	return listQuery{sql: listSQL(opts.State != "", after), args: args, limit: limit}, nil
 }
 
-// page cuts the rows to the limit and makes the token of the next page.
 // rows is what database/sql's and pgx's query results have in common.
 type rows interface {
 	row
@@ -58,6 +57,7 @@ func (q listQuery) read(rs rows) (Page, error) {
 	return q.page(items), nil
 }
 
+// page cuts the rows to the limit and makes the token of the next page.
 func (q listQuery) page(items []Record) Page {
 	if len(items) <= q.limit {
 		return Page{Items: items}
