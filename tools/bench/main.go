@@ -46,6 +46,7 @@ type options struct {
 	variants         []string
 	listN, inFlight  int
 	spawnName, e2eNm string
+	splitCPUs        bool
 }
 
 func main() {
@@ -75,6 +76,7 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 	fs.StringVar(&variants, "variants", "sqlite,postgres,auth", "backends measured beside gmini without history or auth: sqlite, postgres (history in each) and auth (--auth kubernetes); comma-separated, empty for none")
 	fs.IntVar(&o.listN, "list", 20000, "experiments in the history for the list benchmark, measured at half and at all of them; 0 skips it")
 	fs.IntVar(&o.inFlight, "list-in-flight", 5000, "experiments left in flight when the list is measured again after cancelling the others: the prod overlay's quota on Jobs (count/jobs.batch)")
+	fs.BoolVar(&o.splitCPUs, "split-cpus", false, "run the control plane (etcd, kube-apiserver, kube-controller-manager) on one half of the CPUs and the benchmark, backends and PostgreSQL on the other, as in a cluster where the backend does not share the API server's CPUs (spawn and list benchmarks)")
 	fs.StringVar(&o.spawnName, "cluster", "gmini-bench", "name of the node-less cluster")
 	fs.StringVar(&o.e2eNm, "node-cluster", "gmini-bench-node", "name of the cluster with a node")
 	timeout := fs.Duration("timeout", 45*time.Minute, "bound on the whole run")

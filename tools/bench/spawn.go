@@ -101,6 +101,23 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, l layout.Layout, c *
 			log.Error("destroy cluster", "name", o.spawnName, "err", err)
 		}
 	}()
+	rep.cpus = "shared: every process on every CPU"
+	if o.splitCPUs {
+		split, err := newCPUSplit()
+		if err != nil {
+			return err
+		}
+		if err := split.apply(c); err != nil {
+			return err
+		}
+		defer func() {
+			if err := split.restore(); err != nil {
+				log.Error("give the benchmark every CPU again", "err", err)
+			}
+		}()
+		rep.cpus = split.String()
+		log.Info("CPUs split", "cpus", rep.cpus)
+	}
 	kubeconfig := c.GetKubeconfig()
 	base := c.KubernetesRestConfig()
 	admin, err := clientset(base, -1, 0)
