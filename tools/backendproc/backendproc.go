@@ -25,6 +25,8 @@ import (
 
 	"github.com/gmini-dev/gmini/tools/images"
 	"github.com/gmini-dev/gmini/tools/internal/layout"
+	"github.com/gmini-dev/gmini/tools/internal/logtail"
+	"github.com/gmini-dev/gmini/tools/internal/proc"
 )
 
 // Build compiles apps/backend as shipped (the main package the image holds,
@@ -265,10 +267,9 @@ func (p *Process) tail(n int) string {
 	if err != nil {
 		return fmt.Sprintf("(no backend log: %v)", err)
 	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
+	lines := logtail.Lines(string(data), n)
+	// A JSON log line can carry a whole request body; a few hundred
+	// characters say which line it is.
 	for i, l := range lines {
 		if len(l) > 400 {
 			lines[i] = l[:400] + "..."
@@ -315,24 +316,13 @@ func (p *Process) Memory() Memory {
 func (p *Process) RSS() int64 { return p.Memory().RSS }
 
 // CPU is the process's user and system CPU time so far.
-func (p *Process) CPU() time.Duration { return ProcessCPU(p.PID()) }
-
-// ProcessCPU reads any process's user and system CPU time from
-// /proc/<pid>/stat; 0 if it cannot.
-func ProcessCPU(pid int) time.Duration {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// It is 0 if the process is not running.
+func (p *Process) CPU() time.Duration {
+	st, err := proc.ReadStat(p.PID())
 	if err != nil {
 		return 0
 	}
-	s := string(data)
-	// Fields after the command name, which is in parentheses and may hold spaces.
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+	return st.CPU()
 }
 
 // PeakRSS samples RSS every 20 ms until the returned stop is called, which

@@ -12,6 +12,8 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/env"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/support"
+
+	"github.com/gmini-dev/gmini/tools/internal/logtail"
 )
 
 // Teardown exports the cluster's logs into logsDir and destroys it, unless
@@ -50,10 +52,7 @@ func PrintLogTails(w *os.File, dir string, n int) {
 		if err != nil {
 			return nil
 		}
-		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-		if len(lines) > n {
-			lines = lines[len(lines)-n:]
-		}
+		lines := logtail.Lines(string(data), n)
 		fmt.Fprintf(w, "\n==== last %d lines of %s ====\n%s\n", len(lines), path, strings.Join(lines, "\n"))
 		return nil
 	})

@@ -5,27 +5,41 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
+	"syscall"
 
 	"github.com/gmini-dev/gmini/tools/internal/hostpkgs"
+	"github.com/gmini-dev/gmini/tools/internal/logtail"
 )
 
 // Package is Debian's server package of Version.
 const Package hostpkgs.Package = "postgresql-" + Version
 
-// createClusterConf is read by Debian's postgresql-common when a server
-// package is installed: unless it says create_main_cluster = false, the
-// install creates a cluster "main" and starts it as a system service,
-// which a machine that only runs throwaway test servers must not get.
-const createClusterConf = "/etc/postgresql-common/createcluster.conf"
+// commonConfDir is postgresql-common's configuration. Unless its
+// createcluster.conf, or a file in createcluster.d which that file
+// includes, says create_main_cluster = false, installing a server package
+// creates a cluster "main" for the system, which a machine that only runs
+// throwaway test servers (initdb'd into their own directories) must not
+// get.
+const commonConfDir = "/etc/postgresql-common"
+
+// dropIn is the file that turns the main cluster off while the package
+// installs; it is gone afterwards.
+const dropIn = "gmini-no-main-cluster.conf"
 
 // EnsureInstalled installs Debian's PostgreSQL server if it is missing,
-// without the system-wide cluster its installation would create and start.
+// without the system-wide cluster its installation would create and
+// start, and without a lasting change to the host's configuration.
 func EnsureInstalled(ctx context.Context, log *slog.Logger) error {
+	if os.Geteuid() == 0 {
+		if err := removeLegacyEdit(filepath.Join(commonConfDir, "createcluster.conf")); err != nil {
+			return err
+		}
+	}
 	installed, err := isInstalled(ctx)
 	if err != nil {
 		return err
@@ -33,12 +47,26 @@ func EnsureInstalled(ctx context.Context, log *slog.Logger) error {
 	if installed {
 		return nil
 	}
-	if os.Geteuid() == 0 {
-		if err := disableMainCluster(createClusterConf); err != nil {
-			return err
+	if os.Geteuid() != 0 {
+		return hostpkgs.Ensure(ctx, log, Package) // which says it needs root
+	}
+	mainDir := filepath.Join("/etc/postgresql", Version, "main")
+	_, err = os.Stat(mainDir)
+	mainBefore := err == nil
+	if err := withoutMainCluster(commonConfDir, func() error { return hostpkgs.Ensure(ctx, log, Package) }); err != nil {
+		return err
+	}
+	// A createcluster.conf without the include_dir line (an older
+	// postgresql-common, or one edited by hand) ignores the drop-in: undo
+	// what the install made instead.
+	if _, err := os.Stat(mainDir); err == nil && !mainBefore {
+		log.Warn("the package created a main cluster despite "+dropIn+"; dropping it", "version", Version)
+		out, err := exec.CommandContext(ctx, "pg_dropcluster", "--stop", Version, "main").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("drop the main cluster the install of %s created: %w: %s", Package, err, logtail.String(string(out), 5))
 		}
 	}
-	return hostpkgs.Ensure(ctx, log, Package)
+	return nil
 }
 
 func isInstalled(ctx context.Context) (bool, error) {
@@ -53,44 +81,66 @@ func isInstalled(ctx context.Context) (bool, error) {
 	return len(hostpkgs.Missing([]hostpkgs.Package{Package}, out.String())) == 0, nil
 }
 
-// mainClusterOff matches a setting that already turns the main cluster off.
-var mainClusterOff = regexp.MustCompile(`(?m)^\s*create_main_cluster\s*=\s*'?(false|off|no|0)'?\s*(#.*)?$`)
-
-// disableMainCluster makes path say create_main_cluster = false. Written
-// before postgresql-common is installed, the file is kept: its maintainer
-// script merges the packaged default with ucf, which keeps a local file
-// when nobody can be asked. A later line wins over an earlier one.
-func disableMainCluster(path string) error {
-	b, err := os.ReadFile(path)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("read %s: %w", path, err)
+// withoutMainCluster runs install while a drop-in in confDir's
+// createcluster.d turns the main cluster off, then removes the drop-in
+// and the directories it had to make, also when install fails. A drop-in
+// rather than an edit of createcluster.conf: that file is the package's
+// conffile, and the drop-in is read after it.
+func withoutMainCluster(confDir string, install func() error) error {
+	var made []string
+	for _, d := range []string{confDir, filepath.Join(confDir, "createcluster.d")} {
+		err := os.Mkdir(d, 0o755)
+		if err == nil {
+			made = append(made, d)
+		} else if !errors.Is(err, fs.ErrExist) {
+			return errors.Join(fmt.Errorf("create %s: %w", d, err), removeMade(made))
+		}
 	}
-	if lastSetting(b) {
-		return nil
+	path := filepath.Join(confDir, "createcluster.d", dropIn)
+	text := "# gmini: installing PostgreSQL for test servers only; removed after the install\ncreate_main_cluster = false\n"
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		return errors.Join(fmt.Errorf("write %s: %w", path, err), removeMade(made))
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", filepath.Dir(path), err)
+	err := install()
+	if rerr := os.Remove(path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+		err = errors.Join(err, fmt.Errorf("remove %s: %w", path, rerr))
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", path, err)
-	}
-	text := "# gmini: test servers only, no system-wide cluster\ncreate_main_cluster = false\n"
-	if len(b) > 0 && b[len(b)-1] != '\n' {
-		text = "\n" + text
-	}
-	_, werr := f.WriteString(text)
-	if err := errors.Join(werr, f.Close()); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return errors.Join(err, removeMade(made))
 }
 
-var mainClusterAny = regexp.MustCompile(`(?m)^\s*create_main_cluster\s*=.*$`)
+// removeMade removes the directories withoutMainCluster made, deepest
+// first, unless the install put files there: then they are the package's.
+func removeMade(dirs []string) error {
+	var errs []error
+	for i := len(dirs) - 1; i >= 0; i-- {
+		err := os.Remove(dirs[i])
+		if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EEXIST) {
+			errs = append(errs, fmt.Errorf("remove %s: %w", dirs[i], err))
+		}
+	}
+	return errors.Join(errs...)
+}
 
-// lastSetting reports whether the last create_main_cluster line of b is
-// one that turns it off.
-func lastSetting(b []byte) bool {
-	all := mainClusterAny.FindAll(b, -1)
-	return len(all) > 0 && mainClusterOff.Match(all[len(all)-1])
+// legacyEdit is what earlier versions of this package appended to
+// createcluster.conf and left there.
+const legacyEdit = "# gmini: test servers only, no system-wide cluster\ncreate_main_cluster = false\n"
+
+// removeLegacyEdit takes legacyEdit out of path again, so the host's next
+// PostgreSQL version gets its main cluster as its packages intend.
+func removeLegacyEdit(path string) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	clean := bytes.ReplaceAll(b, []byte(legacyEdit), nil)
+	if bytes.Equal(clean, b) {
+		return nil
+	}
+	if err := os.WriteFile(path, clean, 0o644); err != nil {
+		return fmt.Errorf("remove gmini's line from %s: %w", path, err)
+	}
+	return nil
 }

@@ -23,6 +23,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/gmini-dev/gmini/tools/internal/logtail"
+	"github.com/gmini-dev/gmini/tools/internal/proc"
 )
 
 // Version is the PostgreSQL major version of Debian 12, whose binaries
@@ -167,7 +170,7 @@ func Start(ctx context.Context, dir string, opts ...Option) (_ *Server, err erro
 		return nil, err
 	}
 	if err := s.waitReady(ctx); err != nil {
-		return nil, fmt.Errorf("%w\n--- last lines of %s ---\n%s", err, s.LogPath(), tailFile(s.LogPath(), 30))
+		return nil, fmt.Errorf("%w\n--- last lines of %s ---\n%s", err, s.LogPath(), logtail.File(s.LogPath(), 30))
 	}
 	cfg.log.Info("postgres started", "dir", dir, "pid", s.cmd.Process.Pid, "tcp", s.TCPDSN() != "")
 	return s, nil
@@ -232,6 +235,32 @@ func (s *Server) Halt(ctx context.Context) error {
 	return nil
 }
 
+// Crash kills the server and every process of it at once (SIGKILL to its
+// process group), as a crash of the database would: nothing is flushed, and
+// commits made with synchronous_commit=off that were not yet written are
+// lost. Resume starts it again and recovers from its WAL.
+func (s *Server) Crash(ctx context.Context) error {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return errors.New("postgres: not started")
+	}
+	pgid := s.cmd.Process.Pid // Setpgid: the postmaster leads its group
+	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("postgres: kill process group %d: %w", pgid, err)
+	}
+	// Every backend of the old server must be gone, or the new postmaster
+	// finds their shared memory still attached and refuses to start.
+	for syscall.Kill(-pgid, 0) == nil {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("postgres: processes of group %d outlive SIGKILL: %w", pgid, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	<-s.done
+	s.cfg.log.Info("postgres crashed (killed)", "dir", s.dir, "pid", pgid)
+	return nil
+}
+
 // Resume starts a halted server again on the same data and address.
 func (s *Server) Resume(ctx context.Context) error {
 	o, err := serverUser()
@@ -242,7 +271,7 @@ func (s *Server) Resume(ctx context.Context) error {
 		return err
 	}
 	if err := s.waitReady(ctx); err != nil {
-		return fmt.Errorf("%w\n--- last lines of %s ---\n%s", err, s.LogPath(), tailFile(s.LogPath(), 30))
+		return fmt.Errorf("%w\n--- last lines of %s ---\n%s", err, s.LogPath(), logtail.File(s.LogPath(), 30))
 	}
 	s.cfg.log.Info("postgres resumed", "dir", s.dir, "pid", s.cmd.Process.Pid)
 	return nil
@@ -351,7 +380,7 @@ func (s *Server) initdb(ctx context.Context, o owner) error {
 	cmd.Dir = s.dir
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("postgres: initdb %s: %w\n%s", s.dir, err, lastLines(string(out), 20))
+		return fmt.Errorf("postgres: initdb %s: %w\n%s", s.dir, err, logtail.String(string(out), 20))
 	}
 	if s.cfg.tcp.IsValid() {
 		// initdb trusts loopback only; a server on a namespace's
@@ -541,12 +570,8 @@ func waitUntil(ctx context.Context, d time.Duration, cond func() bool) bool {
 
 // isPostgres reports whether pid is a live (not zombie) postgres process.
 func isPostgres(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	comm, state, _, ok := parseStat(b)
-	return ok && state != 'Z' && state != 'X' && (comm == "postgres" || comm == "postmaster")
+	st, err := proc.ReadStat(pid)
+	return err == nil && st.Alive() && (st.Comm == "postgres" || st.Comm == "postmaster")
 }
 
 // servesData reports whether postgres process pid was started on data, so
@@ -565,48 +590,9 @@ func children(pid int) []int {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		if _, _, ppid, ok := parseStat(b); ok && ppid == pid {
+		if st, err := proc.ReadStat(child); err == nil && st.PPID == pid {
 			out = append(out, child)
 		}
 	}
 	return out
-}
-
-// parseStat reads /proc/<pid>/stat: the command name in parentheses (which
-// may hold spaces, so fields count from the last ')'), the state and the
-// parent's PID.
-func parseStat(b []byte) (comm string, state byte, ppid int, ok bool) {
-	open, end := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
-	if open < 0 || end < open {
-		return "", 0, 0, false
-	}
-	f := strings.Fields(string(b[end+1:]))
-	if len(f) < 2 || len(f[0]) != 1 {
-		return "", 0, 0, false
-	}
-	ppid, err := strconv.Atoi(f[1])
-	if err != nil {
-		return "", 0, 0, false
-	}
-	return string(b[open+1 : end]), f[0][0], ppid, true
-}
-
-func tailFile(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	return lastLines(string(b), n)
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

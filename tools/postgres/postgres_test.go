@@ -1,7 +1,10 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -36,62 +39,126 @@ func TestParsePidFile(t *testing.T) {
 	}
 }
 
-func TestParseStat(t *testing.T) {
+func TestWithoutMainCluster(t *testing.T) {
+	t.Parallel()
+	errInstall := errors.New("apt-get failed")
 	tests := []struct {
-		in        string
-		comm      string
-		state     byte
-		ppid      int
-		wantParse bool
+		name       string
+		existing   []string // directories below the configuration directory before
+		installErr error
+		packaged   bool     // the install puts a file into createcluster.d
+		wantDirs   []string // directories after, "" being the configuration directory
 	}{
-		{"123 (postgres) S 1 123 123 0 -1", "postgres", 'S', 1, true},
-		{"9 (a (b) c) Z 42 9 9", "a (b) c", 'Z', 42, true},
-		{"9 postgres S 1", "", 0, 0, false},
-		{"9 (x)", "", 0, 0, false},
-	}
-	for _, tt := range tests {
-		comm, state, ppid, ok := parseStat([]byte(tt.in))
-		if comm != tt.comm || state != tt.state || ppid != tt.ppid || ok != tt.wantParse {
-			t.Errorf("parseStat(%q) = %q %c %d %v", tt.in, comm, state, ppid, ok)
-		}
-	}
-}
-
-func TestDisableMainCluster(t *testing.T) {
-	const added = "# gmini: test servers only, no system-wide cluster\ncreate_main_cluster = false\n"
-	tests := []struct {
-		name   string
-		before *string // nil: no file
-		want   string
-	}{
-		{"no file yet", nil, added},
-		{"Debian's default, commented out", ptr("ssl = on\n#create_main_cluster = true\n"), "ssl = on\n#create_main_cluster = true\n" + added},
-		{"already off", ptr("create_main_cluster = false\n"), "create_main_cluster = false\n"},
-		{"off, quoted, with a comment", ptr("create_main_cluster = 'off' # no\n"), "create_main_cluster = 'off' # no\n"},
-		{"on", ptr("create_main_cluster = true\n"), "create_main_cluster = true\n" + added},
-		{"off, then on again", ptr("create_main_cluster = false\ncreate_main_cluster = true\n"), "create_main_cluster = false\ncreate_main_cluster = true\n" + added},
-		{"no final newline", ptr("ssl = on"), "ssl = on\n" + added},
+		{name: "no postgresql-common yet", wantDirs: nil},
+		{name: "postgresql-common without createcluster.d", existing: []string{""}, wantDirs: []string{""}},
+		{name: "createcluster.d there", existing: []string{"", "createcluster.d"}, wantDirs: []string{"", "createcluster.d"}},
+		{name: "the install fails", existing: []string{""}, installErr: errInstall, wantDirs: []string{""}},
+		{name: "the install fills a directory we made", packaged: true, wantDirs: []string{"", "createcluster.d"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "postgresql-common", "createcluster.conf")
-			if tt.before != nil {
-				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Parallel()
+			conf := filepath.Join(t.TempDir(), "postgresql-common")
+			for _, d := range tt.existing {
+				if err := os.MkdirAll(filepath.Join(conf, d), 0o755); err != nil {
 					t.Fatal(err)
 				}
+			}
+			err := withoutMainCluster(conf, func() error {
+				if got := mainClusterSetting(t, conf); got != "off" {
+					t.Errorf("during the install create_main_cluster = %q, want off", got)
+				}
+				if tt.packaged {
+					return os.WriteFile(filepath.Join(conf, "createcluster.d", "packaged.conf"), nil, 0o644)
+				}
+				return tt.installErr
+			})
+			if !errors.Is(err, tt.installErr) || (err != nil) != (tt.installErr != nil) {
+				t.Errorf("error = %v, want %v", err, tt.installErr)
+			}
+			var dirs []string
+			_ = filepath.WalkDir(conf, func(p string, d fs.DirEntry, err error) error {
+				if err == nil && d.IsDir() {
+					rel, _ := filepath.Rel(conf, p)
+					dirs = append(dirs, strings.TrimPrefix(rel, "."))
+				}
+				return nil
+			})
+			if d := cmp.Diff(tt.wantDirs, dirs); d != "" {
+				t.Errorf("directories after (-want +got):\n%s", d)
+			}
+			if _, err := os.Stat(filepath.Join(conf, "createcluster.d", dropIn)); err == nil {
+				t.Errorf("%s left", dropIn)
+			}
+		})
+	}
+}
+
+// mainClusterSetting asks postgresql-common's own pg_conftool, as the
+// server package's postinst does, what its packaged createcluster.conf
+// says once pointed at conf; without postgresql-common it reads the
+// drop-in itself.
+func mainClusterSetting(t *testing.T, conf string) string {
+	t.Helper()
+	const packaged = "/usr/share/postgresql-common/createcluster.conf"
+	b, err := os.ReadFile(packaged)
+	if _, lerr := exec.LookPath("pg_conftool"); err != nil || lerr != nil {
+		b, err := os.ReadFile(filepath.Join(conf, "createcluster.d", dropIn))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "\ncreate_main_cluster = false\n") {
+			return "off"
+		}
+		return string(b)
+	}
+	main := filepath.Join(conf, "createcluster.conf")
+	b = bytes.ReplaceAll(b, []byte("'/etc/postgresql-common/createcluster.d'"), []byte("'"+filepath.Join(conf, "createcluster.d")+"'"))
+	if err := os.WriteFile(main, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(main)
+	out, err := exec.Command("pg_conftool", main, "show", "-bs", "create_main_cluster").CombinedOutput()
+	if err != nil {
+		t.Fatalf("pg_conftool: %v: %s", err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func TestRemoveLegacyEdit(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		before *string // nil: no file
+		want   *string
+	}{
+		{"no file", nil, nil},
+		{"Debian's default: untouched", ptr("ssl = on\n#create_main_cluster = true\n"), ptr("ssl = on\n#create_main_cluster = true\n")},
+		{"gmini's line removed", ptr("ssl = on\n" + legacyEdit), ptr("ssl = on\n")},
+		{"the host's own setting kept", ptr("create_main_cluster = false\n"), ptr("create_main_cluster = false\n")},
+		{"in the middle, twice", ptr("a = 1\n" + legacyEdit + "b = 2\n" + legacyEdit), ptr("a = 1\nb = 2\n")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "createcluster.conf")
+			if tt.before != nil {
 				if err := os.WriteFile(path, []byte(*tt.before), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if err := disableMainCluster(path); err != nil {
+			if err := removeLegacyEdit(path); err != nil {
 				t.Fatal(err)
 			}
 			got, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
+			if tt.want == nil {
+				if !os.IsNotExist(err) {
+					t.Errorf("file after = %q, %v; want none", got, err)
+				}
+				return
 			}
-			if d := cmp.Diff(tt.want, string(got)); d != "" {
-				t.Errorf("file after disableMainCluster (-want +got):\n%s", d)
+			if d := cmp.Diff(*tt.want, string(got)); d != "" {
+				t.Errorf("file after removeLegacyEdit (-want +got):\n%s", d)
 			}
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -28,6 +29,9 @@ func netConfig(p plan) netns.Config {
 // b.files.
 func writePKI(_ context.Context, b *boot) error {
 	p := b.p
+	if err := os.MkdirAll(p.pkiDir(), 0o755); err != nil {
+		return fmt.Errorf("make run directory: %w", err)
+	}
 	now := time.Now()
 	ca, err := pki.NewCA("gmini-"+p.Name+"-ca", now)
 	if err != nil {

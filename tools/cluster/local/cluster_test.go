@@ -425,8 +425,14 @@ func assertGone(t *testing.T, st *local.State) {
 	if out, _ := exec.Command("ip", "link", "show", st.Plan.HostLink).CombinedOutput(); !strings.Contains(string(out), "does not exist") {
 		t.Errorf("host link %s left: %s", st.Plan.HostLink, out)
 	}
-	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory", st.Plan.Cgroup)); err == nil {
-		t.Errorf("cgroup %s left", st.Plan.Cgroup)
+	dirs, err := cgroups.Dirs(cgroups.Root, st.Plan.Cgroup)
+	if err != nil {
+		t.Error(err)
+	}
+	for _, d := range dirs {
+		if _, err := os.Stat(d); err == nil {
+			t.Errorf("cgroup %s left", d)
+		}
 	}
 	out, _ := exec.Command("pgrep", "-af", st.Plan.RunDir).Output()
 	if s := strings.TrimSpace(string(out)); s != "" {

@@ -44,6 +44,16 @@ type component struct {
 	readyDesc string
 	// explain names the components whose logs explain a failed ready.
 	explain []string
+	// dirs are the run directory's directories it needs before it starts.
+	dirs []string
+	// owns is what it leaves in the run directory: Destroy removes it with
+	// the cluster's data.
+	owns []string
+	// beforeStop runs just before Destroy stops it, if it runs.
+	beforeStop func(ctx context.Context, p plan) error
+	// cleanup undoes, once Destroy stopped it, what it made outside its
+	// process: iptables rules, containers, mounts' users.
+	cleanup func(ctx context.Context, st *state) error
 }
 
 // components lists every component, for StartComponent.

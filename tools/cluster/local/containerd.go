@@ -15,6 +15,12 @@ import (
 var containerd = component{
 	name: Containerd,
 	node: true,
+	dirs: []string{"containerd", "cni/net.d"},
+	owns: []string{"containerd", "cni"},
+	// Asked to delete its tasks, the shims exit cleanly and remove their
+	// sockets.
+	beforeStop: deleteTasks,
+	cleanup:    removeContainers,
 	configure: func(b *boot) error {
 		p := b.p
 		if err := os.WriteFile(p.path("containerd", "config.toml"), []byte(containerdConfig(p, b.c.pauseTag, snapshotter())), 0o644); err != nil {

@@ -78,6 +78,12 @@ type action struct {
 	netpol   bool
 	registry bool
 	run      func(ctx context.Context, b *boot) error
+	// undo reverses run for Destroy, which runs the undo of every action
+	// in reverse order, from the state file alone; nil if there is
+	// nothing to reverse or owns covers it.
+	undo func(ctx context.Context, t *teardown)
+	// owns is what run leaves in the run directory, removed with the data.
+	owns []string
 }
 
 // actions is the start-up order, as kind's create loop runs its
@@ -86,8 +92,8 @@ type action struct {
 // apiserver do, and the kubelet retries registration until the API answers.
 func actions() []action {
 	return []action{
-		{desc: "certificates written", run: writePKI},
-		{desc: "network namespace ready", run: setUpNetwork},
+		{desc: "certificates written", run: writePKI, owns: []string{"pki", "kubeconfig"}},
+		{desc: "network namespace ready", run: setUpNetwork, undo: tearDownNetwork},
 		start(etcd),
 		start(containerd), // needs no API
 		withRegistry(start(registry)),
@@ -110,12 +116,17 @@ func actions() []action {
 		netpol(start(kubeRouter)),
 		ready(controllerManager),
 		netpol(ready(kubeRouter)),
-		{desc: "storage class and volumes created", node: true, run: createStorage},
+		{desc: "storage class and volumes created", node: true, run: createStorage, owns: []string{"volumes"}},
 	}
 }
 
 func start(comp component) action {
-	return action{desc: comp.name + " started", node: comp.node, run: func(ctx context.Context, b *boot) error {
+	return action{desc: comp.name + " started", node: comp.node, owns: comp.owns, undo: comp.stop, run: func(ctx context.Context, b *boot) error {
+		for _, d := range comp.dirs {
+			if err := os.MkdirAll(b.p.path(d), 0o755); err != nil {
+				return fmt.Errorf("make run directory of %s: %w", comp.name, err)
+			}
+		}
 		if comp.configure != nil {
 			if err := comp.configure(b); err != nil {
 				return fmt.Errorf("configure %s: %w", comp.name, err)
@@ -152,16 +163,11 @@ func (c *Cluster) create(ctx context.Context, p plan) error {
 	if err := c.preflight(); err != nil {
 		return err
 	}
-	for _, d := range []string{p.logDir(), p.pkiDir(), p.containerdDir(), p.kubeletRoot(), p.cniConfDir(), p.path("etcd")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return fmt.Errorf("make run directory: %w", err)
-		}
-	}
-	// etcd refuses a data directory others can read.
-	if err := os.Chmod(p.path("etcd"), 0o700); err != nil {
+	// Every component logs there; Destroy keeps it.
+	if err := os.MkdirAll(p.logDir(), 0o755); err != nil {
 		return fmt.Errorf("make run directory: %w", err)
 	}
-	st := &state{Plan: p, KubeBinary: c.kubeBin, NoNode: c.noNode, Components: map[string]*proc{}}
+	st := &state{Plan: p, KubeBinary: c.kubeBin, NoNode: c.noNode, Components: map[string]*process{}}
 	// The state goes to disk before anything is made, so Destroy can undo
 	// a Create that failed half-way.
 	if err := st.write(p.stateFile()); err != nil {
@@ -185,7 +191,13 @@ func setUpNetwork(ctx context.Context, b *boot) error {
 	if err := netns.Setup(ctx, netConfig(b.p)); err != nil {
 		return fmt.Errorf("set up network: %w", err)
 	}
-	return cgroups.Create(b.p.systemCgroup())
+	if err := cgroups.Create(b.p.systemCgroup()); err != nil {
+		return err
+	}
+	if b.c.noNode {
+		return nil // no containerd, no pod cgroups
+	}
+	return claimContainerdCgroup(b.p)
 }
 
 func importPause(ctx context.Context, b *boot) error {

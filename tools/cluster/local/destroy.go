@@ -22,24 +22,25 @@ import (
 
 	"github.com/gmini-dev/gmini/tools/cluster/local/cgroups"
 	"github.com/gmini-dev/gmini/tools/cluster/local/netns"
+	"github.com/gmini-dev/gmini/tools/internal/logtail"
 )
-
-// stopOrder stops the kubelet first so it restarts no pods while the rest
-// goes down (kube-router before it, so it rewrites no rule while they are
-// removed), and etcd last so the apiserver can shut down cleanly.
-var stopOrder = []string{KubeRouter, Kubelet, KubeProxy, Scheduler, ControllerManager, APIServer, Containerd, Registry, Etcd}
 
 // kubeletChains are made by the kubelet itself; kube-proxy --cleanup
 // leaves them.
 var kubeletChains = []string{"KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT"}
 
 // Destroy stops the cluster and removes everything it made on the machine
-// except the run directory's logs and the host's blackhole route for
-// 198.18.0.0/15 (harmless, shared by all clusters, and keeping it means a
-// stray packet to that range can never leave). It works from the state
-// file alone, so another process can call it, and it is idempotent: a
-// second call, or a call after a crash half-way through Create or Destroy,
-// finishes the job.
+// except the run directory's logs. What clusters share (the host's
+// blackhole route for 198.18.0.0/15, containerd's k8s.io cgroups) goes
+// with the last cluster, and only if a cluster made it. It works from the
+// state file alone, so another process can call it, and it is idempotent:
+// a second call, or a call after a crash half-way through Create or
+// Destroy, finishes the job.
+//
+// It is Create's actions undone in reverse order. So the kubelet stops
+// before the apiserver and containerd, and restarts no pods while they go
+// down; kube-router before the kubelet, and rewrites no rule while the
+// kubelet's are removed; etcd last, so the apiserver shuts down cleanly.
 func (c *Cluster) Destroy(ctx context.Context) error {
 	p, err := c.plan()
 	if err != nil {
@@ -57,52 +58,17 @@ func (c *Cluster) Destroy(ctx context.Context) error {
 		return nil
 	}
 	p = st.Plan
-	t0 := time.Now()
-	var errs []error
-	note := func(err error) {
-		if err != nil {
-			errs = append(errs, err)
+	t := &teardown{c: c, st: st, t0: time.Now()}
+	acts := actions()
+	for i := len(acts) - 1; i >= 0; i-- {
+		if acts[i].undo != nil {
+			acts[i].undo(ctx, t)
 		}
 	}
+	t.note(unmountUnder(p.RunDir))
+	c.log.Info("processes, network, mounts and cgroups removed", "cluster", p.Name, "elapsed", t.elapsed())
 
-	for _, name := range stopOrder {
-		if name == Containerd && running(st.Components[Containerd]) {
-			note(deleteTasks(ctx, p))
-		}
-		note(stopProc(ctx, st.Components[name], c.stopGrace))
-	}
-	// Pod containers live in cgroups containerd names /k8s.io/<id>, outside
-	// our tree, so they are found through runc's state in the run directory;
-	// that works even when containerd died. Then the shims, which are in
-	// our tree, and any component whose record was lost.
-	ids := containerIDs(p)
-	note(deleteContainers(ctx, p, ids))
-	note(killCgroup(ctx, p.Cgroup))
-	removeShimSockets(p, ids)
-	c.log.Info("processes stopped", "cluster", p.Name, "elapsed", time.Since(t0).Round(10*time.Millisecond))
-
-	// Deleting the namespace drops its iptables rules too; cleaning them
-	// first keeps a namespace that cannot be deleted (still in use) from
-	// carrying kube-proxy's and the kubelet's rules.
-	if netns.Exists(p.NetNS) {
-		if _, ok := st.Components[KubeProxy]; ok {
-			argv := netns.Command(p.NetNS, st.KubeBinary, KubeProxy, "--cleanup")
-			if out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput(); err != nil {
-				note(fmt.Errorf("kube-proxy --cleanup: %w: %s", err, lastLines(out, 5)))
-			}
-		}
-		note(removeChains(ctx, p.NetNS))
-		if _, ok := st.Components[KubeRouter]; ok {
-			note(removeKubeRouterState(ctx, p.NetNS))
-		}
-	}
-	note(unmountUnder(p.RunDir))
-	note(netns.Teardown(ctx, netConfig(p)))
-	note(cgroups.Remove(p.Cgroup))
-	note(removeCNICache(p))
-	c.log.Info("network, mounts and cgroups removed", "cluster", p.Name, "elapsed", time.Since(t0).Round(10*time.Millisecond))
-
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(t.errs...); err != nil {
 		return fmt.Errorf("destroy cluster %s: %w", p.Name, err)
 	}
 	// Deleting data is only safe once nothing is mounted below it: a
@@ -111,22 +77,89 @@ func (c *Cluster) Destroy(ctx context.Context) error {
 	if m, err := mountsUnder(p.RunDir); err != nil || len(m) > 0 {
 		return fmt.Errorf("destroy cluster %s: still mounted under run directory, data kept: %v %v", p.Name, m, err)
 	}
-	for _, d := range []string{"containerd", "kubelet", "etcd", "cni", "pod-logs", "pki", "volumes", "registry"} {
-		note(os.RemoveAll(p.path(d)))
-	}
-	for _, f := range []string{"kubeconfig", "kubelet.json", "kube-proxy.json", "state.json"} {
-		if err := os.Remove(p.path(f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			note(err)
+	for _, a := range acts {
+		for _, o := range a.owns {
+			t.note(os.RemoveAll(p.path(o)))
 		}
+	}
+	if err := os.Remove(p.stateFile()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.note(err)
 	}
 	c.mu.Lock()
 	c.rc = nil
 	c.mu.Unlock()
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(t.errs...); err != nil {
 		return fmt.Errorf("destroy cluster %s: %w", p.Name, err)
 	}
-	c.log.Info("cluster destroyed", "cluster", p.Name, "elapsed", time.Since(t0).Round(10*time.Millisecond), "logs", p.logDir())
+	c.log.Info("cluster destroyed", "cluster", p.Name, "elapsed", t.elapsed(), "logs", p.logDir())
 	return nil
+}
+
+// teardown is what the undo steps of Destroy share. A failed step does
+// not stop the others: each removes what it can, and Destroy reports
+// every failure.
+type teardown struct {
+	c    *Cluster
+	st   *state
+	t0   time.Time
+	errs []error
+}
+
+func (t *teardown) note(err error) {
+	if err != nil {
+		t.errs = append(t.errs, err)
+	}
+}
+
+func (t *teardown) elapsed() time.Duration { return time.Since(t.t0).Round(10 * time.Millisecond) }
+
+// stop is the undo of starting comp: nothing if it was never started.
+func (comp component) stop(ctx context.Context, t *teardown) {
+	pr, ok := t.st.Components[comp.name]
+	if !ok {
+		return
+	}
+	if comp.beforeStop != nil && running(pr) {
+		t.note(comp.beforeStop(ctx, t.st.Plan))
+	}
+	t.note(stopProc(ctx, pr, t.c.stopGrace))
+	if comp.cleanup != nil {
+		t.note(comp.cleanup(ctx, t.st))
+	}
+}
+
+// tearDownNetwork undoes setUpNetwork once every component has stopped:
+// first whatever is left in the cluster's cgroup (the shims, and any
+// component whose record was lost), then the namespace and the cgroups.
+func tearDownNetwork(ctx context.Context, t *teardown) {
+	p := t.st.Plan
+	t.note(killCgroup(ctx, p.Cgroup))
+	t.note(netns.Teardown(ctx, netConfig(p)))
+	t.note(cgroups.Remove(p.Cgroup))
+	t.note(releaseContainerdCgroup(p))
+}
+
+// inNamespace runs a clean-up inside the cluster's namespace if it is
+// still there. Deleting the namespace drops its iptables rules too;
+// cleaning them first keeps a namespace that cannot be deleted (still in
+// use) from carrying the components' rules.
+func inNamespace(p plan, clean func() error) error {
+	if !netns.Exists(p.NetNS) {
+		return nil
+	}
+	return clean()
+}
+
+// removeContainers removes, once containerd stopped, what its containers
+// left. Pod containers live in cgroups containerd names /k8s.io/<id>,
+// outside our tree, so they are found through runc's state in the run
+// directory; that works even when containerd died.
+func removeContainers(ctx context.Context, st *state) error {
+	p := st.Plan
+	ids := containerIDs(p)
+	err := deleteContainers(ctx, p, ids)
+	removeShimSockets(p, ids)
+	return errors.Join(err, removeCNICache(p))
 }
 
 // deleteTasks asks containerd to kill and delete every task, so the shims
@@ -139,7 +172,7 @@ func deleteTasks(ctx context.Context, p plan) error {
 	}
 	out, err := ctr("tasks", "ls", "-q")
 	if err != nil {
-		return fmt.Errorf("list containerd tasks: %w: %s", err, lastLines(out, 3))
+		return fmt.Errorf("list containerd tasks: %w: %s", err, oneLine(out, 3))
 	}
 	var errs []error
 	for _, id := range strings.Fields(string(out)) {
@@ -147,7 +180,7 @@ func deleteTasks(ctx context.Context, p plan) error {
 		// deleted (seen destroying a node after the e2e benchmark);
 		// deleteContainers removes whatever it left.
 		if out, err := ctr("tasks", "delete", "--force", id); err != nil && !bytes.Contains(out, []byte("not found")) && !bytes.Contains(out, []byte("ttrpc: closed")) {
-			errs = append(errs, fmt.Errorf("delete task %s: %w: %s", id, err, lastLines(out, 3)))
+			errs = append(errs, fmt.Errorf("delete task %s: %w: %s", id, err, oneLine(out, 3)))
 		}
 	}
 	return errors.Join(errs...)
@@ -172,8 +205,7 @@ func containerIDs(p plan) []string {
 }
 
 // deleteContainers kills every container runc knows in our runc root and
-// removes its cgroups, then the /k8s.io parent cgroups if nothing else
-// uses them.
+// removes its cgroups; releaseContainerdCgroup sees to their parent.
 func deleteContainers(ctx context.Context, p plan, ids []string) error {
 	var errs []error
 	for _, id := range ids {
@@ -182,15 +214,14 @@ func deleteContainers(ctx context.Context, p plan, ids []string) error {
 		}
 		out, err := exec.CommandContext(ctx, "runc", "--root", runcRoot(p), "delete", "--force", id).CombinedOutput()
 		if err != nil && !bytes.Contains(out, []byte("does not exist")) {
-			errs = append(errs, fmt.Errorf("runc delete %s: %w: %s", id, err, lastLines(out, 2)))
+			errs = append(errs, fmt.Errorf("runc delete %s: %w: %s", id, err, oneLine(out, 2)))
 		}
 	}
 	if mounts, err := cgroups.Mounts(); err == nil {
 		for _, m := range mounts {
 			for _, id := range ids {
-				_ = os.Remove(filepath.Join(m, "k8s.io", id)) // runc leaves some hierarchies behind
+				_ = os.Remove(filepath.Join(m, containerdCgroup, id)) // runc leaves some hierarchies behind
 			}
-			_ = os.Remove(filepath.Join(m, "k8s.io")) // fails, as it should, while another containerd uses it
 		}
 	}
 	return errors.Join(errs...)
@@ -242,7 +273,7 @@ func removeChains(ctx context.Context, ns string) error {
 		for _, args := range chainCleanup(string(out)) {
 			cmd := netns.Command(ns, bin, args...)
 			if out, err := exec.CommandContext(ctx, cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
-				errs = append(errs, fmt.Errorf("%s %s: %w: %s", bin, strings.Join(args, " "), err, lastLines(out, 2)))
+				errs = append(errs, fmt.Errorf("%s %s: %w: %s", bin, strings.Join(args, " "), err, oneLine(out, 2)))
 			}
 		}
 	}
@@ -341,10 +372,8 @@ func removeCNICache(p plan) error {
 	return errors.Join(errs...)
 }
 
-func lastLines(b []byte, n int) string {
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, " | ")
+// oneLine keeps the last n lines of a command's output, on one line, for
+// an error that joins others.
+func oneLine(out []byte, n int) string {
+	return strings.Join(logtail.Lines(strings.TrimSpace(string(out)), n), " | ")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/gmini-dev/gmini/tools/cluster/local/netns"
@@ -14,6 +15,10 @@ import (
 var etcd = component{
 	name: Etcd,
 	kube: true,
+	dirs: []string{"etcd"},
+	owns: []string{"etcd"},
+	// etcd refuses a data directory others can read.
+	configure: func(b *boot) error { return os.Chmod(b.p.path("etcd"), 0o700) },
 	args: func(b *boot) []string {
 		return []string{
 			"--name=gmini",

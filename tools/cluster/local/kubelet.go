@@ -14,6 +14,12 @@ var kubelet = component{
 	name: Kubelet,
 	node: true,
 	kube: true,
+	dirs: []string{"kubelet"},
+	owns: []string{"kubelet", "pod-logs", "kubelet.json"},
+	// kube-proxy --cleanup leaves the chains the kubelet makes itself.
+	cleanup: func(ctx context.Context, st *state) error {
+		return inNamespace(st.Plan, func() error { return removeChains(ctx, st.Plan.NetNS) })
+	},
 	configure: func(b *boot) error {
 		return writeJSON(b.p.path("kubelet.json"), kubeletConfig(b.p, b.files))
 	},

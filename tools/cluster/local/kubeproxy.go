@@ -1,11 +1,29 @@
 package local
 
+import (
+	"context"
+	"fmt"
+	"os/exec"
+
+	"github.com/gmini-dev/gmini/tools/cluster/local/netns"
+)
+
 // kubeProxy in iptables mode makes ClusterIPs work inside the namespace, and
 // from the host, which routes the service range through the veth.
 var kubeProxy = component{
 	name: KubeProxy,
 	node: true,
 	kube: true,
+	owns: []string{"kube-proxy.json"},
+	cleanup: func(ctx context.Context, st *state) error {
+		return inNamespace(st.Plan, func() error {
+			argv := netns.Command(st.Plan.NetNS, st.KubeBinary, KubeProxy, "--cleanup")
+			if out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput(); err != nil {
+				return fmt.Errorf("kube-proxy --cleanup: %w: %s", err, oneLine(out, 5))
+			}
+			return nil
+		})
+	},
 	configure: func(b *boot) error {
 		return writeJSON(b.p.path("kube-proxy.json"), kubeProxyConfig(b.p, b.files["kube-proxy.kubeconfig"]))
 	},

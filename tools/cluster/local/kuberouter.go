@@ -27,6 +27,9 @@ import (
 var kubeRouter = component{
 	name: KubeRouter,
 	node: true,
+	cleanup: func(ctx context.Context, st *state) error {
+		return inNamespace(st.Plan, func() error { return removeKubeRouterState(ctx, st.Plan.NetNS) })
+	},
 	// kube-router looks its node up by $NODE_NAME, then by the machine's
 	// host name, and only then by --hostname-override; the host name
 	// could name another node.
@@ -154,19 +157,19 @@ func removeKubeRouterState(ctx context.Context, ns string) error {
 		for _, args := range kubeRouterCleanup(string(out)) {
 			cmd := netns.Command(ns, bin, append([]string{"-w", "-t", "filter"}, args...)...)
 			if out, err := exec.CommandContext(ctx, cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
-				errs = append(errs, fmt.Errorf("%s %s: %w: %s", bin, strings.Join(args, " "), err, lastLines(out, 2)))
+				errs = append(errs, fmt.Errorf("%s %s: %w: %s", bin, strings.Join(args, " "), err, oneLine(out, 2)))
 			}
 		}
 	}
 	cmd := netns.Command(ns, "ipset", "list", "-n")
 	out, err := exec.CommandContext(ctx, cmd[0], cmd[1:]...).CombinedOutput()
 	if err != nil {
-		return errors.Join(append(errs, fmt.Errorf("ipset list in %s: %w: %s", ns, err, lastLines(out, 2)))...)
+		return errors.Join(append(errs, fmt.Errorf("ipset list in %s: %w: %s", ns, err, oneLine(out, 2)))...)
 	}
 	for _, set := range kubeRouterSets(string(out)) {
 		cmd := netns.Command(ns, "ipset", "destroy", set)
 		if out, err := exec.CommandContext(ctx, cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Errorf("ipset destroy %s: %w: %s", set, err, lastLines(out, 2)))
+			errs = append(errs, fmt.Errorf("ipset destroy %s: %w: %s", set, err, oneLine(out, 2)))
 		}
 	}
 	return errors.Join(errs...)

@@ -1,19 +1,19 @@
 package local
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/gmini-dev/gmini/tools/cluster/local/cgroups"
+	"github.com/gmini-dev/gmini/tools/internal/logtail"
+	"github.com/gmini-dev/gmini/tools/internal/proc"
 )
 
 // componentPath makes sure the components find iptables, runc, conntrack
@@ -63,27 +63,25 @@ func (c *Cluster) startProc(st *state, name string, argv []string) error {
 		_ = cmd.Process.Kill()
 		return fmt.Errorf("start %s: %w", name, err)
 	}
-	start, _ := procStartTime(pid)
-	st.Components[name] = &proc{Argv: argv, PID: pid, StartTime: start}
+	// A process that already exited gets no start time, and running()
+	// then only checks that the PID is alive.
+	ps, _ := proc.ReadStat(pid)
+	st.Components[name] = &process{Argv: argv, PID: pid, StartTime: ps.StartTime}
 	return st.write(p.stateFile())
 }
 
 // running reports whether the recorded process is still the one we started
 // and has not exited.
-func running(pr *proc) bool {
+func running(pr *process) bool {
 	if pr == nil || pr.PID <= 0 {
 		return false
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pr.PID))
-	if err != nil {
-		return false
-	}
-	st, start, ok := parseStat(b)
-	return ok && st != 'Z' && st != 'X' && (pr.StartTime == 0 || start == pr.StartTime)
+	st, err := proc.ReadStat(pr.PID)
+	return err == nil && st.Alive() && (pr.StartTime == 0 || st.StartTime == pr.StartTime)
 }
 
 // stopProc sends SIGTERM, waits up to grace, then SIGKILL.
-func stopProc(ctx context.Context, pr *proc, grace time.Duration) error {
+func stopProc(ctx context.Context, pr *process, grace time.Duration) error {
 	if !running(pr) {
 		return nil
 	}
@@ -100,7 +98,7 @@ func stopProc(ctx context.Context, pr *proc, grace time.Duration) error {
 	return fmt.Errorf("process %d (%s) survived SIGKILL", pr.PID, filepath.Base(pr.Argv[len(pr.Argv)-1]))
 }
 
-func waitGone(ctx context.Context, pr *proc, d time.Duration) bool {
+func waitGone(ctx context.Context, pr *process, d time.Duration) bool {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		if !running(pr) {
@@ -111,49 +109,10 @@ func waitGone(ctx context.Context, pr *proc, d time.Duration) bool {
 	return !running(pr)
 }
 
-func procStartTime(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	_, start, ok := parseStat(b)
-	if !ok {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
-	}
-	return start, nil
-}
-
-// parseStat returns the state and start time (field 22) of /proc/<pid>/stat;
-// the command name in parentheses may hold spaces, so fields count from
-// the last ')'.
-func parseStat(b []byte) (state byte, start uint64, ok bool) {
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0, 0, false
-	}
-	start, err := strconv.ParseUint(f[19], 10, 64)
-	if err != nil {
-		return 0, 0, false
-	}
-	return f[0][0], start, true
-}
-
 // logTail returns the last n lines of a component's log, for errors that
 // must explain themselves in CI output.
 func logTail(p plan, component string, n int) string {
-	b, err := os.ReadFile(filepath.Join(p.logDir(), component+".log"))
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
+	return logtail.File(filepath.Join(p.logDir(), component+".log"), n)
 }
 
 // withLog appends the tail of each named component's log to err.

@@ -36,6 +36,7 @@ const RegistryPort = 5000
 var registry = component{
 	name: Registry,
 	node: true,
+	owns: []string{"registry"},
 	// No OpenTelemetry exporter: by default it sends traces to an OTLP
 	// endpoint every few seconds.
 	prefix: func(b *boot) []string {

@@ -10,15 +10,15 @@ import (
 
 // state is what a later process needs to find and stop the cluster.
 type state struct {
-	Plan       plan             `json:"plan"`
-	KubeBinary string           `json:"kubeBinary"`
-	NoNode     bool             `json:"noNode"`
-	Components map[string]*proc `json:"components"`
+	Plan       plan                `json:"plan"`
+	KubeBinary string              `json:"kubeBinary"`
+	NoNode     bool                `json:"noNode"`
+	Components map[string]*process `json:"components"`
 }
 
-// proc is one started component. Argv lets StartComponent restart it;
+// process is one started component. Argv lets StartComponent restart it;
 // StartTime (from /proc/<pid>/stat) guards against a recycled PID.
-type proc struct {
+type process struct {
 	Argv      []string `json:"argv"`
 	PID       int      `json:"pid"`
 	StartTime uint64   `json:"startTime"`
@@ -37,7 +37,7 @@ func readState(path string) (*state, error) {
 		return nil, fmt.Errorf("parse state %s: %w", path, err)
 	}
 	if s.Components == nil {
-		s.Components = map[string]*proc{}
+		s.Components = map[string]*process{}
 	}
 	return &s, nil
 }

@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+
+	"github.com/gmini-dev/gmini/tools/internal/logtail"
 )
 
 // Package is a Debian binary package name.
@@ -50,7 +52,9 @@ var provides = map[Package]string{
 }
 
 // Ensure installs those of pkgs that are not installed yet, with one
-// apt-get update before the install. It does nothing when all are present.
+// apt-get update before the install, and without letting their
+// maintainer scripts start a system service. It does nothing when all are
+// present.
 func Ensure(ctx context.Context, log *slog.Logger, pkgs ...Package) error {
 	if len(pkgs) == 0 {
 		return nil
@@ -85,7 +89,7 @@ func Ensure(ctx context.Context, log *slog.Logger, pkgs ...Package) error {
 		return fmt.Errorf("apt-get update: %w", err)
 	}
 	install := append([]string{"install", "-y", "-q", "--no-install-recommends"}, lock...)
-	if err := apt(ctx, append(install, names...)...); err != nil {
+	if err := withoutServiceStarts(policyRCD, func() error { return apt(ctx, append(install, names...)...) }); err != nil {
 		return fmt.Errorf("install host packages %v: %w", names, err)
 	}
 
@@ -149,15 +153,7 @@ func apt(ctx context.Context, args ...string) error {
 	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("%w: %s", err, lastLines(string(out), 20))
+		return fmt.Errorf("%w: %s", err, logtail.String(string(out), 20))
 	}
 	return nil
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

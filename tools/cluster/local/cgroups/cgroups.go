@@ -138,6 +138,40 @@ func Remove(rel string) error {
 	return errors.Join(errs...)
 }
 
+// Root is where the cgroup file systems are mounted.
+const Root = "/sys/fs/cgroup"
+
+// Unified reports whether root is a cgroup v2 unified hierarchy, as on
+// GitHub's runners, rather than a directory of cgroup v1 hierarchies (this
+// project's machine): only v2's root has cgroup.controllers.
+func Unified(root string) bool {
+	_, err := os.Stat(filepath.Join(root, "cgroup.controllers"))
+	return err == nil
+}
+
+// Dirs lists where the cgroup rel would be below root: one directory on
+// cgroup v2, one per hierarchy on v1 (including the hybrid layout's
+// unified one). It reads root only, so a test that checks nothing is left
+// behind works on either kind of host without the mount table.
+func Dirs(root, rel string) ([]string, error) {
+	if Unified(root) {
+		return []string{filepath.Join(root, rel)}, nil
+	}
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return nil, fmt.Errorf("list cgroup hierarchies: %w", err)
+	}
+	var dirs []string
+	for _, e := range entries {
+		// Symbolic links such as cpu -> cpu,cpuacct name a hierarchy
+		// that is listed under its own name too.
+		if e.IsDir() {
+			dirs = append(dirs, filepath.Join(root, e.Name(), rel))
+		}
+	}
+	return dirs, nil
+}
+
 // MemoryUsage returns the memory charged to the tree rel (cgroup v1 memory
 // controller, which counts page cache too), or 0 if it cannot be read.
 func MemoryUsage(rel string) uint64 {

@@ -3,9 +3,92 @@ package cgroups
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 )
+
+func TestDirs(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		files []string // below root; a trailing / makes a directory
+		links []string // symbolic links to cpu,cpuacct
+		want  []string // below root
+	}{
+		{
+			name:  "cgroup v2",
+			files: []string{"cgroup.controllers", "cgroup.procs", "system.slice/", "gmini-x/"},
+			want:  []string{"gmini-x"},
+		},
+		{
+			name:  "cgroup v1",
+			files: []string{"cpu,cpuacct/", "memory/", "pids/"},
+			links: []string{"cpu", "cpuacct"},
+			want:  []string{"cpu,cpuacct/gmini-x", "memory/gmini-x", "pids/gmini-x"},
+		},
+		{
+			name:  "hybrid: v1 hierarchies and a unified one",
+			files: []string{"memory/", "systemd/", "unified/"},
+			want:  []string{"memory/gmini-x", "systemd/gmini-x", "unified/gmini-x"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			root := t.TempDir()
+			for _, f := range tt.files {
+				var err error
+				if p := filepath.Join(root, f); f[len(f)-1] == '/' {
+					err = os.Mkdir(p, 0o755)
+				} else {
+					err = os.WriteFile(p, nil, 0o644)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, l := range tt.links {
+				if err := os.Symlink("cpu,cpuacct", filepath.Join(root, l)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := Dirs(root, "gmini-x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range got {
+				got[i], _ = filepath.Rel(root, got[i])
+			}
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("Dirs (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+// TestDirsThisHost checks the detection against the machine's own cgroup
+// mount: Unified must agree with the file system type of Root.
+func TestDirsThisHost(t *testing.T) {
+	t.Parallel()
+	if _, err := os.Stat(Root); err != nil {
+		t.Skip("no cgroup file system")
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(Root, &st); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := Unified(Root), st.Type == unix.CGROUP2_SUPER_MAGIC; got != want {
+		t.Errorf("Unified(%s) = %v, but the file system type says %v", Root, got, want)
+	}
+	dirs, err := Dirs(Root, "gmini-x")
+	if err != nil || len(dirs) == 0 {
+		t.Errorf("Dirs(%s) = %v, %v; want at least one", Root, dirs, err)
+	}
+}
 
 func TestCreateJoinProcsRemove(t *testing.T) {
 	if testing.Short() {

@@ -23,6 +23,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gmini-dev/gmini/tools/cluster/local/hostref"
 )
 
 // TestNet is the range reserved for network benchmarks (RFC 2544). Every
@@ -64,10 +66,15 @@ func Setup(ctx context.Context, c Config) error {
 	if _, err := net.InterfaceByName(c.HostLink); err == nil {
 		return fmt.Errorf("host link %s already exists (another cluster with the same subnet index?)", c.HostLink)
 	}
+	if err := run(ctx, "ip", "netns", "add", c.Name); err != nil {
+		return err
+	}
+	// After the namespace exists, so that a Teardown of another cluster
+	// running meanwhile counts this one as a user of the route.
+	if err := holdRoute(ctx, c.Name); err != nil {
+		return err
+	}
 	steps := [][]string{
-		// replace, not add: idempotent, and shared by every cluster.
-		{"ip", "route", "replace", "blackhole", TestNet.String()},
-		{"ip", "netns", "add", c.Name},
 		{"ip", "link", "add", c.HostLink, "type", "veth", "peer", "name", "eth0", "netns", c.Name},
 		{"ip", "addr", "add", c.HostAddr.String(), "dev", c.HostLink},
 		{"ip", "link", "set", c.HostLink, "up"},
@@ -95,8 +102,9 @@ func Setup(ctx context.Context, c Config) error {
 	return nil
 }
 
-// Teardown removes what Setup made except the host's blackhole route, which
-// is harmless and may be shared by other clusters. It is idempotent.
+// Teardown removes what Setup made. The host's blackhole route goes with
+// the last namespace that relies on it, and only if Setup added it. It is
+// idempotent.
 func Teardown(ctx context.Context, c Config) error {
 	var errs []error
 	for _, p := range c.Routed {
@@ -112,7 +120,49 @@ func Teardown(ctx context.Context, c Config) error {
 	if Exists(c.Name) {
 		errs = append(errs, run(ctx, "ip", "netns", "del", c.Name))
 	}
+	// A namespace that could not be deleted may still route pods' traffic:
+	// it keeps the route.
+	if !Exists(c.Name) {
+		errs = append(errs, releaseRoute(ctx, c.Name))
+	}
 	return errors.Join(errs...)
+}
+
+// routeRecord names the blackhole route in the host records.
+const routeRecord = "blackhole-route"
+
+// holdRoute makes sure the host blackholes TestNet, and records that ns
+// relies on it. A route that was there before the first namespace is
+// left as it is, and one that is not a blackhole is not replaced: it is
+// not ours to change.
+func holdRoute(ctx context.Context, ns string) error {
+	return hostref.Update(hostref.Dir, func(tx *hostref.Tx) error {
+		out, err := exec.CommandContext(ctx, "ip", "route", "show", "exact", TestNet.String()).Output()
+		if err != nil {
+			return fmt.Errorf("ip route show exact %s: %w", TestNet, err)
+		}
+		route := strings.TrimSpace(string(out))
+		if route != "" && !strings.HasPrefix(route, "blackhole ") {
+			return fmt.Errorf("the host routes %s elsewhere (%q): refusing to replace the route, as this range must not leave the machine", TestNet, route)
+		}
+		add, err := tx.Acquire(routeRecord, ns, route != "")
+		if err != nil || !add {
+			return err
+		}
+		return run(ctx, "ip", "route", "add", "blackhole", TestNet.String())
+	})
+}
+
+// releaseRoute forgets that ns relies on the route, and removes the route
+// when Setup added it and no namespace relies on it any more.
+func releaseRoute(ctx context.Context, ns string) error {
+	return hostref.Update(hostref.Dir, func(tx *hostref.Tx) error {
+		remove, err := tx.Release(routeRecord, ns, Exists)
+		if err != nil || !remove || !routeExists(ctx, TestNet) {
+			return err
+		}
+		return run(ctx, "ip", "route", "del", "blackhole", TestNet.String())
+	})
 }
 
 // Command returns argv that runs name inside the namespace. nsenter joins only

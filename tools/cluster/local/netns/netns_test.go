@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ func TestSetupTeardown(t *testing.T) {
 		NodeAddr: netip.MustParsePrefix("198.18.0.250/30"),
 		Routed:   []netip.Prefix{netip.MustParsePrefix("198.18.190.0/24")},
 	}
+	routeBefore := routeExists(ctx, TestNet)
 	if err := Setup(ctx, c); err != nil {
 		_ = Teardown(ctx, c)
 		t.Fatal(err)
@@ -39,6 +41,9 @@ func TestSetupTeardown(t *testing.T) {
 	})
 	if err := Setup(ctx, c); err == nil {
 		t.Error("second Setup with the same name succeeded")
+	}
+	if out, _ := exec.Command("ip", "route", "show", "exact", TestNet.String()).Output(); !strings.HasPrefix(string(out), "blackhole") {
+		t.Errorf("host route for %s = %q, want a blackhole", TestNet, out)
 	}
 
 	// From inside the namespace, the host's end of the veth answers.
@@ -101,5 +106,54 @@ func TestSetupTeardown(t *testing.T) {
 	}
 	if err := Teardown(ctx, c); err != nil {
 		t.Errorf("second Teardown: %v", err)
+	}
+	// The host's route stays if it was there before, or while another
+	// cluster's namespace relies on it.
+	others, _ := filepath.Glob(Path("gmini-*"))
+	switch after := routeExists(ctx, TestNet); {
+	case routeBefore && !after:
+		t.Errorf("Teardown removed the host's route for %s, which was there before Setup", TestNet)
+	case !routeBefore && len(others) == 0 && after:
+		t.Errorf("Teardown left the host's route for %s, which Setup added", TestNet)
+	}
+}
+
+// TestRouteSharedByNamespaces checks that the host's blackhole route stays
+// while any namespace relies on it and goes with the last, when Setup
+// added it.
+func TestRouteSharedByNamespaces(t *testing.T) {
+	if testing.Short() {
+		t.Skip("changes the host's network; skipped with -short")
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root; run as root or with -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// Slots 60 and 61 of the local cluster layout, unlikely to be in use.
+	a := Config{Name: "gmini-netns-test-a", HostLink: "gminitesta",
+		HostAddr: netip.MustParsePrefix("198.18.0.241/30"), NodeAddr: netip.MustParsePrefix("198.18.0.242/30")}
+	b := Config{Name: "gmini-netns-test-b", HostLink: "gminitestb",
+		HostAddr: netip.MustParsePrefix("198.18.0.245/30"), NodeAddr: netip.MustParsePrefix("198.18.0.246/30")}
+	others, _ := filepath.Glob(Path("gmini-*"))
+	routeBefore := routeExists(ctx, TestNet)
+	for _, c := range []Config{a, b} {
+		if err := Setup(ctx, c); err != nil {
+			_ = Teardown(ctx, c)
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = Teardown(context.Background(), c) })
+	}
+	if err := Teardown(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if !routeExists(ctx, TestNet) {
+		t.Fatalf("the route went with %s while %s still relies on it", a.Name, b.Name)
+	}
+	if err := Teardown(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := routeExists(ctx, TestNet), routeBefore || len(others) > 0; got != want {
+		t.Errorf("route after the last Teardown: %v, want %v (there before: %v, other namespaces: %v)", got, want, routeBefore, others)
 	}
 }
