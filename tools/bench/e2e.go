@@ -29,18 +29,23 @@ import (
 )
 
 // Stages of one experiment, as first seen by a watch from the host
-// (millisecond resolution, unlike the API's one-second timestamps).
+// (millisecond resolution, unlike the API's one-second timestamps). There
+// is no stage for the container's start: the kubelet reports the container
+// running in the same status update as the sandbox's
+// PodReadyToStartContainers, so a watch sees both at once, and the
+// container's state.running.startedAt has the API's one-second resolution,
+// coarser than the step it would time. The step to "container exited"
+// holds the container's start.
 const (
 	stPosted    = "POST answered"
 	stPod       = "pod created"
 	stScheduled = "pod scheduled"
 	stSandbox   = "sandbox ready"
-	stStarted   = "container started"
-	stExited    = "container exited"
+	stExited    = "container started and exited"
 	stComplete  = "Job Complete"
 )
 
-var stages = []string{stPosted, stPod, stScheduled, stSandbox, stStarted, stExited, stComplete}
+var stages = []string{stPosted, stPod, stScheduled, stSandbox, stExited, stComplete}
 
 // timeline holds, per Job name, when each stage was first seen.
 type timeline struct {
@@ -126,22 +131,40 @@ func endToEnd(ctx context.Context, log *slog.Logger, l layout.Layout, c *local.C
 		rep.e2eStages = append(rep.e2eStages, stage{name: st})
 	}
 	for k, job := range jobs {
-		prev := starts[k]
-		for i, st := range stages {
-			at, ok := tl.get(job, st)
-			if !ok {
-				continue // e.g. a container so fast that no watch event showed it running
+		tl.mu.Lock()
+		steps := stepTimes(starts[k], stages, tl.seen[job])
+		tl.mu.Unlock()
+		for i, d := range steps {
+			if d >= 0 {
+				rep.e2eStages[i].d = append(rep.e2eStages[i].d, d)
 			}
-			if at.Before(prev) {
-				at = prev
-			}
-			rep.e2eStages[i].d = append(rep.e2eStages[i].d, at.Sub(prev))
-			prev = at
 		}
 		done, _ := tl.get(job, stComplete)
 		rep.e2eTotal = append(rep.e2eTotal, done.Sub(starts[k]))
 	}
 	return nil
+}
+
+// stepTimes is, per stage, the time from the previous stage seen (the
+// first from start) to it; -1 for a stage not seen (e.g. a pod status
+// update that a watch did not show). Two watches see their events in their
+// own order: a stage seen before the one it follows counts as 0.
+func stepTimes(start time.Time, stages []string, seen map[string]time.Time) []time.Duration {
+	out := make([]time.Duration, len(stages))
+	prev := start
+	for i, st := range stages {
+		at, ok := seen[st]
+		if !ok {
+			out[i] = -1
+			continue
+		}
+		if at.Before(prev) {
+			at = prev
+		}
+		out[i] = at.Sub(prev)
+		prev = at
+	}
+	return out
 }
 
 func postOne(ctx context.Context, c *http.Client, url string, i int) (string, time.Time, error) {
@@ -193,9 +216,6 @@ func watchPods(ctx context.Context, client kubernetes.Interface, tl *timeline) {
 			}
 		}
 		for _, cs := range pod.Status.ContainerStatuses {
-			if cs.State.Running != nil || cs.State.Terminated != nil {
-				tl.mark(job, stStarted, at)
-			}
 			if cs.State.Terminated != nil {
 				tl.mark(job, stExited, at)
 			}

@@ -14,12 +14,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -52,17 +56,18 @@ type options struct {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(ctx, log, os.Args[1:]); err != nil {
-		log.Error("bench failed", "err", err)
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		slog.New(slog.NewTextHandler(os.Stderr, nil)).Error("bench failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, log *slog.Logger, args []string) error {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	var o options
-	var conc, extra, compare string
+	var conc, extra, compare, out string
+	fs.StringVar(&out, "out", "", "also write the whole output (the log and the tables) to this file, after the command line, the commit and the machine, e.g. ../docs/runs/2026-12-04-abc1234.txt: the run behind figures quoted in docs/benchmarks.md")
 	fs.IntVar(&o.n, "n", 300, "Jobs per spawn run (direct and gmini rows)")
 	fs.IntVar(&o.nNaive, "n-naive", 60, "Jobs per run of the QPS 5 / burst 10 row (it runs at about 5 Jobs/s)")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds of each spawn row, in rotated order; a row's figures pool all its rounds")
@@ -110,11 +115,32 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 
+	start := time.Now()
+	info := runInfo{started: start, command: "cd tools && go run ./bench " + strings.Join(args, " "), commit: commit(ctx), machine: machine(), system: system()}
+	if out != "" {
+		f, err := openOut(out)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err != nil {
+				fmt.Fprintf(f, "\nbench failed: %v\n", err)
+			}
+			if cerr := f.Close(); cerr != nil && err == nil {
+				err = fmt.Errorf("write %s: %w", out, cerr)
+			}
+		}()
+		if _, err := io.WriteString(f, info.header()); err != nil {
+			return fmt.Errorf("write %s: %w", out, err)
+		}
+		stdout, stderr = io.MultiWriter(stdout, f), io.MultiWriter(stderr, f)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+
 	l, err := layout.FromWorkingDir()
 	if err != nil {
 		return err
 	}
-	start := time.Now()
 	node, err := cluster.Prepare(ctx, log, l)
 	if err != nil {
 		return fmt.Errorf("prepare the machine: %w", err)
@@ -128,9 +154,7 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 		return err
 	}
 
-	rep := &report{}
-	rep.machine = machine()
-	rep.command = "cd tools && go run ./bench " + strings.Join(args, " ")
+	rep := &report{machine: info.machine, command: info.command, commit: info.commit}
 	spawnCluster := cluster.NewLocal(l, node, o.spawnName, log, local.WithoutNode())
 	if err := spawnBenchmarks(ctx, log, l, spawnCluster, o, backendBin, rep); err != nil {
 		return err
@@ -144,8 +168,64 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 		}
 	}
 	rep.elapsed = time.Since(start)
-	rep.print(os.Stdout)
+	rep.print(stdout)
 	return nil
+}
+
+// openOut creates the -out file, and its directory.
+func openOut(path string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("-out: %w", err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("-out: %w", err)
+	}
+	return f, nil
+}
+
+// runInfo is what a saved run says about itself before its output: what
+// ran, from which commit, where.
+type runInfo struct {
+	started                  time.Time
+	command, commit, machine string
+	system                   string
+}
+
+func (i runInfo) header() string {
+	return fmt.Sprintf("# gmini bench run\nstarted: %s\ncommand: %s\ncommit: %s\nmachine: %s\nsystem: %s\n\n",
+		i.started.UTC().Format("2006-01-02 15:04:05 MST"), i.command, i.commit, i.machine, i.system)
+}
+
+// commit is the checkout's commit, marked when files differ from it: the
+// backend measured is built from the working tree.
+func commit(ctx context.Context) string {
+	head, err := exec.CommandContext(ctx, "git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		return "unknown (git rev-parse HEAD: " + err.Error() + ")"
+	}
+	c := strings.TrimSpace(string(head))
+	if st, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
+		c += " with uncommitted changes"
+	}
+	return c
+}
+
+// system is the operating system and kernel.
+func system() string {
+	osName := "unknown OS"
+	if data, err := os.ReadFile("/etc/os-release"); err == nil {
+		for _, l := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(l, "PRETTY_NAME="); ok {
+				osName = strings.Trim(v, `"`)
+			}
+		}
+	}
+	kernel := "unknown"
+	if data, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(data))
+	}
+	return fmt.Sprintf("%s, Linux %s", osName, kernel)
 }
 
 func machine() string {

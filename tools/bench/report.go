@@ -20,6 +20,7 @@ type imageSize struct {
 
 type report struct {
 	machine, command string
+	commit           string
 	cpus             string // how the spawn cluster's processes share the CPUs
 	elapsed          time.Duration
 	rows             []row
@@ -37,8 +38,8 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 func (r *report) print(w io.Writer) {
-	fmt.Fprintf(w, "\n## gmini benchmarks\n\nCommand: `%s`  \nMachine: %s  \nCPUs (spawn and list): %s  \nTotal time: %s\n",
-		r.command, r.machine, r.cpus, r.elapsed.Round(time.Second))
+	fmt.Fprintf(w, "\n## gmini benchmarks\n\nCommand: `%s`  \nCommit: %s  \nMachine: %s  \nCPUs (spawn and list): %s  \nTotal time: %s\n",
+		r.command, r.commit, r.machine, r.cpus, r.elapsed.Round(time.Second))
 
 	fmt.Fprintf(w, "\n### Spawn: Jobs created per second (cluster without a node)\n\n")
 	fmt.Fprint(w, "Each row pools its rounds: Jobs/s is all its Jobs over all its time; p50/p99 are over all its requests.\n\n")

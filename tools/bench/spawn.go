@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -27,6 +30,7 @@ import (
 	"github.com/gmini-dev/gmini/tools/cluster/local"
 	"github.com/gmini-dev/gmini/tools/deploy"
 	"github.com/gmini-dev/gmini/tools/internal/layout"
+	"github.com/gmini-dev/gmini/tools/internal/proc"
 )
 
 // row is one line of the spawn table.
@@ -50,6 +54,17 @@ func (r row) perJob(d time.Duration) time.Duration {
 		return 0
 	}
 	return d / time.Duration(r.n-r.errors)
+}
+
+// add pools one round of the same row into r.
+func (r *row) add(round row) {
+	r.n += round.n
+	r.errors += round.errors
+	r.wall += round.wall
+	r.lat = append(r.lat, round.lat...)
+	r.backendCPU += round.backendCPU
+	r.apiCPU += round.apiCPU
+	r.rounds++
 }
 
 // Row names. "direct" is one client-go client in this process at the same
@@ -90,8 +105,42 @@ type backendRun struct {
 	namespace string
 	proc      *backendproc.Process
 	token     string // bearer token, for --auth kubernetes
+	// records: the backend keeps history, so it records and releases
+	// every Job it made; a row waits for that before reading the CPU.
+	records bool
 }
 
+// spawnBench is what the spawn rows share: the cluster's clients, the
+// backends they post to and the report they fill. Its methods are the
+// steps of spawnBenchmarks, in order.
+type spawnBench struct {
+	log           *slog.Logger
+	o             options
+	env           *benchEnv
+	admin         kubernetes.Interface
+	direct, naive kubernetes.Interface
+	apiPIDs       []int
+	tmpl          *batchv1.JobTemplateSpec
+	httpc         *http.Client
+	off           *backendRun   // gmini without history or auth: the reference row
+	backends      []*backendRun // off first
+	rep           *report
+}
+
+// spawnRun is one row's work at one concurrency.
+type spawnRun struct {
+	name      string
+	n         int
+	backend   *backendRun // nil for the in-process clients
+	namespace string
+	fn        func(prefix string) createFunc
+}
+
+// spawnBenchmarks creates the node-less cluster and runs its steps in
+// order: the reference backend and its cold starts, the other backends, a
+// warm-up, every row at each concurrency, then the list benchmark. The
+// cluster, the CPU split and every backend are undone on the way out,
+// whatever step failed.
 func spawnBenchmarks(ctx context.Context, log *slog.Logger, l layout.Layout, c *local.Cluster, o options, backendBin string, rep *report) error {
 	if _, err := c.Create(ctx); err != nil {
 		return fmt.Errorf("create cluster %s: %w", o.spawnName, err)
@@ -101,211 +150,288 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, l layout.Layout, c *
 			log.Error("destroy cluster", "name", o.spawnName, "err", err)
 		}
 	}()
-	rep.cpus = "shared: every process on every CPU"
-	if o.splitCPUs {
-		split, err := newCPUSplit()
+	restore, err := shareCPUs(log, c, o.splitCPUs, rep)
+	if err != nil {
+		return err
+	}
+	defer restore()
+	s, err := newSpawnBench(log, l, c, o, backendBin, rep)
+	if err != nil {
+		return err
+	}
+	defer s.stopBackends(context.WithoutCancel(ctx))
+	for _, step := range []func(context.Context) error{s.startReference, s.coldStarts, s.startOthers, s.warmUp} {
+		if err := step(ctx); err != nil {
+			return err
+		}
+	}
+	for _, conc := range o.concurrency {
+		rows, err := s.measure(ctx, conc)
 		if err != nil {
 			return err
 		}
-		if err := split.apply(c); err != nil {
-			return err
-		}
-		defer func() {
-			if err := split.restore(); err != nil {
-				log.Error("give the benchmark every CPU again", "err", err)
-			}
-		}()
-		rep.cpus = split.String()
-		log.Info("CPUs split", "cpus", rep.cpus)
+		rep.rows = append(rep.rows, rows...)
 	}
-	kubeconfig := c.GetKubeconfig()
+	if o.listN > 0 {
+		return listBenchmarks(ctx, s.env, s.backends, o.listN, o.inFlight, rep)
+	}
+	return nil
+}
+
+// shareCPUs records how the cluster's processes share the CPUs and, with
+// split, pins the control plane to one half of them; restore undoes it.
+func shareCPUs(log *slog.Logger, c *local.Cluster, split bool, rep *report) (restore func(), err error) {
+	rep.cpus = "shared: every process on every CPU"
+	if !split {
+		return func() {}, nil
+	}
+	s, err := newCPUSplit()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.apply(c); err != nil {
+		return nil, err
+	}
+	rep.cpus = s.String()
+	log.Info("CPUs split", "cpus", rep.cpus)
+	return func() {
+		if err := s.restore(); err != nil {
+			log.Error("give the benchmark every CPU again", "err", err)
+		}
+	}, nil
+}
+
+func newSpawnBench(log *slog.Logger, l layout.Layout, c *local.Cluster, o options, backendBin string, rep *report) (*spawnBench, error) {
 	base := c.KubernetesRestConfig()
 	admin, err := clientset(base, -1, 0)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	apiPIDs, err := controlPlanePIDs(c)
-	if err != nil {
-		return err
-	}
-	logDir := l.Logs(o.spawnName)
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		return err
-	}
-	env := &benchEnv{log: log, l: l, cfg: base, admin: admin, kubeconfig: kubeconfig, bin: backendBin, logDir: logDir, extra: o.backendArgs}
-
-	// gmini without history or auth, the reference row, in the dev
-	// overlay's namespace; each variant in a namespace of its own, so
-	// their recorders and Jobs never mix.
-	off, err := env.backend(ctx, "", "", deploy.Namespace, nil)
-	if err != nil {
-		return err
-	}
-	defer off.proc.Stop(context.WithoutCancel(ctx))
-	tmpl, err := jobTemplate(ctx, admin)
-	if err != nil {
-		return err
-	}
-	// Cold start: fresh processes, until /readyz answers 200.
-	rep.coldStarts = append(rep.coldStarts, off.proc.ColdStart())
-	for i := range 2 {
-		if _, err := off.proc.Stop(ctx); err != nil {
-			return err
-		}
-		if err := off.proc.Start(ctx); err != nil {
-			return err
-		}
-		rep.coldStarts = append(rep.coldStarts, off.proc.ColdStart())
-		log.Info("backend ready", "try", i+2, "cold start", off.proc.ColdStart().Round(time.Millisecond))
-	}
-	backends := []*backendRun{off}
-	for _, v := range o.variants {
-		b, err := env.variant(ctx, v, "")
-		if err != nil {
-			return fmt.Errorf("backend %s: %w", v, err)
-		}
-		defer b.proc.Stop(context.WithoutCancel(ctx))
-		defer env.close()
-		backends = append(backends, b)
-	}
-	if len(o.compareArgs) > 0 {
-		b, err := env.backend(ctx, "", "backend with "+strings.Join(o.compareArgs, " "), deploy.Namespace, o.compareArgs)
-		if err != nil {
-			return err
-		}
-		defer b.proc.Stop(context.WithoutCancel(ctx))
-		backends = append(backends, b)
-	}
-	if o.compareRef != "" {
-		bin, err := buildAtRef(ctx, log, l, o.compareRef)
-		if err != nil {
-			return err
-		}
-		env.refBin = bin
-		b, err := env.backend(ctx, o.compareRef, "gmini at "+o.compareRef, deploy.Namespace, nil)
-		if err != nil {
-			return err
-		}
-		defer b.proc.Stop(context.WithoutCancel(ctx))
-		backends = append(backends, b)
-		// And each variant at the revision, so a change to history or
-		// auth has its before and after in the same run.
-		for _, v := range o.variants {
-			b, err := env.variant(ctx, v, o.compareRef)
-			if err != nil {
-				return fmt.Errorf("backend %s at %s: %w", v, o.compareRef, err)
-			}
-			defer b.proc.Stop(context.WithoutCancel(ctx))
-			backends = append(backends, b)
-		}
-	}
-
 	direct, err := clientset(base, -1, 0)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	naive, err := clientset(base, 5, 10)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	httpc := &http.Client{
-		Timeout:   30 * time.Second,
-		Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256, IdleConnTimeout: time.Minute},
+	apiPIDs, err := controlPlanePIDs(c)
+	if err != nil {
+		return nil, err
 	}
+	logDir := l.Logs(o.spawnName)
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return nil, fmt.Errorf("log directory: %w", err)
+	}
+	return &spawnBench{
+		log: log, o: o, admin: admin, direct: direct, naive: naive, apiPIDs: apiPIDs, rep: rep,
+		env: &benchEnv{log: log, l: l, cfg: base, admin: admin, kubeconfig: c.GetKubeconfig(), bin: backendBin, logDir: logDir, extra: o.backendArgs},
+		httpc: &http.Client{
+			Timeout:   30 * time.Second,
+			Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256, IdleConnTimeout: time.Minute},
+		},
+	}, nil
+}
 
-	// Warm every path (TLS, HTTP/2, caches, review caches) before measuring.
-	if _, err := runCreates(ctx, "warm-up", 4, 20, directCreate(direct, tmpl, "warm")); err != nil {
-		return err
-	}
-	for _, b := range backends {
-		if _, err := runCreates(ctx, "warm-up", 4, 20, gminiPost(httpc, b, "warm-"+b.id)); err != nil {
-			return err
-		}
-		if err := clean(ctx, admin, b.namespace); err != nil {
-			return err
-		}
-	}
-	if err := clean(ctx, admin, deploy.Namespace); err != nil {
-		return err
-	}
-	rep.rssIdle = off.proc.RSS()
+// add keeps b to be stopped with the others.
+func (s *spawnBench) add(b *backendRun) { s.backends = append(s.backends, b) }
 
-	type run struct {
-		name      string
-		n         int
-		backend   *backendRun // nil for the in-process clients
-		namespace string
-		fn        func(prefix string) createFunc
-	}
-	for _, conc := range o.concurrency {
-		runs := []run{{rowDirect, o.n, nil, deploy.Namespace, func(p string) createFunc { return directCreate(direct, tmpl, "direct-"+p) }}}
-		for _, b := range backends {
-			runs = append(runs, run{b.row, o.n, b, b.namespace, func(p string) createFunc { return gminiPost(httpc, b, b.id+"-"+p) }})
-		}
-		naiveRun := run{rowNaive, o.nNaive, nil, deploy.Namespace, func(p string) createFunc { return directCreate(naive, tmpl, "naive-"+p) }}
-		total := map[string]*row{}
-		for round := range o.rounds {
-			// Rotate the order each round, so that no row always runs
-			// first, and reverse it every other round, so that no row
-			// always runs after the same one (a history row's clean-up,
-			// which records every Job it deletes, may still weigh on the
-			// next row); the slow naive row runs once.
-			order := append(append([]run(nil), runs[round%len(runs):]...), runs[:round%len(runs)]...)
-			if round%2 == 1 {
-				slices.Reverse(order)
-			}
-			if round == 0 {
-				order = append(order, naiveRun)
-			}
-			for _, r := range order {
-				var stopRSS func() int64
-				if r.backend == off && conc == o.concurrency[len(o.concurrency)-1] {
-					stopRSS = off.proc.PeakRSS()
-				}
-				var backendCPU0 time.Duration
-				if r.backend != nil {
-					backendCPU0 = r.backend.proc.CPU()
-				}
-				apiCPU0 := cpuOf(apiPIDs)
-				res, err := runCreates(ctx, r.name, conc, r.n, r.fn(fmt.Sprintf("c%d-r%d", conc, round)))
-				res.apiCPU = cpuOf(apiPIDs) - apiCPU0
-				if r.backend != nil {
-					res.backendCPU = r.backend.proc.CPU() - backendCPU0
-				}
-				if stopRSS != nil {
-					rep.rssLoad = max(rep.rssLoad, stopRSS())
-					rep.rssLoadConc = conc
-				}
-				if err != nil {
-					return err
-				}
-				log.Info("run", "row", r.name, "concurrency", conc, "round", round+1, "jobs/s", fmt.Sprintf("%.1f", res.rate()),
-					"p50", pct(res.lat, 50), "p99", pct(res.lat, 99), "errors", res.errors)
-				t := total[r.name]
-				if t == nil {
-					t = &row{name: r.name, concurrency: conc}
-					total[r.name] = t
-				}
-				t.n += res.n
-				t.errors += res.errors
-				t.wall += res.wall
-				t.lat = append(t.lat, res.lat...)
-				t.backendCPU += res.backendCPU
-				t.apiCPU += res.apiCPU
-				t.rounds++
-				if err := clean(ctx, admin, r.namespace); err != nil {
-					return err
-				}
-			}
-		}
-		for _, r := range append(runs, naiveRun) {
-			rep.rows = append(rep.rows, *total[r.name])
+// stopBackends stops every backend started, the last first, then the
+// PostgreSQL server the history rows shared.
+func (s *spawnBench) stopBackends(ctx context.Context) {
+	for i := len(s.backends) - 1; i >= 0; i-- {
+		if _, err := s.backends[i].proc.Stop(ctx); err != nil {
+			s.log.Error("stop backend", "row", s.backends[i].row, "err", err)
 		}
 	}
-	if o.listN > 0 {
-		return listBenchmarks(ctx, env, backends, o.listN, o.inFlight, rep)
+	s.env.close()
+}
+
+// startReference starts gmini without history or auth, the reference row,
+// in the dev overlay's namespace, and reads the Job template it deploys.
+func (s *spawnBench) startReference(ctx context.Context) error {
+	off, err := s.env.backend(ctx, "", "", deploy.Namespace, nil)
+	if err != nil {
+		return err
+	}
+	s.off = off
+	s.add(off)
+	s.tmpl, err = jobTemplate(ctx, s.admin)
+	return err
+}
+
+// coldStarts restarts the reference backend twice: three fresh processes,
+// each timed until /readyz answers 200.
+func (s *spawnBench) coldStarts(ctx context.Context) error {
+	s.rep.coldStarts = append(s.rep.coldStarts, s.off.proc.ColdStart())
+	for i := range 2 {
+		if _, err := s.off.proc.Stop(ctx); err != nil {
+			return fmt.Errorf("stop the backend for a cold start: %w", err)
+		}
+		if err := s.off.proc.Start(ctx); err != nil {
+			return fmt.Errorf("cold start: %w", err)
+		}
+		s.rep.coldStarts = append(s.rep.coldStarts, s.off.proc.ColdStart())
+		s.log.Info("backend ready", "try", i+2, "cold start", s.off.proc.ColdStart().Round(time.Millisecond))
 	}
 	return nil
+}
+
+// startOthers starts each variant in a namespace of its own, so their
+// recorders and Jobs never mix, then the -compare-args and -compare-ref
+// backends.
+func (s *spawnBench) startOthers(ctx context.Context) error {
+	for _, v := range s.o.variants {
+		b, err := s.env.variant(ctx, v, "")
+		if err != nil {
+			return fmt.Errorf("backend %s: %w", v, err)
+		}
+		s.add(b)
+	}
+	if len(s.o.compareArgs) > 0 {
+		b, err := s.env.backend(ctx, "", "backend with "+strings.Join(s.o.compareArgs, " "), deploy.Namespace, s.o.compareArgs)
+		if err != nil {
+			return err
+		}
+		s.add(b)
+	}
+	if s.o.compareRef == "" {
+		return nil
+	}
+	bin, err := buildAtRef(ctx, s.log, s.env.l, s.o.compareRef)
+	if err != nil {
+		return err
+	}
+	s.env.refBin = bin
+	b, err := s.env.backend(ctx, s.o.compareRef, "gmini at "+s.o.compareRef, deploy.Namespace, nil)
+	if err != nil {
+		return err
+	}
+	s.add(b)
+	// And each variant at the revision, so a change to history or auth has
+	// its before and after in the same run.
+	for _, v := range s.o.variants {
+		b, err := s.env.variant(ctx, v, s.o.compareRef)
+		if err != nil {
+			return fmt.Errorf("backend %s at %s: %w", v, s.o.compareRef, err)
+		}
+		s.add(b)
+	}
+	return nil
+}
+
+// warmUp warms every path (TLS, HTTP/2, caches, review caches) before
+// measuring, and reads the reference backend's idle RSS.
+func (s *spawnBench) warmUp(ctx context.Context) error {
+	if _, err := runCreates(ctx, "warm-up", 4, 20, directCreate(s.direct, s.tmpl, "warm")); err != nil {
+		return err
+	}
+	for _, b := range s.backends {
+		if _, err := runCreates(ctx, "warm-up", 4, 20, gminiPost(s.httpc, b, "warm-"+b.id)); err != nil {
+			return err
+		}
+		if err := clean(ctx, s.admin, b.namespace); err != nil {
+			return err
+		}
+	}
+	if err := clean(ctx, s.admin, deploy.Namespace); err != nil {
+		return err
+	}
+	s.rep.rssIdle = s.off.proc.RSS()
+	return nil
+}
+
+// runs are the rows measured every round, and the slow naive one, which
+// runs in the first round only.
+func (s *spawnBench) runs() (runs []spawnRun, naive spawnRun) {
+	runs = []spawnRun{{rowDirect, s.o.n, nil, deploy.Namespace, func(p string) createFunc { return directCreate(s.direct, s.tmpl, "direct-"+p) }}}
+	for _, b := range s.backends {
+		runs = append(runs, spawnRun{b.row, s.o.n, b, b.namespace, func(p string) createFunc { return gminiPost(s.httpc, b, b.id+"-"+p) }})
+	}
+	naive = spawnRun{rowNaive, s.o.nNaive, nil, deploy.Namespace, func(p string) createFunc { return directCreate(s.naive, s.tmpl, "naive-"+p) }}
+	return runs, naive
+}
+
+// roundOrder is the order of the rows in a round: rotated each round, so
+// that no row always runs first, and reversed every other round, so that
+// no row always runs after the same one (a history row's clean-up, which
+// records every Job it deletes, may still weigh on the next row); once
+// appends the row that runs in the first round only.
+func roundOrder[T any](rows []T, once T, round int) []T {
+	k := round % len(rows)
+	order := append(append([]T(nil), rows[k:]...), rows[:k]...)
+	if round%2 == 1 {
+		slices.Reverse(order)
+	}
+	if round == 0 {
+		order = append(order, once)
+	}
+	return order
+}
+
+// measure runs every row at concurrency conc for the rounds asked, and
+// pools each row's rounds into one.
+func (s *spawnBench) measure(ctx context.Context, conc int) ([]row, error) {
+	runs, naive := s.runs()
+	total := map[string]*row{}
+	for round := range s.o.rounds {
+		for _, r := range roundOrder(runs, naive, round) {
+			res, err := s.runRow(ctx, conc, round, r)
+			if err != nil {
+				return nil, err
+			}
+			t := total[r.name]
+			if t == nil {
+				t = &row{name: r.name, concurrency: conc}
+				total[r.name] = t
+			}
+			t.add(res)
+		}
+	}
+	var rows []row
+	for _, r := range append(runs, naive) {
+		rows = append(rows, *total[r.name])
+	}
+	return rows, nil
+}
+
+// runRow makes one round of a row's Jobs, marks them finished, waits until
+// a backend with history has recorded and released every one, and reads
+// the CPU spent from before the first POST to then; then it deletes the
+// Jobs. The throughput and latency are of the creates alone.
+func (s *spawnBench) runRow(ctx context.Context, conc, round int, r spawnRun) (row, error) {
+	var stopRSS func() int64
+	if r.backend == s.off && conc == s.o.concurrency[len(s.o.concurrency)-1] {
+		stopRSS = s.off.proc.PeakRSS()
+	}
+	var backendCPU0 time.Duration
+	if r.backend != nil {
+		backendCPU0 = r.backend.proc.CPU()
+	}
+	apiCPU0 := cpuOf(s.apiPIDs)
+	res, err := runCreates(ctx, r.name, conc, r.n, r.fn(fmt.Sprintf("c%d-r%d", conc, round)))
+	if stopRSS != nil {
+		s.rep.rssLoad = max(s.rep.rssLoad, stopRSS())
+		s.rep.rssLoadConc = conc
+	}
+	if err != nil {
+		return res, err
+	}
+	if err := completeJobs(ctx, s.admin, r.namespace, conc); err != nil {
+		return res, fmt.Errorf("%s at concurrency %d: %w", r.name, conc, err)
+	}
+	if r.backend != nil && r.backend.records {
+		if err := waitRecorded(ctx, s.admin, r.namespace); err != nil {
+			return res, fmt.Errorf("%s at concurrency %d: %w", r.name, conc, err)
+		}
+	}
+	res.apiCPU = cpuOf(s.apiPIDs) - apiCPU0
+	if r.backend != nil {
+		res.backendCPU = r.backend.proc.CPU() - backendCPU0
+	}
+	s.log.Info("run", "row", r.name, "concurrency", conc, "round", round+1, "jobs/s", fmt.Sprintf("%.1f", res.rate()),
+		"p50", pct(res.lat, 50), "p99", pct(res.lat, 99), "errors", res.errors)
+	return res, clean(ctx, s.admin, r.namespace)
 }
 
 // controlPlanePIDs are the processes whose CPU a Job costs on the API side.
@@ -324,7 +450,9 @@ func controlPlanePIDs(c *local.Cluster) ([]int, error) {
 func cpuOf(pids []int) time.Duration {
 	var d time.Duration
 	for _, pid := range pids {
-		d += backendproc.ProcessCPU(pid)
+		if st, err := proc.ReadStat(pid); err == nil {
+			d += st.CPU()
+		}
 	}
 	return d
 }
@@ -332,12 +460,16 @@ func cpuOf(pids []int) time.Duration {
 // createFunc creates Job number i and says whether it succeeded.
 type createFunc func(ctx context.Context, i int) error
 
-// runCreates makes n Jobs with conc workers and times each call.
+// runCreates makes n Jobs with conc workers and times each call. Every
+// call must succeed (201 from the backend, a created Job from the API
+// server): a row with a failed call is no measurement of the path it
+// names, so it fails the run and says which answers came back.
 func runCreates(ctx context.Context, name string, conc, n int, fn createFunc) (row, error) {
 	r := row{name: name, concurrency: conc, n: n, lat: make([]time.Duration, 0, n)}
 	var next atomic.Int64
 	var mu sync.Mutex
 	var firstErr error
+	failed := map[string]int{}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -356,6 +488,7 @@ func runCreates(ctx context.Context, name string, conc, n int, fn createFunc) (r
 				r.lat = append(r.lat, d)
 				if err != nil {
 					r.errors++
+					failed[answerOf(err)]++
 					if firstErr == nil {
 						firstErr = err
 					}
@@ -369,10 +502,55 @@ func runCreates(ctx context.Context, name string, conc, n int, fn createFunc) (r
 	if ctx.Err() != nil {
 		return r, fmt.Errorf("%s at concurrency %d: %w", name, conc, ctx.Err())
 	}
-	if r.errors > n/10 {
-		return r, fmt.Errorf("%s at concurrency %d: %d of %d failed, first: %w", name, conc, r.errors, n, firstErr)
+	if r.errors > 0 {
+		return r, fmt.Errorf("%s at concurrency %d: %d of %d calls failed (%s), first: %w", name, conc, r.errors, n, countAnswers(failed), firstErr)
 	}
 	return r, nil
+}
+
+// statusError is an HTTP answer that was not among those wanted.
+type statusError struct {
+	method, path string
+	code         int
+	body         string
+}
+
+func (e *statusError) Error() string {
+	return fmt.Sprintf("%s %s: %d %s", e.method, e.path, e.code, e.body)
+}
+
+// answerOf names what came back for a failed call: the backend's HTTP
+// status, the API server's status for the direct clients, or no answer.
+func answerOf(err error) string {
+	var se *statusError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("HTTP %d", se.code)
+	}
+	var as apierrors.APIStatus
+	if errors.As(err, &as) {
+		return fmt.Sprintf("API %d %s", as.Status().Code, as.Status().Reason)
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return "no answer in time"
+	}
+	return "no answer"
+}
+
+// countAnswers lists each answer with how often it came, the most frequent
+// first, for an error message.
+func countAnswers(n map[string]int) string {
+	keys := slices.Collect(maps.Keys(n))
+	slices.SortFunc(keys, func(a, b string) int {
+		if n[a] != n[b] {
+			return n[b] - n[a]
+		}
+		return strings.Compare(a, b)
+	})
+	s := make([]string, len(keys))
+	for i, k := range keys {
+		s[i] = fmt.Sprintf("%d× %s", n[k], k)
+	}
+	return strings.Join(s, ", ")
 }
 
 // directCreate makes exactly the Job the backend would make for the same
@@ -422,7 +600,7 @@ func call(ctx context.Context, c *http.Client, b *backendRun, method, path, body
 		return nil, err
 	}
 	if !slices.Contains(want, res.StatusCode) {
-		return nil, fmt.Errorf("%s %s: %d %s", method, path, res.StatusCode, out)
+		return nil, &statusError{method: method, path: path, code: res.StatusCode, body: strings.TrimSpace(string(out))}
 	}
 	return out, nil
 }

@@ -115,7 +115,7 @@ func (e *benchEnv) variant(ctx context.Context, v, ref string) (*backendRun, err
 		for _, f := range []string{db, db + "-wal", db + "-shm"} {
 			_ = os.Remove(f)
 		}
-		return e.backend(ctx, ref, row, namespace, []string{"--history-dsn", "sqlite:" + db})
+		return e.recording(e.backend(ctx, ref, row, namespace, []string{"--history-dsn", "sqlite:" + db}))
 	case variantPostgres:
 		// One server for every PostgreSQL row: each records its own
 		// namespace's Jobs, with IDs no other row uses.
@@ -126,7 +126,7 @@ func (e *benchEnv) variant(ctx context.Context, v, ref string) (*backendRun, err
 			}
 			e.pg = pg
 		}
-		return e.backend(ctx, ref, row, namespace, []string{"--history-dsn", e.pg.DSN()})
+		return e.recording(e.backend(ctx, ref, row, namespace, []string{"--history-dsn", e.pg.DSN()}))
 	case variantAuth:
 		if err := e.deploy(ctx, namespace); err != nil {
 			return nil, err
@@ -143,6 +143,16 @@ func (e *benchEnv) variant(ctx context.Context, v, ref string) (*backendRun, err
 		return b, nil
 	}
 	return nil, fmt.Errorf("unknown variant %q", v)
+}
+
+// recording marks a backend started with history: it records and
+// releases every Job it makes.
+func (e *benchEnv) recording(b *backendRun, err error) (*backendRun, error) {
+	if err != nil {
+		return nil, err
+	}
+	b.records = true
+	return b, nil
 }
 
 // clientToken is what a frontend pod would hold: a token for the audience

@@ -1,0 +1,258 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+func ms2(n ...int) []time.Duration {
+	out := make([]time.Duration, len(n))
+	for i, v := range n {
+		out[i] = time.Duration(v) * time.Millisecond
+	}
+	return out
+}
+
+func TestPct(t *testing.T) {
+	t.Parallel()
+	hundred := make([]int, 100)
+	for i := range hundred {
+		hundred[i] = 100 - i // 100 ms down to 1 ms: unsorted on purpose
+	}
+	cases := []struct {
+		name string
+		d    []time.Duration
+		p    int
+		want time.Duration
+	}{
+		{"empty", nil, 50, 0},
+		{"one", ms2(7), 99, 7 * time.Millisecond},
+		{"p50 of 1..100 is the 50th", ms2(hundred...), 50, 50 * time.Millisecond},
+		{"p99 of 1..100 is the 99th", ms2(hundred...), 99, 99 * time.Millisecond},
+		{"p100 is the largest", ms2(hundred...), 100, 100 * time.Millisecond},
+		{"p0 is the smallest", ms2(3, 1, 2), 0, time.Millisecond},
+		// Nearest rank rounds up: the 50th percentile of 3 is the 2nd.
+		{"p50 of 3", ms2(30, 10, 20), 50, 20 * time.Millisecond},
+		{"p99 of 3 is the largest", ms2(30, 10, 20), 99, 30 * time.Millisecond},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			in := slices.Clone(c.d)
+			if got := pct(c.d, c.p); got != c.want {
+				t.Errorf("pct(%d) = %v, want %v", c.p, got, c.want)
+			}
+			if !slices.Equal(in, c.d) {
+				t.Errorf("pct sorted its argument in place")
+			}
+		})
+	}
+}
+
+func TestRowRateAndPerJob(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name     string
+		r        row
+		wantRate float64
+		cpu      time.Duration
+		wantPer  time.Duration
+	}{
+		{"1000 Jobs in 4 s", row{n: 1000, wall: 4 * time.Second}, 250, time.Second, time.Millisecond},
+		{"failed calls make no Job", row{n: 1000, errors: 200, wall: 4 * time.Second}, 200, 800 * time.Millisecond, time.Millisecond},
+		{"no Job: no CPU per Job", row{n: 10, errors: 10, wall: time.Second}, 0, time.Second, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			if got := c.r.rate(); got != c.wantRate {
+				t.Errorf("rate() = %v, want %v", got, c.wantRate)
+			}
+			if got := c.r.perJob(c.cpu); got != c.wantPer {
+				t.Errorf("perJob(%v) = %v, want %v", c.cpu, got, c.wantPer)
+			}
+		})
+	}
+}
+
+func TestRowAddPoolsRounds(t *testing.T) {
+	t.Parallel()
+	total := row{name: "r", concurrency: 8}
+	rounds := []row{
+		{n: 100, errors: 0, wall: time.Second, lat: ms2(1, 2), backendCPU: 100 * time.Millisecond, apiCPU: 400 * time.Millisecond},
+		{n: 300, errors: 0, wall: 2 * time.Second, lat: ms2(3), backendCPU: 300 * time.Millisecond, apiCPU: 1200 * time.Millisecond},
+	}
+	for _, r := range rounds {
+		total.add(r)
+	}
+	want := row{name: "r", concurrency: 8, n: 400, wall: 3 * time.Second, lat: ms2(1, 2, 3),
+		backendCPU: 400 * time.Millisecond, apiCPU: 1600 * time.Millisecond, rounds: 2}
+	if fmt.Sprint(total) != fmt.Sprint(want) {
+		t.Errorf("pooled\n got %+v\nwant %+v", total, want)
+	}
+	// Pooled: all the Jobs over all the time (400 in 3 s), not the mean of
+	// the rounds' rates (100/s and 150/s: 125/s).
+	if got := total.rate(); math.Abs(got-400.0/3) > 1e-9 {
+		t.Errorf("rate() = %v, want 133.33", got)
+	}
+	if got := total.perJob(total.backendCPU); got != time.Millisecond {
+		t.Errorf("backend CPU per Job = %v, want 1ms", got)
+	}
+}
+
+func TestRoundOrder(t *testing.T) {
+	t.Parallel()
+	rows := []string{"a", "b", "c"}
+	cases := []struct {
+		round int
+		want  []string
+	}{
+		{0, []string{"a", "b", "c", "naive"}},
+		{1, []string{"a", "c", "b"}}, // rotated to b c a, reversed
+		{2, []string{"c", "a", "b"}},
+		{3, []string{"c", "b", "a"}}, // rotated to a b c, reversed
+	}
+	for _, c := range cases {
+		t.Run(fmt.Sprint("round ", c.round), func(t *testing.T) {
+			t.Parallel()
+			if got := roundOrder(rows, "naive", c.round); !slices.Equal(got, c.want) {
+				t.Errorf("roundOrder(round %d) = %v, want %v", c.round, got, c.want)
+			}
+		})
+	}
+	if !slices.Equal(rows, []string{"a", "b", "c"}) {
+		t.Errorf("roundOrder changed its argument: %v", rows)
+	}
+}
+
+func TestAnswers(t *testing.T) {
+	t.Parallel()
+	conflict := apierrors.NewConflict(schema.GroupResource{Group: "batch", Resource: "jobs"}, "x", errors.New("changed"))
+	cases := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"backend status", &statusError{method: http.MethodPost, path: "/experiment", code: 503, body: "busy"}, "HTTP 503"},
+		{"wrapped backend status", fmt.Errorf("post: %w", &statusError{code: 429}), "HTTP 429"},
+		{"API server status", conflict, "API 409 Conflict"},
+		{"timeout", fmt.Errorf("post: %w", context.DeadlineExceeded), "no answer in time"},
+		{"connection refused", errors.New("dial tcp: connection refused"), "no answer"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			if got := answerOf(c.err); got != c.want {
+				t.Errorf("answerOf(%v) = %q, want %q", c.err, got, c.want)
+			}
+		})
+	}
+	if got, want := countAnswers(map[string]int{"HTTP 503": 2, "no answer": 5, "HTTP 429": 2}), "5× no answer, 2× HTTP 429, 2× HTTP 503"; got != want {
+		t.Errorf("countAnswers = %q, want %q", got, want)
+	}
+}
+
+func TestRunCreatesFailsOnAnyError(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		fail    func(i int) error
+		wantErr []string // substrings; none: no error
+	}{
+		{"all created", func(int) error { return nil }, nil},
+		{"one 503 in 100", func(i int) error {
+			if i == 42 {
+				return &statusError{method: http.MethodPost, path: "/experiment", code: 503, body: "busy"}
+			}
+			return nil
+		}, []string{"1 of 100 calls failed", "1× HTTP 503", "POST /experiment: 503 busy"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			r, err := runCreates(t.Context(), "row", 4, 100, func(_ context.Context, i int) error { return c.fail(i) })
+			if len(c.wantErr) == 0 {
+				if err != nil {
+					t.Fatalf("runCreates: %v", err)
+				}
+			} else {
+				if err == nil {
+					t.Fatalf("runCreates succeeded with a failed call; want an error with %q", c.wantErr)
+				}
+				for _, s := range c.wantErr {
+					if !strings.Contains(err.Error(), s) {
+						t.Errorf("error %q lacks %q", err, s)
+					}
+				}
+			}
+			if len(r.lat) != 100 {
+				t.Errorf("%d latencies, want 100", len(r.lat))
+			}
+		})
+	}
+}
+
+func TestMarkComplete(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 4, 10, 0, 30, 500_000_000, time.UTC)
+	started := metav1.NewTime(now.Add(-20 * time.Second).Truncate(time.Second))
+	later := metav1.NewTime(now.Add(time.Hour).Truncate(time.Second))
+	one := int32(1)
+	cases := []struct {
+		name      string
+		st        batchv1.JobStatus
+		wantMark  bool
+		wantStart metav1.Time
+		wantDone  metav1.Time
+	}{
+		{"not started by the Job controller yet", batchv1.JobStatus{}, true, metav1.NewTime(now.Truncate(time.Second)), metav1.NewTime(now.Truncate(time.Second))},
+		{"a pod pending", batchv1.JobStatus{StartTime: &started, Active: 1, Ready: &one}, true, started, metav1.NewTime(now.Truncate(time.Second))},
+		{"start after now (clock skew)", batchv1.JobStatus{StartTime: &later}, true, later, later},
+		{"finished already", batchv1.JobStatus{Conditions: []batchv1.JobCondition{{Type: batchv1.JobFailed, Status: corev1.ConditionTrue}}}, false, metav1.Time{}, metav1.Time{}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			st := *c.st.DeepCopy()
+			if got := markComplete(&st, now); got != c.wantMark {
+				t.Fatalf("markComplete = %v, want %v", got, c.wantMark)
+			}
+			if !c.wantMark {
+				if len(st.Conditions) != len(c.st.Conditions) {
+					t.Errorf("a finished status changed: %+v", st)
+				}
+				return
+			}
+			if !st.StartTime.Equal(&c.wantStart) || !st.CompletionTime.Equal(&c.wantDone) {
+				t.Errorf("start %v, completion %v; want %v, %v", st.StartTime, st.CompletionTime, c.wantStart, c.wantDone)
+			}
+			if st.Active != 0 || st.Ready == nil || *st.Ready != 0 || st.Succeeded != 1 {
+				t.Errorf("active %d, ready %v, succeeded %d; want 0, 0, 1", st.Active, st.Ready, st.Succeeded)
+			}
+			// What the API server's validation asks of a Complete Job, and
+			// what the recorder reads as finished.
+			var types []batchv1.JobConditionType
+			for _, cond := range st.Conditions {
+				if cond.Status == corev1.ConditionTrue {
+					types = append(types, cond.Type)
+				}
+			}
+			if want := []batchv1.JobConditionType{batchv1.JobSuccessCriteriaMet, batchv1.JobComplete}; !slices.Equal(types, want) {
+				t.Errorf("conditions %v, want %v", types, want)
+			}
+		})
+	}
+}
