@@ -45,16 +45,21 @@ var (
 )
 
 // Resolve turns Auto (or "") into the provider that can run here: kind
-// when a Docker engine answers, else the local node.
+// when a Docker engine answers and has, or can pull, kind's node image of
+// the local node's Kubernetes minor; else the local node.
 func Resolve(ctx context.Context, provider string) (string, error) {
 	switch provider {
 	case Kind, Local:
 		return provider, nil
 	case Auto, "":
-		if kind.DockerAvailable(ctx) {
-			return Kind, nil
+		if !kind.DockerAvailable(ctx) {
+			return Local, nil
 		}
-		return Local, nil
+		image, err := kind.NodeImage(local.Version)
+		if err != nil || kind.ImageAvailable(ctx, image) != nil {
+			return Local, nil
+		}
+		return Kind, nil
 	}
 	return "", fmt.Errorf("unknown cluster provider %q: want %s, %s or %s", provider, Auto, Kind, Local)
 }

@@ -2,6 +2,7 @@ package kind
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"time"
 )
@@ -16,4 +17,21 @@ func DockerAvailable(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, dockerTimeout)
 	defer cancel()
 	return exec.CommandContext(ctx, "docker", "info", "--format", "{{.ServerVersion}}").Run() == nil
+}
+
+// LocalNodeHint says how to run without kind, for errors that end a kind
+// path here.
+const LocalNodeHint = "use the local node instead: make up CLUSTER=local (make e2e CLUSTER=local for the suites)"
+
+// ImageAvailable reports, as nil, that the Docker engine has image or can
+// pull it now; kind would otherwise fail after creating half a cluster.
+// A pull can take minutes; docker's own timeout ends it at 5.
+func ImageAvailable(ctx context.Context, image string) error {
+	if _, err := docker(ctx, "image", "inspect", "--format", "{{.Id}}", image); err == nil {
+		return nil
+	}
+	if _, err := docker(ctx, "pull", image); err != nil {
+		return fmt.Errorf("kind's node image %s is not in the Docker engine and cannot be pulled: %w", image, err)
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -44,4 +45,26 @@ func TestDockerAvailable(t *testing.T) {
 			t.Error("DockerAvailable() = true without a docker CLI")
 		}
 	})
+}
+
+// TestImageAvailableSaysWhatToDo: a node image that cannot be pulled is an
+// error naming the image and docker's reason, which create wraps with the
+// way to the local node.
+func TestImageAvailableSaysWhatToDo(t *testing.T) {
+	dir := t.TempDir()
+	script := "#!/bin/sh\ncase \"$1\" in image) exit 1;; pull) echo 'Error response from daemon: Get \"https://registry-1.docker.io/v2/\": dial tcp: i/o timeout' >&2; exit 1;; esac\n"
+	if err := os.WriteFile(filepath.Join(dir, "docker"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	err := ImageAvailable(context.Background(), "kindest/node:v1.34.11")
+	if err == nil || !strings.Contains(err.Error(), "kindest/node:v1.34.11") || !strings.Contains(err.Error(), "i/o timeout") {
+		t.Errorf("ImageAvailable = %v; want an error naming the image and the pull's failure", err)
+	}
+	c := NewCluster("gmini-test")
+	c.image = "kindest/node:v1.34.11"
+	_, err = c.Create(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "CLUSTER=local") {
+		t.Errorf("Create without the node image = %v; want an error that says how to use the local node", err)
+	}
 }

@@ -178,6 +178,11 @@ func (c *Cluster) create(ctx context.Context, opts ...cluster.CreateOption) (str
 	if c.imageErr != nil {
 		return "", fmt.Errorf("create kind cluster %s: %w", c.name, c.imageErr)
 	}
+	if c.image != "" {
+		if err := ImageAvailable(ctx, c.image); err != nil {
+			return "", fmt.Errorf("create kind cluster %s: %w; %s", c.name, err, LocalNodeHint)
+		}
+	}
 	p := c.provider()
 	existing, err := p.List()
 	if err != nil {
@@ -315,17 +320,33 @@ func (c *Cluster) KubernetesRestConfig() *rest.Config { return c.rc }
 
 // ExportLogs copies the nodes' logs into dest.
 func (c *Cluster) ExportLogs(_ context.Context, dest string) error {
+	// A create that failed before any node existed leaves nothing to
+	// collect: say so instead of a second error.
+	if !c.exists() {
+		c.log.Info("no kind cluster to export logs from", "name", c.name)
+		return nil
+	}
 	if err := c.provider().CollectLogs(c.name, dest); err != nil {
 		return fmt.Errorf("export logs of kind cluster %s: %w", c.name, err)
 	}
 	return nil
 }
 
-// Destroy deletes the cluster and its kubeconfig file.
+// exists reports whether kind lists the cluster; an engine that cannot be
+// asked counts as yes, so the caller's own call reports what is wrong.
+func (c *Cluster) exists() bool {
+	names, err := c.provider().List()
+	return err != nil || slices.Contains(names, c.name)
+}
+
+// Destroy deletes the cluster and its kubeconfig file; a cluster that was
+// never made is not an error.
 func (c *Cluster) Destroy(_ context.Context) error {
-	c.log.Info("deleting kind cluster", "name", c.name)
-	if err := c.provider().Delete(c.name, c.GetKubeconfig()); err != nil {
-		return fmt.Errorf("delete kind cluster %s: %w", c.name, err)
+	if c.exists() {
+		c.log.Info("deleting kind cluster", "name", c.name)
+		if err := c.provider().Delete(c.name, c.GetKubeconfig()); err != nil {
+			return fmt.Errorf("delete kind cluster %s: %w", c.name, err)
+		}
 	}
 	if err := c.deleteRegistry(context.Background()); err != nil {
 		return fmt.Errorf("delete registry of kind cluster %s: %w", c.name, err)
