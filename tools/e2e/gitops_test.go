@@ -145,7 +145,7 @@ func (g *gitopsRun) setup(ctx context.Context, t *testing.T, cfg *envconf.Config
 	}
 	nw, ok := provider.(networked)
 	if !ok {
-		t.Skip("overlays/prod keeps its history in PostgreSQL, which this test runs in the local node's network namespace; this cluster has none")
+		requireOrSkip(t, "gitops", "overlays/prod keeps its history in PostgreSQL, which this test runs in the local node's network namespace; this cluster has none")
 	}
 	if g.node, err = nw.Network(); err != nil {
 		t.Fatal(err)

@@ -7,8 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,9 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
@@ -39,52 +37,6 @@ func setTemplateTTL(ctx context.Context, t *testing.T, cfg *envconf.Config, seco
 	if _, err := clientset(t, cfg).BatchV1().CronJobs(ns).Patch(ctx, "gmini-runner", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatalf("set the template's TTL to %d s: %v", seconds, err)
 	}
-}
-
-// podCounter counts, from a watch opened before the experiments start, the
-// runner pods ever created for each experiment ID.
-type podCounter struct {
-	mu   sync.Mutex
-	seen map[string]map[types.UID]bool
-	stop context.CancelFunc
-}
-
-func countPods(ctx context.Context, t *testing.T, cfg *envconf.Config) *podCounter {
-	t.Helper()
-	ctx, stop := context.WithCancel(ctx)
-	pc := &podCounter{seen: map[string]map[types.UID]bool{}, stop: stop}
-	// An informer, not a bare watch: it re-opens the watch whenever the
-	// API server closes it, so no pod can go unseen.
-	factory := informers.NewSharedInformerFactoryWithOptions(clientset(t, cfg), 0, informers.WithNamespace(ns),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = batchv1.JobNameLabel }))
-	inf := factory.Core().V1().Pods().Informer()
-	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(obj any) {
-		p, ok := obj.(*corev1.Pod)
-		if !ok {
-			return
-		}
-		id := p.Annotations[jobspec.AnnotationID]
-		pc.mu.Lock()
-		defer pc.mu.Unlock()
-		if pc.seen[id] == nil {
-			pc.seen[id] = map[types.UID]bool{}
-		}
-		pc.seen[id][p.UID] = true
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
-		t.Fatal("pod informer did not sync")
-	}
-	return pc
-}
-
-func (pc *podCounter) pods(id string) int {
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
-	return len(pc.seen[id])
 }
 
 // status reads GET /experiments/{id}.
@@ -134,8 +86,8 @@ func gone(j *batchv1.Job) bool { return j == nil }
 
 // answeredFromRecord checks what a user sees once the Job is gone: status,
 // output and a retried POST all come from the record, and nothing runs
-// again: still exactly wantPods runner pods were ever created for it.
-func answeredFromRecord(ctx context.Context, t *testing.T, cfg *envconf.Config, pc *podCounter, id, body string, wantPods int) {
+// again: one Job and one runner pod were ever created for it.
+func answeredFromRecord(ctx context.Context, t *testing.T, cfg *envconf.Config, tr *tracker, id, body string) {
 	t.Helper()
 	code, st := status(ctx, t, cfg, id)
 	if code != http.StatusOK || st["source"] != "history" || st["state"] != "Succeeded" || st["exitCode"] != float64(0) {
@@ -159,17 +111,18 @@ func answeredFromRecord(ctx context.Context, t *testing.T, cfg *envconf.Config, 
 	if _, err := clientset(t, cfg).BatchV1().Jobs(ns).Get(ctx, jobspec.JobName(id), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("a Job exists again for %s after the retried POST (err %v)", id, err)
 	}
-	if n := pc.pods(id); n != wantPods {
-		t.Errorf("%d runner pods were ever created for %s, want exactly %d", n, id, wantPods)
+	if jobs, pods := tr.jobsOf(id), tr.podsOf(id); jobs != 1 || pods != 1 {
+		t.Errorf("%d Jobs and %d runner pods were ever created for %s, want exactly one each", jobs, pods, id)
 	}
 }
 
 func TestHistoryOutlivesTheJob(t *testing.T) {
-	var pc *podCounter
+	var tr *tracker
+	var probes []string // experiments posted to see new Jobs start suspended
 	f := features.New("an experiment outlives its Job: status, output and retries answer from the record after the TTL").
 		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			setTemplateTTL(ctx, t, cfg, historyTTL)
-			pc = countPods(ctx, t, cfg)
+			tr = track(ctx, t, cfg, ns)
 			return ctx
 		}).
 		Assess("finished, removed by its TTL, answered from the record", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
@@ -181,45 +134,57 @@ func TestHistoryOutlivesTheJob(t *testing.T) {
 			t0 := time.Now()
 			waitJob(ctx, t, cfg, id, "Complete", 2*time.Minute, complete)
 			done := time.Since(t0)
-			// Released once recorded: the finalizer gone, the TTL back, and
-			// the label that takes it out of the recorder's cache.
+			waitJob(ctx, t, cfg, id, "recorded, released and removed by its TTL", 2*time.Minute, gone)
+			// Released once recorded: the finalizer gone, the label that
+			// takes it out of the recorder's cache, and the TTL back in the
+			// same patch. The tracker's watch sees that state even when the
+			// TTL controller removes the Job at once (the TTL counts from
+			// the Job's end, which may be past when the record is stored),
+			// where a poll could miss it; it may lag the poll that saw the
+			// Job gone, hence the short wait.
 			var released *batchv1.Job
-			waitJob(ctx, t, cfg, id, "released after its record", time.Minute, func(j *batchv1.Job) bool {
-				if j != nil && !jobspec.Held(j) {
-					released = j
-				}
-				return j == nil || released != nil
+			_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+				released = tr.releasedOf(id)
+				return released != nil, nil
 			})
 			switch {
 			case released == nil:
-				t.Logf("%s: gone before a poll saw it released", id)
-			case released.Labels[jobspec.LabelRecorded] != "true" || released.Spec.TTLSecondsAfterFinished == nil:
-				t.Errorf("released Job: labels %v, TTL %v; want %s=true and the template's TTL", released.Labels, released.Spec.TTLSecondsAfterFinished, jobspec.LabelRecorded)
+				t.Errorf("%s: its Job was removed, but the watch never saw it released (finalizer %s gone, %s=true)\n%s",
+					id, jobspec.FinalizerHistory, jobspec.LabelRecorded, explain(ctx, t, cfg))
+			case released.Spec.TTLSecondsAfterFinished == nil:
+				t.Errorf("released Job has no TTL, want the template's back")
 			}
-			waitJob(ctx, t, cfg, id, "removed by its TTL", time.Minute, gone)
 			t.Logf("%s: Complete after %s, Job removed %s later (TTL %d s after the record)", id, done.Round(100*time.Millisecond),
 				(time.Since(t0) - done).Round(100*time.Millisecond), historyTTL)
-			answeredFromRecord(ctx, t, cfg, pc, id, body, 1)
+			answeredFromRecord(ctx, t, cfg, tr, id, body)
 			return ctx
 		}).
 		Assess("with the backend down while the Job finishes and its TTL passes, nothing is lost", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			const id = "hist-down"
 			body := `{"experiment": {"id": "` + id + `", "key": "k-2"}}`
 			client := clientset(t, cfg)
-			if res, err := backend(t, cfg).Post(ctx, body); err != nil || res.Code != http.StatusCreated {
-				t.Fatalf("POST = %d %s (%v)", res.Code, res.Body, err)
-			}
 			// Hold the Job until no backend runs: a backend being scaled
 			// down keeps recording through its 5 s preStop, and the runner
-			// finishes in about 3 s. A suspended Job's pods are removed and
-			// do not count as failures; the Job starts again when resumed.
-			setSuspend(ctx, t, client, id, true)
+			// finishes in about 3 s. The Job is created suspended, from a
+			// suspended template, so it makes no pod before it is resumed:
+			// suspending it after its creation could catch a pod already
+			// made, which the suspension removes and the resumption
+			// replaces, and the test could no longer tell that the
+			// experiment ran exactly once.
+			probes = suspendNewJobs(ctx, t, cfg, backend(t, cfg).Post, "hist-down-probe")
+			res, err := backend(t, cfg).Post(ctx, body)
+			if err != nil || res.Code != http.StatusCreated {
+				t.Fatalf("POST = %d %s (%v)", res.Code, res.Body, err)
+			}
+			resumeNewJobs(ctx, t, cfg)
+			if j, err := client.BatchV1().Jobs(ns).Get(ctx, jobspec.JobName(id), metav1.GetOptions{}); err != nil || j.Spec.Suspend == nil || !*j.Spec.Suspend {
+				t.Fatalf("the Job of %s is not suspended though the template was (err %v)", id, err)
+			}
 			scaleBackend(ctx, t, cfg, 0)
 			setSuspend(ctx, t, client, id, false)
 			waitJob(ctx, t, cfg, id, "Complete with no backend running", 2*time.Minute, complete)
-			ran := pc.pods(id)
-			if ran < 1 || ran > 2 {
-				t.Errorf("%d runner pods for %s: want the one that ran and at most one the suspension removed", ran, id)
+			if n := tr.podsOf(id); n != 1 {
+				t.Errorf("%d runner pods for %s, want exactly 1: its Job made none while suspended", n, id)
 			}
 			// Three TTLs: a Job not held for its record would be gone.
 			time.Sleep(3 * historyTTL * time.Second)
@@ -234,15 +199,22 @@ func TestHistoryOutlivesTheJob(t *testing.T) {
 			scaleBackend(ctx, t, cfg, 1)
 			waitJob(ctx, t, cfg, id, "recorded and removed once the backend is back", 2*time.Minute, gone)
 			t.Logf("%s: recorded and removed %s after the backend was scaled back up", id, time.Since(t0).Round(100*time.Millisecond))
-			// The pod the suspension removed (if it was made yet) and the
-			// one that ran; the retried POST must add none.
-			answeredFromRecord(ctx, t, cfg, pc, id, body, ran)
+			answeredFromRecord(ctx, t, cfg, tr, id, body)
 			return ctx
 		}).
 		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			pc.stop()
+			if tr != nil {
+				tr.stop()
+			}
+			resumeNewJobs(ctx, t, cfg)
 			scaleBackend(ctx, t, cfg, 1)
 			setTemplateTTL(ctx, t, cfg, 60)
+			// The probes' Jobs: suspended (or done), recorded Cancelled once
+			// deleted, with the backend back to record them.
+			deleteManagedJobs(ctx, t, cfg, func(j batchv1.Job) bool {
+				id, _ := jobspec.Owns(&j)
+				return slices.Contains(probes, id)
+			})
 			return ctx
 		}).Feature()
 	testenv.Test(t, f)

@@ -4,13 +4,18 @@
 // engine runs, a local node of host processes everywhere else. Run it with
 // `make e2e` (go test -tags e2e ./e2e/). GMINI_E2E_PROVIDER forces a
 // provider (auto, kind, local); GMINI_E2E_KEEP=1 leaves the cluster running;
-// GMINI_E2E_CLUSTER names it (default gmini-e2e).
+// GMINI_E2E_CLUSTER names it (default gmini-e2e); GMINI_E2E_SKIP lets tests
+// that this provider cannot run be skipped instead of failing (requireOrSkip).
 package e2e
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,11 +85,66 @@ func run(m *testing.M) int {
 		deploy.ApplyOverlay(logger, l.Overlay("dev")),
 		deploy.WaitBackend(logger, deploy.Namespace, 3*time.Minute),
 	)
-	testenv.Finish(cluster.Teardown(logger, provider, logsDir, os.Getenv("GMINI_E2E_KEEP") == "1"))
-	code := testenv.Run(m)
+	var finished finishErrors
+	testenv.Finish(finished.record("tear the cluster down", cluster.Teardown(logger, provider, logsDir, os.Getenv("GMINI_E2E_KEEP") == "1")))
+	code := finished.exitCode(testenv.Run(m))
 	if code != 0 {
 		cluster.PrintLogTails(os.Stderr, logsDir, 30)
 	}
 	logger.Info("e2e finished", "provider", kind, "exit", code, "elapsed", time.Since(start).Round(time.Second))
 	return code
+}
+
+// finishErrors collects what the Finish steps return. e2e-framework's
+// env.Run runs every Finish step even when one fails, but only logs the
+// error at klog verbosity 2 and returns the tests' exit code, so a teardown
+// that failed (a cluster left behind, logs not exported) would pass the run.
+type finishErrors []error
+
+// record wraps a Finish step so its error is kept for exitCode.
+func (f *finishErrors) record(what string, step env.Func) env.Func {
+	return func(ctx context.Context, cfg *envconf.Config) (context.Context, error) {
+		next, err := step(ctx, cfg)
+		if err != nil {
+			*f = append(*f, fmt.Errorf("%s: %w", what, err))
+		}
+		if next == nil {
+			// env.Run hands this context to the next step.
+			next = ctx
+		}
+		return next, err
+	}
+}
+
+// exitCode is the tests' exit code, or 1 if a Finish step failed; the
+// errors go to stderr.
+func (f finishErrors) exitCode(tests int) int {
+	if len(f) == 0 {
+		return tests
+	}
+	fmt.Fprintf(os.Stderr, "FAIL: teardown: %v\n", errors.Join(f...))
+	if tests != 0 {
+		return tests
+	}
+	return 1
+}
+
+// skipEnv lists tests, by the names requireOrSkip takes, that may be skipped
+// where the cluster cannot run them: "GMINI_E2E_SKIP=leader,gitops". It is
+// an explicit opt-out, so that a provider lacking what a test needs fails
+// the run unless someone decided to accept that (the e2e-kind CI job does,
+// and says why).
+const skipEnv = "GMINI_E2E_SKIP"
+
+// requireOrSkip is called by a test that finds the cluster lacks what it
+// needs (why). The test fails, unless GMINI_E2E_SKIP names it; then it is
+// skipped, saying so. A test the cluster can run never calls it, so the
+// opt-out cannot skip a test that could have run.
+func requireOrSkip(t *testing.T, name, why string) {
+	t.Helper()
+	named := slices.ContainsFunc(strings.Split(os.Getenv(skipEnv), ","), func(s string) bool { return strings.TrimSpace(s) == name })
+	if named {
+		t.Skipf("%s (skipped: %s=%s names %q)", why, skipEnv, os.Getenv(skipEnv), name)
+	}
+	t.Fatalf("%s; this run cannot prove what %s proves. Run it on the local node (GMINI_E2E_PROVIDER=local), or set %s=%s to skip it knowingly", why, t.Name(), skipEnv, name)
 }

@@ -154,8 +154,11 @@ var blockedArgs = []string{"-expect", "blocked", "-hold", "5s", "-within", "60s"
 var openArgs = []string{"-expect", "open", "-within", "60s", "-timeout", "15s"}
 
 // TestNetworkPolicyEngine shows the cluster enforces policies before the next
-// test relies on it: a pod reaches another, and after a deny-all ingress
-// policy in their namespace, a pod like it no longer does.
+// test relies on it: a pod reaches another, after a deny-all ingress policy
+// in their namespace a pod like it no longer does, and once the policy is
+// deleted a third one does again. The last step is what makes the block the
+// policy's: kube-router rejects (a refusal), which is also what a server
+// that died would give.
 func TestNetworkPolicyEngine(t *testing.T) {
 	const proofNS = "netpol-proof"
 	server := probePod(proofNS, "server", map[string]string{"app": "server"}, probeContainer("serve", "serve", ":8080"))
@@ -214,6 +217,24 @@ func TestNetworkPolicyEngine(t *testing.T) {
 			r := runProbes(ctx, t, cs, probePod(proofNS, "after", nil, probeContainer("dial", slices.Concat(blockedArgs, []string{"dial", addr})...)))
 			if got := r["after/dial"]; !got.Met {
 				t.Fatalf("pod-to-pod connection under a deny-all policy: %+v, want blocked", got)
+			}
+			return ctx
+		}).
+		Assess("with the policy deleted, the connection opens again", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			cs := clientset(t, cfg)
+			if err := cs.NetworkingV1().NetworkPolicies(proofNS).Delete(ctx, "deny-all", metav1.DeleteOptions{}); err != nil {
+				t.Fatalf("delete NetworkPolicy %s/deny-all: %v", proofNS, err)
+			}
+			// openArgs waits up to a minute for the engine to drop the rule.
+			r := runProbes(ctx, t, cs, probePod(proofNS, "unblocked", nil, probeContainer("dial", slices.Concat(openArgs, []string{"dial", addr})...)))
+			if got := r["unblocked/dial"]; !got.Met {
+				srv, err := cs.CoreV1().Pods(proofNS).Get(ctx, "server", metav1.GetOptions{})
+				phase := corev1.PodPhase("unknown")
+				if err == nil {
+					phase = srv.Status.Phase
+				}
+				t.Fatalf("pod-to-pod connection after the deny-all policy was deleted: %+v, want open (server pod %s, err %v): "+
+					"the block seen before may have been a dead server, not the policy", got, phase, err)
 			}
 			return ctx
 		}).
