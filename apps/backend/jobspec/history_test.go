@@ -89,3 +89,61 @@ func TestReleasePatchRefusesABadTTL(t *testing.T) {
 		t.Error("ReleasePatch accepted a TTL annotation that is not a number")
 	}
 }
+
+// A Job whose finalizer someone removed by hand still has its record to
+// store: only the release patch's label says it is recorded.
+func TestReleasedOnlyByTheLabel(t *testing.T) {
+	job := batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "j", Annotations: map[string]string{AnnotationTTL: "60"}}}
+	HoldForHistory(&job)
+	job.Finalizers = nil // removed by hand
+	if Released(&job) {
+		t.Error("a Job whose finalizer was removed by hand counts as released")
+	}
+	job.Labels = map[string]string{LabelRecorded: "true"}
+	if !Released(&job) {
+		t.Error("a Job with the recorded label does not count as released")
+	}
+}
+
+func TestHoldForSubmitAndResume(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		template    *bool
+		wantSuspend bool
+	}{
+		{name: "template runs at once", template: nil, wantSuspend: false},
+		{name: "template not suspended", template: ptr.To(false), wantSuspend: false},
+		{name: "template suspended", template: ptr.To(true), wantSuspend: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "j", UID: "uid-1"}, Spec: batchv1.JobSpec{Suspend: tt.template}}
+			HoldForSubmit(job)
+			if !HeldForSubmit(job) || job.Spec.Suspend == nil || !*job.Spec.Suspend {
+				t.Fatalf("after HoldForSubmit: held %v, suspend %v; want held and suspended", HeldForSubmit(job), job.Spec.Suspend)
+			}
+			HoldForSubmit(job) // twice must keep the template's value
+			patch, err := ResumePatch(job)
+			if err != nil {
+				t.Fatal(err)
+			}
+			orig, err := json.Marshal(job)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := strategicpatch.StrategicMergePatch(orig, patch, batchv1.Job{})
+			if err != nil {
+				t.Fatalf("patch %s: %v", patch, err)
+			}
+			var got batchv1.Job
+			if err := json.Unmarshal(out, &got); err != nil {
+				t.Fatal(err)
+			}
+			if HeldForSubmit(&got) || got.Spec.Suspend == nil || *got.Spec.Suspend != tt.wantSuspend {
+				t.Errorf("resumed: held %v, suspend %v; want not held, suspend %v (patch %s)", HeldForSubmit(&got), got.Spec.Suspend, tt.wantSuspend, patch)
+			}
+			if got.UID != job.UID {
+				t.Errorf("the patch changed the UID precondition: %q", got.UID)
+			}
+		})
+	}
+}

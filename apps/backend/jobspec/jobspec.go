@@ -59,6 +59,11 @@ const (
 	// AnnotationSubmitter names who submitted the experiment, as the API
 	// server authenticated them.
 	AnnotationSubmitter = "gmini.dev/submitted-by"
+	// AnnotationHeldForSubmit marks a Job the backend created suspended,
+	// to check that its experiment may still run before any pod starts
+	// (HoldForSubmit); its value is the template's own spec.suspend, which
+	// ResumePatch restores.
+	AnnotationHeldForSubmit = "gmini.dev/held-for-submit"
 
 	// MaxIDLength bounds experiment IDs. IDs come from a document store; 128
 	// leaves room for any store's keys while keeping annotations small.
@@ -266,15 +271,50 @@ func HoldForHistory(job *batchv1.Job) {
 	}
 }
 
+// HoldForSubmit makes job start suspended and marks it so, keeping the
+// template's own suspend for ResumePatch.
+func HoldForSubmit(job *batchv1.Job) {
+	if job.Annotations == nil {
+		job.Annotations = map[string]string{}
+	}
+	if _, held := job.Annotations[AnnotationHeldForSubmit]; held {
+		return
+	}
+	job.Annotations[AnnotationHeldForSubmit] = strconv.FormatBool(job.Spec.Suspend != nil && *job.Spec.Suspend)
+	suspend := true
+	job.Spec.Suspend = &suspend
+}
+
+// HeldForSubmit reports whether job waits for HoldForSubmit's check.
+func HeldForSubmit(job *batchv1.Job) bool {
+	_, held := job.Annotations[AnnotationHeldForSubmit]
+	return held
+}
+
+// ResumePatch is the strategic merge patch that starts a Job HoldForSubmit
+// held: the mark removed, the template's suspend restored. It carries the
+// Job's UID, so the API server applies it to that very Job only.
+func ResumePatch(job *batchv1.Job) ([]byte, error) {
+	suspend, err := strconv.ParseBool(job.Annotations[AnnotationHeldForSubmit])
+	if err != nil {
+		return nil, fmt.Errorf("job %s: annotation %s=%q is not true or false", job.Name, AnnotationHeldForSubmit, job.Annotations[AnnotationHeldForSubmit])
+	}
+	return json.Marshal(map[string]any{
+		"metadata": map[string]any{
+			"uid":         job.UID,
+			"annotations": map[string]any{AnnotationHeldForSubmit: nil},
+		},
+		"spec": map[string]any{"suspend": suspend},
+	})
+}
+
 // Held reports whether job still waits for its record.
 func Held(job *batchv1.Job) bool { return slices.Contains(job.Finalizers, FinalizerHistory) }
 
-// Released reports whether job was held for its record and let go: its
-// record is stored.
-func Released(job *batchv1.Job) bool {
-	_, held := job.Annotations[AnnotationTTL]
-	return held && !Held(job)
-}
+// Released reports whether job's record is stored and the Job let go
+// (ReleasePatch's label). A Job whose finalizer was removed by hand is not:
+// its record is still to be stored.
+func Released(job *batchv1.Job) bool { return job.Labels[LabelRecorded] == "true" }
 
 // ReleasePatch is the strategic merge patch that lets a recorded Job go:
 // FinalizerHistory removed, LabelRecorded set and, unless the Job is being deleted anyway, the

@@ -28,12 +28,21 @@ type lazyStore struct {
 // openRetry bounds the wait between two attempts to open the database.
 const openRetry = 5 * time.Second
 
-func openHistory(ctx context.Context, dsn string, log *slog.Logger) *lazyStore {
+func openHistory(ctx context.Context, dsn, namespace string, log *slog.Logger) *lazyStore {
 	l := &lazyStore{err: failure.New(failure.Unavailable, "the history database is not connected yet")}
 	go func() {
 		wait := 250 * time.Millisecond
 		for attempt := 1; ; attempt++ {
 			st, err := history.Open(ctx, dsn, log)
+			if err == nil {
+				// Another namespace's database is a misconfiguration, not
+				// an outage, but it is retried all the same: fixing it
+				// (a new DSN in the Secret) needs no restart then.
+				if err = st.Own(ctx, namespace); err != nil {
+					st.Close()
+					st = nil
+				}
+			}
 			l.mu.Lock()
 			if l.closed {
 				l.mu.Unlock()
@@ -77,6 +86,14 @@ func (l *lazyStore) Claim(ctx context.Context, rec history.Record) (history.Reco
 		return history.Record{}, false, err
 	}
 	return s.Claim(ctx, rec)
+}
+
+func (l *lazyStore) Unclaim(ctx context.Context, id, hash string) (bool, error) {
+	s, err := l.get()
+	if err != nil {
+		return false, err
+	}
+	return s.Unclaim(ctx, id, hash)
 }
 
 func (l *lazyStore) Update(ctx context.Context, rec history.Record) error {
@@ -125,6 +142,14 @@ func (l *lazyStore) Expire(ctx context.Context, cutoff time.Time) (int64, error)
 		return 0, err
 	}
 	return s.Expire(ctx, cutoff)
+}
+
+func (l *lazyStore) Own(ctx context.Context, namespace string) error {
+	s, err := l.get()
+	if err != nil {
+		return err
+	}
+	return s.Own(ctx, namespace)
 }
 
 func (l *lazyStore) Ping(ctx context.Context) error {

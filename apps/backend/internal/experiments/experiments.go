@@ -10,8 +10,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/experiment"
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
@@ -28,9 +31,20 @@ type Service struct {
 	// History is nil when history is off: the Jobs are then the only
 	// record, gone with their TTL.
 	History history.Store
+	// ClaimGrace is how long a claim may wait for its Job: the longest a
+	// POST takes between its claim and its create (the API timeout, with
+	// room). A DELETE finding a younger claim without a Job answers 409
+	// (the POST may still create it); an older one is a POST that gave up,
+	// and the DELETE closes its record. Default DefaultClaimGrace.
+	ClaimGrace time.Duration
+	// Log notes what a request could not undo; default: discard.
+	Log *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
+
+// DefaultClaimGrace is ClaimGrace's default.
+const DefaultClaimGrace = time.Minute
 
 // Submitted is what Submit did.
 type Submitted struct {
@@ -45,37 +59,124 @@ type Submitted struct {
 
 // Submit runs exp unless it ran or runs already. The same ID with another
 // body is a conflict; the same body is answered with what exists.
+//
+// With history on, an experiment runs at most once, and the Job that runs
+// is the one its record describes. The claim orders a POST against
+// everything else: the POST that creates the claim creates the Job at once;
+// a POST that finds a claim not yet final (a retry, or one racing a DELETE)
+// creates the Job held (suspended), reads the record again, and starts the
+// Job only if the record is still not final, else deletes it unstarted.
 func (s *Service) Submit(ctx context.Context, exp experiment.Experiment, submitter string) (Submitted, error) {
-	if s.History != nil {
-		rec, created, err := s.History.Claim(ctx, history.Record{
-			ID:        exp.ID,
-			Hash:      exp.Hash,
-			Namespace: s.Spawner.Namespace,
-			Job:       jobspec.JobName(exp.ID),
-			Submitter: submitter,
-			State:     history.StateSubmitted,
-			CreatedAt: s.now(),
-		})
-		if err != nil {
-			// Without the store nothing proves the experiment is new.
-			return Submitted{}, fmt.Errorf("claim experiment %q in the history: %w", exp.ID, err)
-		}
-		switch {
-		case !created && rec.Hash != exp.Hash:
-			return Submitted{}, failure.New(failure.Conflict,
-				"experiment %q was already submitted with a different body (job %s, %s); a re-run needs a new ID", exp.ID, rec.Job, rec.State)
-		case !created && history.Final(rec.State):
-			return Submitted{ID: rec.ID, Job: rec.Job, Namespace: rec.Namespace, State: rec.State, Source: lifecycle.SourceHistory}, nil
-		}
-		// New, or claimed and not finished: its Job exists (a retry finds
-		// it) or was never made (the claiming request failed after the
-		// claim); Create answers both.
+	if s.History == nil {
+		return s.create(ctx, exp, submitter)
 	}
+	claim := history.Record{
+		ID:        exp.ID,
+		Hash:      exp.Hash,
+		Namespace: s.Spawner.Namespace,
+		Job:       jobspec.JobName(exp.ID),
+		Submitter: submitter,
+		State:     history.StateSubmitted,
+		CreatedAt: s.now(),
+	}
+	rec, created, err := s.History.Claim(ctx, claim)
+	if err != nil {
+		// Without the store nothing proves the experiment is new.
+		return Submitted{}, fmt.Errorf("claim experiment %q in the history: %w", exp.ID, err)
+	}
+	switch {
+	case !created && rec.Hash != exp.Hash:
+		return Submitted{}, failure.New(failure.Conflict,
+			"experiment %q was already submitted with a different body (job %s, %s); a re-run needs a new ID", exp.ID, rec.Job, rec.State)
+	case !created && history.Final(rec.State):
+		return fromRecord(rec), nil
+	case !created:
+		return s.resubmit(ctx, exp, submitter, claim)
+	}
+	sub, err := s.create(ctx, exp, submitter)
+	if err != nil && spawn.NothingCreated(err) {
+		// Nothing runs, so nothing must block a fixed retry: a claim
+		// left behind would answer it 409 for the whole retention.
+		if _, uerr := s.History.Unclaim(context.WithoutCancel(ctx), exp.ID, exp.Hash); uerr != nil {
+			s.log().Warn("could not take back the claim of an experiment that created nothing; a retry with another body answers 409 until the claim expires",
+				"id", exp.ID, "err", uerr)
+		}
+	}
+	return sub, err
+}
+
+func (s *Service) create(ctx context.Context, exp experiment.Experiment, submitter string) (Submitted, error) {
 	res, err := s.Spawner.Create(ctx, exp, submitter)
 	if err != nil {
 		return Submitted{}, err
 	}
-	return Submitted{ID: exp.ID, Job: res.Job.Name, Namespace: res.Job.Namespace, Created: res.Created, Source: lifecycle.SourceJob}, nil
+	return fromJob(exp.ID, res), nil
+}
+
+// resubmit serves a POST that found exp claimed, not final, by an earlier
+// request. Its Job exists (the answer is that Job), or not yet, or not any
+// more: the earlier POST failed or is still under way, or a DELETE removed
+// the Job and the record is becoming Cancelled. A new Job is therefore made
+// held, and started only if the record still allows it.
+func (s *Service) resubmit(ctx context.Context, exp experiment.Experiment, submitter string, claim history.Record) (Submitted, error) {
+	res, err := s.Spawner.CreateHeld(ctx, exp, submitter)
+	if err != nil {
+		return Submitted{}, err
+	}
+	if !jobspec.HeldForSubmit(res.Job) {
+		return fromJob(exp.ID, res), nil
+	}
+	// This call's Job, or one an earlier resubmit left held when it
+	// failed: check it now.
+	rec, err := s.History.Get(ctx, exp.ID)
+	if failure.KindOf(err) == failure.NotFound {
+		// The claim was taken back (its POST created nothing) after this
+		// request read it: claim anew for this Job.
+		rec, _, err = s.History.Claim(ctx, claim)
+	}
+	switch {
+	case err != nil:
+		s.discard(ctx, res.Job)
+		return Submitted{}, fmt.Errorf("check the record of experiment %q before starting its job: %w", exp.ID, err)
+	case history.Final(rec.State) || rec.Hash != exp.Hash:
+		// Cancelled (or, with another body, re-claimed) meanwhile: this
+		// Job must not run.
+		s.discard(ctx, res.Job)
+		if rec.Hash != exp.Hash {
+			return Submitted{}, failure.New(failure.Conflict,
+				"experiment %q was already submitted with a different body (job %s, %s); a re-run needs a new ID", exp.ID, rec.Job, rec.State)
+		}
+		return fromRecord(rec), nil
+	}
+	job, err := s.Spawner.Resume(ctx, res.Job)
+	if err != nil {
+		s.discard(ctx, res.Job)
+		return Submitted{}, err
+	}
+	res.Job = job
+	return fromJob(exp.ID, res), nil
+}
+
+// discard deletes a held Job that must not run, beyond the request's
+// deadline: left behind, it would wait suspended until a retry finds it.
+func (s *Service) discard(ctx context.Context, job *batchv1.Job) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), discardTimeout)
+	defer cancel()
+	if err := s.Spawner.Discard(ctx, job); err != nil {
+		s.log().Warn("could not delete a held job that must not run; it stays suspended until a retried POST checks it again",
+			"job", job.Name, "err", err)
+	}
+}
+
+// discardTimeout bounds discard's delete once the request has given up.
+const discardTimeout = 10 * time.Second
+
+func fromJob(id string, res spawn.Result) Submitted {
+	return Submitted{ID: id, Job: res.Job.Name, Namespace: res.Job.Namespace, Created: res.Created, Source: lifecycle.SourceJob}
+}
+
+func fromRecord(rec history.Record) Submitted {
+	return Submitted{ID: rec.ID, Job: rec.Job, Namespace: rec.Namespace, State: rec.State, Source: lifecycle.SourceHistory}
 }
 
 // Get returns the experiment's status: its live Job's while it exists,
@@ -127,6 +228,11 @@ type ListOptions struct {
 // List returns a page of experiments: from history, newest first, when it
 // is on; else from the live Jobs, in the API server's order.
 func (s *Service) List(ctx context.Context, opts ListOptions) (lifecycle.Page, error) {
+	// No state's name comes near this length; history's own check would
+	// repeat the whole value in its message.
+	if len(opts.State) > failure.MaxQuoted {
+		return lifecycle.Page{}, failure.New(failure.Invalid, "state %s is no state of an experiment", failure.Quote(opts.State))
+	}
 	if s.History != nil {
 		page, err := s.History.List(ctx, history.ListOptions{Limit: opts.Limit, Continue: opts.Continue, State: opts.State})
 		if err != nil {
@@ -146,7 +252,7 @@ func (s *Service) List(ctx context.Context, opts ListOptions) (lifecycle.Page, e
 		return lifecycle.Page{}, failure.New(failure.Invalid, "limit %d: want 1 to %d", limit, history.MaxPageSize)
 	}
 	if opts.State != "" && !slices.Contains(lifecycle.States, opts.State) {
-		return lifecycle.Page{}, failure.New(failure.Invalid, "state %q: want one of %v", opts.State, lifecycle.States)
+		return lifecycle.Page{}, failure.New(failure.Invalid, "state %s: want one of %v", failure.Quote(opts.State), lifecycle.States)
 	}
 	return s.Live.List(ctx, int64(limit), opts.Continue, opts.State)
 }
@@ -162,7 +268,9 @@ type Cancelled struct {
 
 // Cancel deletes the experiment's Job, which stops its runner. With
 // history on, the record stays, as Cancelled unless the experiment had
-// finished.
+// finished. A claim without a Job is Cancelled at once when its POST has
+// given up (older than ClaimGrace), so a retried POST runs nothing; a
+// younger one answers Conflict: its POST may still create the Job.
 func (s *Service) Cancel(ctx context.Context, id string) (Cancelled, error) {
 	st, err := s.Live.Delete(ctx, id)
 	if err == nil {
@@ -173,12 +281,27 @@ func (s *Service) Cancel(ctx context.Context, id string) (Cancelled, error) {
 	}
 	rec, herr := s.History.Get(ctx, id)
 	switch {
-	case herr == nil:
-		return Cancelled{ID: id, Job: rec.Job, State: rec.State}, nil
 	case failure.KindOf(herr) == failure.NotFound:
 		return Cancelled{}, err
+	case herr != nil:
+		return Cancelled{}, fmt.Errorf("experiment %q has no job; read its record: %w", id, herr)
+	case rec.State != history.StateSubmitted:
+		return Cancelled{ID: id, Job: rec.Job, State: rec.State}, nil
 	}
-	return Cancelled{}, fmt.Errorf("experiment %q has no job; read its record: %w", id, herr)
+	if age := s.now().Sub(rec.CreatedAt); age < s.claimGrace() {
+		return Cancelled{}, failure.New(failure.Conflict,
+			"experiment %q is being submitted (claimed %s ago, no job yet); retry in a few seconds", id, age.Round(time.Millisecond))
+	}
+	stored, err := s.History.Finish(ctx, history.Record{
+		ID:      id,
+		State:   history.StateCancelled,
+		Reason:  "Cancelled",
+		Message: "cancelled before its Job was created",
+	}, nil)
+	if err != nil {
+		return Cancelled{}, fmt.Errorf("cancel the claim of experiment %q: %w", id, err)
+	}
+	return Cancelled{ID: id, Job: stored.Job, State: stored.State}, nil
 }
 
 // FromRecord shows a record as a status.
@@ -197,6 +320,20 @@ func FromRecord(rec history.Record) lifecycle.Status {
 		SubmittedBy: rec.Submitter,
 		Source:      lifecycle.SourceHistory,
 	}
+}
+
+func (s *Service) claimGrace() time.Duration {
+	if s.ClaimGrace > 0 {
+		return s.ClaimGrace
+	}
+	return DefaultClaimGrace
+}
+
+func (s *Service) log() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return slog.New(slog.DiscardHandler)
 }
 
 func (s *Service) now() time.Time {

@@ -3,6 +3,7 @@ package experiments
 import (
 	"bytes"
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,8 +12,11 @@ import (
 	"github.com/google/go-cmp/cmp"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/experiment"
@@ -253,6 +257,13 @@ func TestListFromHistory(t *testing.T) {
 	if _, err := f.svc.List(ctx, ListOptions{State: "Sleeping"}); failure.KindOf(err) != failure.Invalid {
 		t.Errorf("unknown state = %v, want Invalid", err)
 	}
+	// A client's value is repeated in part only, however long.
+	for _, bad := range []ListOptions{{State: strings.Repeat("S", 7000)}, {Continue: strings.Repeat("C", 7000)}} {
+		_, err := f.svc.List(ctx, bad)
+		if msg := failure.MessageOf(err); failure.KindOf(err) != failure.Invalid || len(msg) > 400 {
+			t.Errorf("List of a 7,000-character value = %.300s (kind %q, %d bytes), want Invalid, shortened", msg, failure.KindOf(err), len(msg))
+		}
+	}
 }
 
 func TestWithoutHistory(t *testing.T) {
@@ -282,5 +293,124 @@ func TestWithoutHistory(t *testing.T) {
 	res, err := f.svc.Submit(ctx, decode(t, body), "")
 	if err != nil || !res.Created {
 		t.Errorf("submit after the Job is gone, without history = %+v, %v; want created again", res, err)
+	}
+}
+
+// A POST the API server refused created nothing, so it leaves nothing
+// behind: a fixed retry, even with another body, runs, and a DELETE finds
+// nothing to cancel.
+func TestRefusedSubmitLeavesNoClaim(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, true)
+	quotaFull := true
+	f.client.PrependReactor("create", "jobs", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if !quotaFull {
+			return false, nil, nil
+		}
+		return true, nil, apierrors.NewForbidden(batchv1.Resource("jobs"), "x",
+			errors.New("exceeded quota: gmini, requested: count/jobs.batch=1, used: count/jobs.batch=20, limited: count/jobs.batch=20"))
+	})
+	_, err := f.svc.Submit(ctx, decode(t, `{"experiment": {"id": "q1", "key": "a"}}`), "")
+	if failure.KindOf(err) != failure.TooManyRequests {
+		t.Fatalf("submit with the quota full = %v (kind %s), want TooManyRequests", err, failure.KindOf(err))
+	}
+	if rec, err := f.store.Get(ctx, "q1"); failure.KindOf(err) != failure.NotFound {
+		t.Errorf("record after a refused POST = %+v, %v; want none", rec, err)
+	}
+	if _, err := f.svc.Cancel(ctx, "q1"); failure.KindOf(err) != failure.NotFound {
+		t.Errorf("DELETE after a refused POST = %v, want NotFound", err)
+	}
+	quotaFull = false
+	res, err := f.svc.Submit(ctx, decode(t, `{"experiment": {"id": "q1", "key": "fixed"}}`), "")
+	if err != nil || !res.Created {
+		t.Errorf("fixed retry = %+v, %v; want the Job created", res, err)
+	}
+}
+
+// A POST that finds a claim not yet final makes its Job held, and starts it
+// only if the record still allows it: a DELETE that finished the record in
+// between wins, and the Job is deleted before any pod could start.
+func TestResubmitChecksTheRecordBeforeStarting(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		// during is what happens while the held Job is being created
+		during      func(t *testing.T, f *fixture, id string)
+		wantCreated bool
+		wantState   string
+		wantJobs    int
+	}{
+		{name: "claim still open", wantCreated: true, wantJobs: 1},
+		{name: "cancelled meanwhile", wantState: history.StateCancelled, during: func(t *testing.T, f *fixture, id string) {
+			if _, err := f.store.Finish(context.Background(), history.Record{ID: id, State: history.StateCancelled}, []byte{}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := newFixture(t, true)
+			body := `{"experiment": {"id": "r1"}}`
+			exp := decode(t, body)
+			// An earlier POST's claim whose Job does not exist (any more).
+			if _, _, err := f.store.Claim(ctx, history.Record{ID: exp.ID, Hash: exp.Hash, Job: jobspec.JobName(exp.ID), CreatedAt: t0}); err != nil {
+				t.Fatal(err)
+			}
+			var held *batchv1.Job
+			f.client.PrependReactor("create", "jobs", func(a k8stesting.Action) (bool, runtime.Object, error) {
+				held = a.(k8stesting.CreateAction).GetObject().(*batchv1.Job).DeepCopy()
+				if tt.during != nil {
+					tt.during(t, f, exp.ID)
+				}
+				return false, nil, nil
+			})
+			res, err := f.svc.Submit(ctx, exp, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if held == nil || held.Spec.Suspend == nil || !*held.Spec.Suspend || !jobspec.HeldForSubmit(held) {
+				t.Fatalf("the Job was not created held: %+v", held)
+			}
+			if res.Created != tt.wantCreated || res.State != tt.wantState {
+				t.Errorf("submit = %+v; want created %v, state %q", res, tt.wantCreated, tt.wantState)
+			}
+			jobs := f.jobs(t)
+			if len(jobs) != tt.wantJobs {
+				t.Fatalf("%d Jobs, want %d", len(jobs), tt.wantJobs)
+			}
+			for _, j := range jobs {
+				if jobspec.HeldForSubmit(&j) || (j.Spec.Suspend != nil && *j.Spec.Suspend) {
+					t.Errorf("the Job was left held: annotations %v, suspend %v", j.Annotations, j.Spec.Suspend)
+				}
+			}
+		})
+	}
+}
+
+// A DELETE that finds a claim without a Job answers Conflict while the
+// claiming POST may still create it, and cancels it once that POST must
+// have given up: a retried POST then runs nothing.
+func TestCancelAClaimWithoutAJob(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, true)
+	f.svc.ClaimGrace = 10 * time.Second
+	exp := decode(t, `{"experiment": {"id": "c1"}}`)
+	if _, _, err := f.store.Claim(ctx, history.Record{ID: exp.ID, Hash: exp.Hash, Job: jobspec.JobName(exp.ID), CreatedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	f.svc.Now = func() time.Time { return t0.Add(time.Second) }
+	if _, err := f.svc.Cancel(ctx, exp.ID); failure.KindOf(err) != failure.Conflict {
+		t.Errorf("DELETE of a young claim = %v, want Conflict", err)
+	}
+	f.svc.Now = func() time.Time { return t0.Add(11 * time.Second) }
+	c, err := f.svc.Cancel(ctx, exp.ID)
+	if err != nil || c.Deleted || c.State != history.StateCancelled {
+		t.Errorf("DELETE of an abandoned claim = %+v, %v; want state Cancelled, nothing deleted", c, err)
+	}
+	res, err := f.svc.Submit(ctx, exp, "")
+	if err != nil || res.Created || res.State != history.StateCancelled {
+		t.Errorf("retry after the cancel = %+v, %v; want Cancelled from history", res, err)
+	}
+	if n := len(f.jobs(t)); n != 0 {
+		t.Errorf("%d Jobs after cancelling a claim, want 0", n)
 	}
 }

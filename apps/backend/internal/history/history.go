@@ -107,6 +107,12 @@ type Store interface {
 	// it returns the stored record unchanged and created=false (the caller
 	// compares Hash).
 	Claim(ctx context.Context, rec Record) (stored Record, created bool, err error)
+	// Unclaim takes back a claim whose POST created nothing (a quota's
+	// refusal, a conflict): it deletes the record of id only while it is
+	// still Submitted, with no Job seen, and was claimed with hash, so a
+	// fixed retry is not refused as a different body. It reports whether
+	// a record was deleted.
+	Unclaim(ctx context.Context, id, hash string) (bool, error)
 	// Update stores progress for rec.ID (state, reason, message, job, job
 	// UID, times, exit code). Idempotent and monotonic: a record in a final
 	// state is never changed; times once set are kept; a record that does
@@ -134,6 +140,12 @@ type Store interface {
 	// finished before cutoff and the Submitted ones (a claim whose Job was
 	// never created) created before cutoff. It returns how many.
 	Expire(ctx context.Context, cutoff time.Time) (int64, error)
+	// Own makes the database namespace's, or fails as Invalid if it is
+	// another namespace's: records are keyed by experiment ID alone, so
+	// two namespaces sharing one database would read, list and answer
+	// each other's experiments. A database made before owners were kept
+	// belongs to the namespace of its records.
+	Own(ctx context.Context, namespace string) error
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 	// Close releases the database; the Store is unusable afterwards.
@@ -261,6 +273,24 @@ func errf(kind failure.Kind, err error, op, id string) error {
 		return failure.Wrap(kind, err, "history: %s", op)
 	}
 	return failure.Wrap(kind, err, "history: %s %q", op, id)
+}
+
+// ownSQL makes the database namespace $1's unless it has an owner; the
+// namespace of existing records (a database from before owners) comes first.
+// (SQLite needs a WHERE to parse an INSERT ... SELECT with ON CONFLICT.)
+const ownSQL = `INSERT INTO owner (id, namespace)
+SELECT 1, COALESCE((SELECT namespace FROM experiments WHERE namespace <> '' LIMIT 1), $1) WHERE true
+ON CONFLICT (id) DO NOTHING`
+
+const ownerSQL = "SELECT namespace FROM owner WHERE id = 1"
+
+// checkOwner is Own's verdict on the stored owner.
+func checkOwner(owner, namespace string) error {
+	if owner == namespace {
+		return nil
+	}
+	return failure.New(failure.Invalid,
+		"history: the database holds the experiments of namespace %q, not %q; give each namespace a database of its own (in PostgreSQL another database, or another schema through search_path)", owner, namespace)
 }
 
 func notFound(id string) error {

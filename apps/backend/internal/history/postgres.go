@@ -181,6 +181,14 @@ func (s *pgStore) Claim(ctx context.Context, rec Record) (Record, bool, error) {
 	return Record{}, false, failure.New(failure.Unavailable, "history: claim %q: the record kept disappearing; retry", rec.ID)
 }
 
+func (s *pgStore) Unclaim(ctx context.Context, id, hash string) (bool, error) {
+	tag, err := s.fast.Exec(ctx, unclaimSQL, id, hash)
+	if err != nil {
+		return false, s.fail(ctx, err, "unclaim", id)
+	}
+	return tag.RowsAffected() > 0, nil
+}
+
 func (s *pgStore) Update(ctx context.Context, rec Record) error {
 	rec, err := prepare(rec, time.Now())
 	if err != nil {
@@ -269,6 +277,17 @@ func (s *pgStore) Expire(ctx context.Context, cutoff time.Time) (int64, error) {
 			return total, nil
 		}
 	}
+}
+
+func (s *pgStore) Own(ctx context.Context, namespace string) error {
+	if _, err := s.pool.Exec(ctx, ownSQL, namespace); err != nil {
+		return s.fail(ctx, err, "own", s.target)
+	}
+	var owner string
+	if err := s.pool.QueryRow(ctx, ownerSQL).Scan(&owner); err != nil {
+		return s.fail(ctx, err, "own", s.target)
+	}
+	return checkOwner(owner, namespace)
 }
 
 func (s *pgStore) Ping(ctx context.Context) error {

@@ -23,6 +23,10 @@ const claimSQL = "INSERT INTO experiments (" + columns + ") VALUES " + values +
 
 const getSQL = "SELECT " + columns + " FROM experiments WHERE id = $1"
 
+// unclaimSQL deletes a claim that nothing came of: still Submitted, no Job
+// UID recorded, the body it was claimed with.
+const unclaimSQL = "DELETE FROM experiments WHERE id = $1 AND hash = $2 AND state = '" + StateSubmitted + "' AND job_uid = ''"
+
 // upsertSQL stores progress, or with finish a final state and whether
 // output is stored. The WHERE clause is the monotonicity rule: a final
 // record is never changed, so of two writers racing on one record the final

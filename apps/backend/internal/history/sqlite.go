@@ -319,6 +319,22 @@ func (s *sqliteStore) Claim(ctx context.Context, rec Record) (Record, bool, erro
 	return stored, created, nil
 }
 
+func (s *sqliteStore) Unclaim(ctx context.Context, id, hash string) (bool, error) {
+	var n int64
+	err := s.writes.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, unclaimSQL, id, hash)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return false, s.fail(ctx, err, "unclaim", id)
+	}
+	return n > 0, nil
+}
+
 func (s *sqliteStore) Update(ctx context.Context, rec Record) error {
 	rec, err := prepare(rec, time.Now())
 	if err != nil {
@@ -439,6 +455,20 @@ func (s *sqliteStore) Expire(ctx context.Context, cutoff time.Time) (int64, erro
 			return total, nil
 		}
 	}
+}
+
+func (s *sqliteStore) Own(ctx context.Context, namespace string) error {
+	var owner string
+	err := s.writes.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, ownSQL, namespace); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, ownerSQL).Scan(&owner)
+	})
+	if err != nil {
+		return s.fail(ctx, err, "own", s.path)
+	}
+	return checkOwner(owner, namespace)
 }
 
 func (s *sqliteStore) Ping(ctx context.Context) error {

@@ -40,7 +40,7 @@ func (c cursor) encode() string {
 func decodeCursor(token string) (cursor, error) {
 	bad := func() (cursor, error) {
 		return cursor{}, failure.New(failure.Invalid,
-			"continue token %q is not valid: pass the continue value of the previous page unchanged, or none to start from the newest", shorten(token))
+			"continue token %s is not valid: pass the continue value of the previous page unchanged, or none to start from the newest", failure.Quote(token))
 	}
 	if len(token) > maxTokenLen {
 		return bad()
@@ -56,11 +56,4 @@ func decodeCursor(token string) (cursor, error) {
 		return bad()
 	}
 	return cursor{CreatedAt: time.UnixMicro(micros).UTC(), ID: id}, nil
-}
-
-func shorten(s string) string {
-	if len(s) > 40 {
-		return s[:40] + "…"
-	}
-	return s
 }

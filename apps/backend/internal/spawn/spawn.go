@@ -4,6 +4,7 @@ package spawn
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -11,6 +12,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/experiment"
@@ -57,20 +59,64 @@ type Result struct {
 // create of the same name.
 //
 // submitter, when not empty, is kept on the Job (jobspec.AnnotationSubmitter).
+// An error for which NothingCreated is true made no Job.
 func (s *Spawner) Create(ctx context.Context, exp experiment.Experiment, submitter string) (Result, error) {
+	return s.create(ctx, exp, submitter, false)
+}
+
+// CreateHeld is Create, but a Job it makes starts suspended and marked
+// (jobspec.AnnotationHeldForSubmit), so no pod runs before the caller has
+// checked that the experiment may still run; Resume starts it. An existing
+// Job is returned as it is, held or not.
+func (s *Spawner) CreateHeld(ctx context.Context, exp experiment.Experiment, submitter string) (Result, error) {
+	return s.create(ctx, exp, submitter, true)
+}
+
+// Resume starts a Job that CreateHeld made, unless the template itself
+// asked for a suspended Job; only the Job with that UID is changed.
+func (s *Spawner) Resume(ctx context.Context, job *batchv1.Job) (*batchv1.Job, error) {
+	patch, err := jobspec.ResumePatch(job)
+	if err != nil {
+		return nil, err
+	}
+	resumed, err := s.Client.BatchV1().Jobs(s.Namespace).Patch(ctx, job.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("start held job %s/%s: %w", s.Namespace, job.Name, err)
+	}
+	return resumed, nil
+}
+
+// Discard deletes a Job that CreateHeld made and that must not run; only
+// the Job with that UID, so a newer Job of the same name is left alone.
+func (s *Spawner) Discard(ctx context.Context, job *batchv1.Job) error {
+	bg := metav1.DeletePropagationBackground
+	err := s.Client.BatchV1().Jobs(s.Namespace).Delete(ctx, job.Name, metav1.DeleteOptions{
+		Preconditions:     &metav1.Preconditions{UID: &job.UID},
+		PropagationPolicy: &bg,
+	})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("delete held job %s/%s: %w", s.Namespace, job.Name, err)
+	}
+	return nil
+}
+
+func (s *Spawner) create(ctx context.Context, exp experiment.Experiment, submitter string, held bool) (Result, error) {
 	tmpl, err := s.Templates.JobTemplate()
 	if err != nil {
-		return Result{}, err
+		return Result{}, nothingCreated(err)
 	}
 	job, err := jobspec.Build(tmpl, s.Namespace, exp.ID, exp.Hash, exp.Body)
 	if err != nil {
-		return Result{}, failure.Wrap(failure.Unavailable, err, "build the job of experiment %q from the template", exp.ID)
+		return Result{}, nothingCreated(failure.Wrap(failure.Unavailable, err, "build the job of experiment %q from the template", exp.ID))
 	}
 	if submitter != "" {
 		job.Annotations[jobspec.AnnotationSubmitter] = submitter
 	}
 	if s.Hold {
 		jobspec.HoldForHistory(job)
+	}
+	if held {
+		jobspec.HoldForSubmit(job)
 	}
 	jobs := s.Client.BatchV1().Jobs(s.Namespace)
 	for range createAttempts {
@@ -84,28 +130,61 @@ func (s *Spawner) Create(ctx context.Context, exp experiment.Experiment, submitt
 		if failure.KindOf(err) == failure.TooManyRequests && apierrors.IsForbidden(err) {
 			if existing, gerr := jobs.Get(ctx, job.Name, metav1.GetOptions{}); gerr == nil {
 				if err := sameExperiment(existing, exp); err != nil {
-					return Result{}, err
+					return Result{}, nothingCreated(err)
 				}
 				return Result{Job: existing}, nil
 			}
 		}
 		if !apierrors.IsAlreadyExists(err) {
-			return Result{}, fmt.Errorf("create job %s/%s: %w", s.Namespace, job.Name, err)
+			err = fmt.Errorf("create job %s/%s: %w", s.Namespace, job.Name, err)
+			if refused(err) {
+				err = nothingCreated(err)
+			}
+			return Result{}, err
 		}
 		existing, err := jobs.Get(ctx, job.Name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			continue // deleted since the create saw it: create again
 		}
 		if err != nil {
-			return Result{}, fmt.Errorf("get existing job %s/%s: %w", s.Namespace, job.Name, err)
+			return Result{}, nothingCreated(fmt.Errorf("get existing job %s/%s: %w", s.Namespace, job.Name, err))
 		}
 		if err := sameExperiment(existing, exp); err != nil {
-			return Result{}, err
+			return Result{}, nothingCreated(err)
 		}
 		return Result{Job: existing}, nil
 	}
-	return Result{}, failure.New(failure.Conflict,
-		"job %s of experiment %q was deleted while it was being created, %d times in a row; retry", job.Name, exp.ID, createAttempts)
+	return Result{}, nothingCreated(failure.New(failure.Conflict,
+		"job %s of experiment %q was deleted while it was being created, %d times in a row; retry", job.Name, exp.ID, createAttempts))
+}
+
+// notCreated marks an error after which Create is sure it made no Job.
+type notCreated struct{ error }
+
+func (e notCreated) Unwrap() error { return e.error }
+
+func nothingCreated(err error) error { return notCreated{err} }
+
+// NothingCreated reports whether Create failed with err before any Job of
+// its making existed: the template was unusable, the API server refused the
+// create (a quota, RBAC, validation, its flow control), or the name belongs
+// to another Job. A timeout or a lost connection is not such an error: the
+// create may have happened.
+func NothingCreated(err error) bool {
+	var nc notCreated
+	return errors.As(err, &nc)
+}
+
+// refused reports whether the API server answered a create with a refusal
+// (a 4xx other than a timeout): it made nothing. A 5xx or no answer at all
+// leaves open whether the object was stored.
+func refused(err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		return false
+	}
+	code := status.Status().Code
+	return code >= 400 && code < 500 && code != 408 && !apierrors.IsTimeout(err) && !apierrors.IsServerTimeout(err)
 }
 
 // createJob creates job, retrying a create the quota's concurrent updates
@@ -119,11 +198,11 @@ func createJob(ctx context.Context, jobs jobCreator, job *batchv1.Job) (*batchv1
 			return created, err
 		}
 		if i == quotaConflictRetries {
-			return nil, failure.Wrap(failure.Unavailable, err, "refused %d times in a row while other creates updated the namespace's ResourceQuota; retry", i+1)
+			return nil, nothingCreated(failure.Wrap(failure.Unavailable, err, "refused %d times in a row while other creates updated the namespace's ResourceQuota; retry", i+1))
 		}
 		select {
 		case <-ctx.Done():
-			return nil, failure.Wrap(failure.Unavailable, err, "gave up retrying a create the ResourceQuota's concurrent updates refused")
+			return nil, nothingCreated(failure.Wrap(failure.Unavailable, err, "gave up retrying a create the ResourceQuota's concurrent updates refused"))
 		case <-time.After(delay/2 + rand.N(delay)):
 		}
 		delay *= 2

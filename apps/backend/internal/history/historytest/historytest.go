@@ -36,6 +36,8 @@ func Run(t *testing.T, open Opener) {
 	}{
 		{"Claim", testClaim},
 		{"ClaimInvalid", testClaimInvalid},
+		{"Unclaim", testUnclaim},
+		{"Own", testOwn},
 		{"Update", testUpdate},
 		{"UpdateInvalid", testUpdateInvalid},
 		{"Finish", testFinish},
@@ -228,6 +230,98 @@ func testClaim(t *testing.T, open Opener) {
 		got, _ := claim(t, s, history.Record{ID: "now"})
 		if got.CreatedAt.Before(before) || got.CreatedAt.After(time.Now().Add(time.Millisecond)) {
 			t.Errorf("CreatedAt = %v, want about %v", got.CreatedAt, before)
+		}
+	})
+}
+
+// testUnclaim: only a claim nothing came of is taken back: still
+// Submitted, no Job seen, claimed with the same body.
+func testUnclaim(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	claimed := func(id string) history.Record {
+		return history.Record{ID: id, Hash: "h1", Job: "exp-" + id, CreatedAt: at(0)}
+	}
+	for _, tc := range []struct {
+		name string
+		// after the claim, before Unclaim(id, hash)
+		then    func(id string)
+		hash    string
+		deleted bool
+	}{
+		{name: "fresh claim", hash: "h1", deleted: true},
+		{name: "other body", hash: "h2"},
+		{name: "job seen", hash: "h1", then: func(id string) {
+			update(t, s, history.Record{ID: id, State: history.StateSubmitted, JobUID: "uid-1"})
+		}},
+		{name: "pending", hash: "h1", then: func(id string) {
+			update(t, s, history.Record{ID: id, State: history.StatePending})
+		}},
+		{name: "cancelled", hash: "h1", then: func(id string) {
+			finish(t, s, history.Record{ID: id, State: history.StateCancelled}, nil)
+		}},
+	} {
+		id := strings.ReplaceAll(tc.name, " ", "-")
+		claim(t, s, claimed(id))
+		if tc.then != nil {
+			tc.then(id)
+		}
+		before := get(t, s, id)
+		deleted, err := s.Unclaim(ctx(t), id, tc.hash)
+		if err != nil {
+			t.Fatalf("%s: Unclaim: %v", tc.name, err)
+		}
+		if deleted != tc.deleted {
+			t.Errorf("%s: Unclaim deleted = %v, want %v", tc.name, deleted, tc.deleted)
+		}
+		after, err := s.Get(ctx(t), id)
+		switch {
+		case tc.deleted && failure.KindOf(err) != failure.NotFound:
+			t.Errorf("%s: Get after Unclaim = %+v, %v; want NotFound", tc.name, after, err)
+		case !tc.deleted && err != nil:
+			t.Errorf("%s: Get after a refused Unclaim: %v", tc.name, err)
+		case !tc.deleted:
+			if d := cmp.Diff(before, after); d != "" {
+				t.Errorf("%s: a refused Unclaim changed the record (-before +after):\n%s", tc.name, d)
+			}
+		}
+		if tc.deleted {
+			// The ID is free again: a fixed body claims it anew.
+			if _, created := claim(t, s, history.Record{ID: id, Hash: "h3", CreatedAt: at(time.Second)}); !created {
+				t.Errorf("%s: Claim after Unclaim did not create a record", tc.name)
+			}
+		}
+	}
+	if deleted, err := s.Unclaim(ctx(t), "never-claimed", "h1"); err != nil || deleted {
+		t.Errorf("Unclaim of an unknown ID = %v, %v; want false, nil", deleted, err)
+	}
+}
+
+// testOwn: a database belongs to the first namespace that owns it, or to
+// the namespace of the records it held before owners were kept.
+func testOwn(t *testing.T, open Opener) {
+	t.Run("first owner", func(t *testing.T) {
+		s := newStore(t, open)
+		for _, step := range []struct {
+			namespace string
+			ok        bool
+		}{{"team-a", true}, {"team-a", true}, {"team-b", false}} {
+			err := s.Own(ctx(t), step.namespace)
+			if step.ok && err != nil {
+				t.Errorf("Own(%s): %v", step.namespace, err)
+			}
+			if !step.ok {
+				wantKind(t, "Own("+step.namespace+") of team-a's database", err, failure.Invalid)
+			}
+		}
+		// Another Store on the same database sees the same owner.
+		wantKind(t, "Own(team-b) from a second Store", newStore(t, open).Own(ctx(t), "team-b"), failure.Invalid)
+	})
+	t.Run("records before owners", func(t *testing.T) {
+		s := newStore(t, open)
+		claim(t, s, history.Record{ID: "old-1", Namespace: "old-ns", CreatedAt: at(0)})
+		wantKind(t, "Own(new-ns) of a database holding old-ns's records", s.Own(ctx(t), "new-ns"), failure.Invalid)
+		if err := s.Own(ctx(t), "old-ns"); err != nil {
+			t.Errorf("Own(old-ns) of its own records: %v", err)
 		}
 	})
 }
