@@ -35,6 +35,7 @@ import (
 	"github.com/gmini-dev/gmini/apps/backend/internal/lifecycle"
 	"github.com/gmini-dev/gmini/apps/backend/internal/metrics"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+	"github.com/gmini-dev/gmini/apps/backend/lease"
 )
 
 // Config says what to record and where.
@@ -57,14 +58,13 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Lease timings: a leader that dies is replaced LeaseDuration after another
-// replica last saw the Lease renewed (client-go counts on the observer's
-// clock), found at its next try (RetryPeriod): 13-17 s after a kill, more
-// when the API server is slow. A graceful stop releases the lease at once.
+// Lease timings: package lease, which says how long a hand-over after a
+// crash can take (lease.MaxHandover, API latency aside). A graceful stop
+// releases the lease at once.
 const (
-	leaseDuration = 15 * time.Second
-	renewDeadline = 10 * time.Second
-	retryPeriod   = 2 * time.Second
+	leaseDuration = lease.Duration
+	renewDeadline = lease.RenewDeadline
+	retryPeriod   = lease.RetryPeriod
 	// resync re-checks every Job now and then, so a write that failed more
 	// often than the queue retries it is tried again.
 	resync = 5 * time.Minute
@@ -125,6 +125,9 @@ type recorder struct {
 	// that change nothing the record shows cost no write.
 	mu      sync.Mutex
 	written map[types.UID]string
+	// gone holds, per key, Jobs that left the cluster unrecorded (their
+	// finalizer was removed by hand), until their record is closed.
+	gone map[string][]*cachedJob
 }
 
 func newRecorder(cfg Config) *recorder {
@@ -135,6 +138,7 @@ func newRecorder(cfg Config) *recorder {
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 30*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "gmini-recorder"}),
 		written: map[types.UID]string{},
+		gone:    map[string][]*cachedJob{},
 	}
 }
 
@@ -205,6 +209,9 @@ func (r *recorder) next(ctx context.Context) bool {
 
 // sync writes what the Job's current state tells about its experiment.
 func (r *recorder) sync(ctx context.Context, key string) error {
+	if err := r.syncGone(ctx, key); err != nil {
+		return err
+	}
 	obj, exists, err := r.jobs.GetByKey(key)
 	if err != nil {
 		return err
@@ -264,7 +271,9 @@ func (r *recorder) finish(ctx context.Context, job *batchv1.Job, rec history.Rec
 			r.cfg.Metrics.CaptureLag.Observe(r.cfg.Now().Sub(*rec.FinishedAt).Seconds())
 		}
 	}
-	if jobspec.Held(job) {
+	// Also a Job whose finalizer was removed by hand gets its label and
+	// TTL: it is recorded now, and the TTL controller removes it as usual.
+	if !jobspec.Released(job) {
 		patch, err := jobspec.ReleasePatch(job)
 		if err != nil {
 			return err
@@ -279,17 +288,80 @@ func (r *recorder) finish(ctx context.Context, job *batchv1.Job, rec history.Rec
 	return nil
 }
 
-// deleted notes a Job that left the cluster. A Job that still carried the
-// finalizer can only go that way if someone removed it by hand (releasing
-// Jobs of a backend gone for good): its record stays as it was.
+// deleted notes a Job that left the cluster or the recorder's selector.
+// One released (recorded) is done with. One that still waited for its
+// record can only have gone if someone removed its finalizer by hand (as
+// when releasing the Jobs of a backend gone for good): its record is closed
+// by syncGone, so it never stays Running, and a retried POST does not run
+// the experiment again.
 func (r *recorder) deleted(obj any) {
 	job := cachedJobOf(obj)
 	if job == nil {
 		return
 	}
 	r.mu.Lock()
+	final := history.Final(r.written[job.UID])
 	delete(r.written, job.UID)
+	if !final && !jobspec.Released(job.job()) {
+		if _, ok := jobspec.Owns(job.job()); ok {
+			key, err := cache.MetaNamespaceKeyFunc(job)
+			if err == nil {
+				r.gone[key] = append(r.gone[key], job)
+				r.mu.Unlock()
+				r.queue.Add(key)
+				return
+			}
+		}
+	}
 	r.mu.Unlock()
+}
+
+// syncGone closes the records of the Jobs of key that left unrecorded.
+func (r *recorder) syncGone(ctx context.Context, key string) error {
+	r.mu.Lock()
+	jobs := r.gone[key]
+	delete(r.gone, key)
+	r.mu.Unlock()
+	for i, c := range jobs {
+		if err := r.finishGone(ctx, c.job()); err != nil {
+			r.mu.Lock()
+			r.gone[key] = append(jobs[i:], r.gone[key]...)
+			r.mu.Unlock()
+			return err
+		}
+	}
+	return nil
+}
+
+// finishGone stores the last word on an experiment whose Job went without
+// its record: the outcome if the Job had one, else Cancelled. What output
+// its pods still have is kept; usually they went with the Job.
+func (r *recorder) finishGone(ctx context.Context, job *batchv1.Job) error {
+	id, _ := jobspec.Owns(job)
+	if stored, err := r.cfg.Store.Get(ctx, id); err == nil && history.Final(stored.State) {
+		return nil // another replica recorded it (a stale tombstone)
+	}
+	rec := recordOf(id, job)
+	const lost = "its Job was deleted before the record was stored (the finalizer " + jobspec.FinalizerHistory + " was removed)"
+	if history.Final(rec.State) {
+		rec.Message = joinMessage(rec.Message, lost)
+	} else {
+		rec = lostRecord(id, job.Name, "the experiment did not finish: "+lost, r.cfg.Now())
+	}
+	var logs []byte
+	if out, err := r.cfg.Output(ctx, job); err == nil {
+		rec.ExitCode, logs = out.ExitCode, out.Bytes
+	}
+	stored, err := r.cfg.Store.Finish(ctx, rec, logs)
+	if err != nil {
+		r.cfg.Metrics.WriteErrors.WithLabelValues("finish").Inc()
+		return fmt.Errorf("close the record of %s, whose job %s left unrecorded: %w", id, job.Name, err)
+	}
+	if stored.State == rec.State {
+		r.cfg.Metrics.RecordsWritten.WithLabelValues(rec.State).Inc()
+	}
+	r.log.Warn("job deleted before its record was stored; record closed", "id", id, "job", job.Name, "state", stored.State)
+	return nil
 }
 
 func (r *recorder) wrote(uid types.UID) string {
@@ -304,10 +376,75 @@ func (r *recorder) remember(uid types.UID, state string) {
 	r.written[uid] = state
 }
 
-// expireLoop deletes records past their retention, now and then.
+// lostRecord is the final record of an experiment whose Job is gone
+// without a word on how it ended.
+func lostRecord(id, job, message string, at time.Time) history.Record {
+	return history.Record{ID: id, Job: job, State: history.StateCancelled, Reason: "JobDeleted", Message: message, FinishedAt: &at}
+}
+
+func joinMessage(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
+}
+
+// unfinishedStates are the states of a record whose Job the recorder
+// follows. Submitted is not among them: a claim belongs to its POST until
+// the Job is seen (the API's DELETE closes an abandoned one).
+var unfinishedStates = []string{history.StatePending, history.StateRunning, history.StateSuspended}
+
+// closeLost closes the records still unfinished whose Job is gone: Jobs
+// deleted without their finalizer while no replica recorded, so that no
+// DeleteFunc ever saw them. Without it such a record would say Running for
+// ever, and Expire, which only removes final records, would keep it.
+func (r *recorder) closeLost(ctx context.Context) error {
+	jobs := r.cfg.Client.BatchV1().Jobs(r.cfg.Namespace)
+	for _, state := range unfinishedStates {
+		opts := history.ListOptions{State: state, Limit: history.MaxPageSize}
+		for {
+			page, err := r.cfg.Store.List(ctx, opts)
+			if err != nil {
+				return fmt.Errorf("list %s records: %w", state, err)
+			}
+			for _, rec := range page.Items {
+				if rec.Namespace != "" && rec.Namespace != r.cfg.Namespace {
+					continue
+				}
+				if _, cached, _ := r.jobs.GetByKey(r.cfg.Namespace + "/" + rec.Job); cached {
+					continue
+				}
+				// Not in the cache: recorded, not seen yet, or gone. Only
+				// the API server can tell.
+				_, err := jobs.Get(ctx, rec.Job, metav1.GetOptions{})
+				if !apierrors.IsNotFound(err) {
+					continue // there, or unknown now: the next pass looks again
+				}
+				lost := lostRecord(rec.ID, rec.Job, "its Job is gone and its outcome was never recorded (deleted without the finalizer "+jobspec.FinalizerHistory+" while no replica recorded)", r.cfg.Now())
+				if _, err := r.cfg.Store.Finish(ctx, lost, nil); err != nil {
+					return fmt.Errorf("close the record of %s: %w", rec.ID, err)
+				}
+				r.cfg.Metrics.RecordsWritten.WithLabelValues(lost.State).Inc()
+				r.log.Warn("record closed: its job is gone, its outcome never recorded", "id", rec.ID, "job", rec.Job)
+			}
+			if page.Continue == "" {
+				break
+			}
+			opts.Continue = page.Continue
+		}
+	}
+	return nil
+}
+
+// expireLoop deletes records past their retention, and closes those whose
+// Job was lost, now and then.
 func (r *recorder) expireLoop(ctx context.Context) {
 	every := min(max(r.cfg.Retention/10, time.Second), 10*time.Minute)
 	for {
+		if err := r.closeLost(ctx); err != nil && ctx.Err() == nil {
+			r.cfg.Metrics.WriteErrors.WithLabelValues("finish").Inc()
+			r.log.Warn("close the records of lost jobs", "err", err)
+		}
 		n, err := r.cfg.Store.Expire(ctx, r.cfg.Now().Add(-r.cfg.Retention))
 		switch {
 		case err != nil && ctx.Err() == nil:

@@ -352,3 +352,79 @@ func TestSlimJobKeepsWhatRecordingReads(t *testing.T) {
 		t.Errorf("a tombstone is not passed through: %v", got)
 	}
 }
+
+// A Job whose finalizer someone removed by hand is still recorded when it
+// finishes, and released as any other: the recorded label and its TTL.
+func TestRecordsAJobWhoseFinalizerWasRemoved(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.start(t)
+	j := job(t, "bare-1")
+	j.Finalizers = nil
+	if _, err := f.client.BatchV1().Jobs(ns).Create(ctx, j, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.record(t, "bare-1", func(r history.Record) bool { return r.State == history.StatePending })
+	complete(j, batchv1.JobComplete)
+	if _, err := f.client.BatchV1().Jobs(ns).UpdateStatus(ctx, j, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.record(t, "bare-1", func(r history.Record) bool { return r.State == history.StateSucceeded })
+	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		got, err := f.client.BatchV1().Jobs(ns).Get(ctx, j.Name, metav1.GetOptions{})
+		return err == nil && jobspec.Released(got) && got.Spec.TTLSecondsAfterFinished != nil && *got.Spec.TTLSecondsAfterFinished == 60, nil
+	})
+	if err != nil {
+		t.Errorf("job without its finalizer not released after its record was stored: %v", err)
+	}
+}
+
+// A Job deleted without its finalizer leaves no Job to record: its record
+// is closed (Cancelled), never left Running.
+func TestClosesTheRecordOfAJobDeletedUnrecorded(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.start(t)
+	j := job(t, "bare-2")
+	j.Finalizers = nil
+	j.Status.Active, j.Status.Ready = 1, ptr.To[int32](1)
+	if _, err := f.client.BatchV1().Jobs(ns).Create(ctx, j, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.record(t, "bare-2", func(r history.Record) bool { return r.State == history.StateRunning })
+	if err := f.client.BatchV1().Jobs(ns).Delete(ctx, j.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rec := f.record(t, "bare-2", func(r history.Record) bool { return history.Final(r.State) })
+	if rec.State != history.StateCancelled || rec.Reason != "JobDeleted" || rec.FinishedAt == nil {
+		t.Errorf("record of a job deleted unrecorded = %+v; want Cancelled, reason JobDeleted", rec)
+	}
+}
+
+// A record left unfinished by a Job that went while no replica recorded is
+// closed when a recorder starts; one whose Job exists is left alone.
+func TestClosesRecordsOfJobsLostWhileNoneRecorded(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	for _, rec := range []history.Record{
+		{ID: "lost-1", Namespace: ns, Job: jobspec.JobName("lost-1"), State: history.StateRunning},
+		{ID: "here-1", Namespace: ns, Job: jobspec.JobName("here-1"), State: history.StateRunning},
+	} {
+		if err := f.store.Update(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	here := job(t, "here-1")
+	here.Status.Active, here.Status.Ready = 1, ptr.To[int32](1)
+	if _, err := f.client.BatchV1().Jobs(ns).Create(ctx, here, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.start(t)
+	rec := f.record(t, "lost-1", func(r history.Record) bool { return history.Final(r.State) })
+	if rec.State != history.StateCancelled || rec.Reason != "JobDeleted" {
+		t.Errorf("record of a lost job = %+v; want Cancelled, reason JobDeleted", rec)
+	}
+	if got, err := f.store.Get(ctx, "here-1"); err != nil || got.State != history.StateRunning {
+		t.Errorf("record of a job still there = %+v, %v; want Running", got, err)
+	}
+}
