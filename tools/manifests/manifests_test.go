@@ -467,6 +467,7 @@ func TestAuth(t *testing.T) {
 	for name, want := range map[string][]rbacv1.PolicyRule{
 		"gmini-submitter": exp("create", "get", "list"),
 		"gmini-viewer":    exp("get", "list"),
+		"gmini-canceller": exp("get", "list", "delete"),
 	} {
 		if got := only[*rbacv1.ClusterRole](t, prod, name).Rules; !reflect.DeepEqual(got, want) {
 			t.Errorf("ClusterRole %s rules = %+v, want %+v", name, got, want)

@@ -4,7 +4,6 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"mime"
@@ -62,11 +61,19 @@ type Config struct {
 	// MaxInflight bounds the POSTs being processed at once; beyond it a
 	// POST gets 429 at once. 0 means no bound.
 	MaxInflight int
+	// MaxLogReads bounds the GET .../logs being served at once: each holds
+	// up to lifecycle.MaxLogBytes. Beyond it, 429 at once. 0 means no
+	// bound.
+	MaxLogReads int
 }
+
+// DefaultMaxLogReads keeps concurrent log reads to a few tens of MiB,
+// well inside the backend's memory limit next to its other work.
+const DefaultMaxLogReads = 16
 
 type server struct {
 	Config
-	inflight chan struct{}
+	inflight, logReads chan struct{}
 }
 
 // NewHandler returns the backend's routes. Every error it answers is JSON.
@@ -84,6 +91,9 @@ func NewHandler(cfg Config) http.Handler {
 	if cfg.MaxInflight > 0 {
 		s.inflight = make(chan struct{}, cfg.MaxInflight)
 	}
+	if cfg.MaxLogReads > 0 {
+		s.logReads = make(chan struct{}, cfg.MaxLogReads)
+	}
 
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
@@ -95,16 +105,16 @@ func NewHandler(cfg Config) http.Handler {
 	// observe comes first so that what the others reject is counted too.
 	r.Use(s.observe, s.limitTarget, gin.CustomRecovery(s.recovered))
 	r.NoRoute(func(c *gin.Context) {
-		s.fail(c, failure.New(failure.NotFound, "no such route: %s %s", c.Request.Method, c.Request.URL.Path))
+		s.fail(c, failure.New(failure.NotFound, "no such route: %s %s", methodOf(c.Request), failure.Quote(c.Request.URL.Path)))
 	})
 	r.NoMethod(func(c *gin.Context) {
-		s.fail(c, failure.New(failure.MethodNotAllowed, "method %s is not allowed on %s", c.Request.Method, c.Request.URL.Path))
+		s.fail(c, failure.New(failure.MethodNotAllowed, "method %s is not allowed on %s", methodOf(c.Request), failure.Quote(c.Request.URL.Path)))
 	})
 
 	r.POST("/experiment", s.limitInflight, s.authorize(auth.VerbCreate), s.createExperiment)
 	r.GET("/experiments", s.authorize(auth.VerbList), s.listExperiments)
 	r.GET("/experiments/:id", s.authorize(auth.VerbGet), s.getExperiment)
-	r.GET("/experiments/:id/logs", s.authorize(auth.VerbGet), s.experimentLogs)
+	r.GET("/experiments/:id/logs", s.authorize(auth.VerbGet), s.limitLogReads, s.experimentLogs)
 	r.DELETE("/experiments/:id", s.authorize(auth.VerbDelete), s.deleteExperiment)
 
 	// Probes and load balancers also use HEAD; net/http drops the body.
@@ -224,7 +234,7 @@ func (s *server) listExperiments(c *gin.Context) {
 	if v, ok := c.GetQuery("limit"); ok {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
-			s.fail(c, failure.New(failure.Invalid, "limit %q: want a positive integer (at most %d)", v, history.MaxPageSize))
+			s.fail(c, failure.New(failure.Invalid, "limit %s: want a positive integer (at most %d)", failure.Quote(v), history.MaxPageSize))
 			return
 		}
 		opts.Limit = n
@@ -271,14 +281,34 @@ func (s *server) experimentLogs(c *gin.Context) {
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), s.APITimeout)
 	defer cancel()
-	// Buffer (bounded by the store) so that an error found midway can
-	// still become a proper status code.
-	var buf bytes.Buffer
-	if err := s.Experiments.Logs(ctx, id, &buf); err != nil {
+	// The output goes straight to the client from the reader's buffer:
+	// the readers write nothing before they know there is no error, so a
+	// failure still gets its status code.
+	w := &textWriter{ResponseWriter: c.Writer}
+	err := s.Experiments.Logs(ctx, id, w)
+	switch {
+	case err != nil && !c.Writer.Written():
 		s.logFailure(c, "read experiment logs", id, s.fail(c, err), err)
-		return
+	case err != nil: // the client went away midway
+		s.logFailure(c, "send experiment logs", id, http.StatusOK, err)
+	case !c.Writer.Written(): // no output yet
+		c.Data(http.StatusOK, textPlain, nil)
 	}
-	c.Data(http.StatusOK, "text/plain; charset=utf-8", buf.Bytes())
+}
+
+const textPlain = "text/plain; charset=utf-8"
+
+// textWriter sets the Content-Type of the logs at their first byte, not
+// before: an error answered instead is JSON.
+type textWriter struct {
+	gin.ResponseWriter
+}
+
+func (w *textWriter) Write(p []byte) (int, error) {
+	if !w.Written() {
+		w.Header().Set("Content-Type", textPlain)
+	}
+	return w.ResponseWriter.Write(p)
 }
 
 func (s *server) deleteExperiment(c *gin.Context) {
@@ -328,6 +358,23 @@ func (s *server) limitInflight(c *gin.Context) {
 		c.Next()
 	default:
 		s.spawnFailed(c, "", failure.New(failure.TooManyRequests, "%d experiments are being submitted already (--max-inflight); retry after the Retry-After delay", s.MaxInflight))
+	}
+}
+
+// limitLogReads answers 429 at once to a log read beyond MaxLogReads, so
+// that many readers of a large output cannot take the backend past its
+// memory limit.
+func (s *server) limitLogReads(c *gin.Context) {
+	if s.logReads == nil {
+		return
+	}
+	select {
+	case s.logReads <- struct{}{}:
+		defer func() { <-s.logReads }()
+		c.Next()
+	default:
+		err := failure.New(failure.TooManyRequests, "%d log reads are being served already (--max-log-reads); retry after the Retry-After delay", s.MaxLogReads)
+		s.logFailure(c, "read experiment logs", c.Param("id"), s.fail(c, err), err)
 	}
 }
 
@@ -381,6 +428,15 @@ func methodLabel(method string) string {
 		return method
 	}
 	return "other"
+}
+
+// methodOf is r's method for an error message: any token is a method, as
+// long as the request line allows.
+func methodOf(r *http.Request) string {
+	if len(r.Method) > failure.MaxQuoted {
+		return failure.Quote(r.Method)
+	}
+	return r.Method
 }
 
 // maxLoggedPath keeps a log line short when the path is long (up to

@@ -56,7 +56,7 @@ func TestErrorsAreJSON(t *testing.T) {
 	}{
 		{"HEAD /healthz", http.MethodHead, "/healthz", http.StatusOK, ""},
 		{"HEAD /readyz", http.MethodHead, "/readyz", http.StatusOK, ""},
-		{"trailing slash", http.MethodGet, "/experiments/", http.StatusNotFound, "no such route: GET /experiments/"},
+		{"trailing slash", http.MethodGet, "/experiments/", http.StatusNotFound, `no such route: GET "/experiments/"`},
 		{"trailing slash on POST", http.MethodPost, "/experiment/", http.StatusNotFound, "no such route"},
 		{"trailing slash on a probe", http.MethodGet, "/healthz/", http.StatusNotFound, "no such route"},
 		{"wrong case", http.MethodGet, "/Experiments", http.StatusNotFound, "no such route"},
@@ -67,6 +67,11 @@ func TestErrorsAreJSON(t *testing.T) {
 		{"target just over the limit", http.MethodGet, long, http.StatusRequestURITooLong, "the request target is 8205 bytes; the limit is 8192"},
 		{"long target on an unknown route", http.MethodGet, "/" + strings.Repeat("x", MaxRequestTarget), http.StatusRequestURITooLong, "the limit is 8192"},
 		{"long query", http.MethodGet, "/healthz?q=" + strings.Repeat("x", MaxRequestTarget), http.StatusRequestURITooLong, "the limit is 8192"},
+		{"long unknown path", http.MethodGet, "/" + strings.Repeat("x", 7000), http.StatusNotFound, `no such route: GET "/xxxxxxxxx`},
+		{"long method", strings.Repeat("M", 7000), "/experiments/e1", http.StatusMethodNotAllowed, `method "MMMMMMMM`},
+		{"long limit", http.MethodGet, "/experiments?limit=" + strings.Repeat("9", 7000), http.StatusBadRequest, `limit "99999999`},
+		{"long state", http.MethodGet, "/experiments?state=" + strings.Repeat("S", 7000), http.StatusBadRequest, `state "SSSSSSSS`},
+		{"long continue", http.MethodGet, "/experiments?continue=" + strings.Repeat("C", 7000), http.StatusBadRequest, `continue token "CCCCCCCC`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -82,8 +87,13 @@ func TestErrorsAreJSON(t *testing.T) {
 			if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 				t.Errorf("Content-Type = %q", ct)
 			}
-			if msg := errorMessage(t, rec); !strings.Contains(msg, tt.wantMsg) {
-				t.Errorf("message = %q, want it to contain %q", msg, tt.wantMsg)
+			msg := errorMessage(t, rec)
+			if !strings.Contains(msg, tt.wantMsg) {
+				t.Errorf("message = %.300q, want it to contain %q", msg, tt.wantMsg)
+			}
+			// A client's value is repeated only in part, however long.
+			if len(msg) > 400 {
+				t.Errorf("message is %d bytes long: %.300q", len(msg), msg)
 			}
 		})
 	}

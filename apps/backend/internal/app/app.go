@@ -74,23 +74,23 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 	svc := &experiments.Service{
 		Spawner: &spawn.Spawner{Client: client, Namespace: cfg.Namespace, Templates: templates},
 		Live:    live,
+		// A POST creates its Job within --api-timeout of its claim; twice
+		// that leaves room for the clocks of two replicas to differ.
+		ClaimGrace: 2 * cfg.APITimeout,
+		Log:        log,
 	}
 	if cfg.HistoryDSN != "" {
-		store := openHistory(informerCtx, cfg.HistoryDSN, log)
+		store := openHistory(informerCtx, cfg.HistoryDSN, cfg.Namespace, log)
 		defer store.Close()
 		svc.History = store
 		svc.Spawner.Hold = true
-		identity := cfg.Identity
-		if identity == "" {
-			identity, _ = os.Hostname()
-		}
 		recorderDone := make(chan struct{})
 		go func() {
 			defer close(recorderDone)
 			recorder.Run(informerCtx, recorder.Config{
 				Client: client, Namespace: cfg.Namespace, Store: store, Output: live.Capture,
 				Metrics: m, Log: log, Retention: cfg.HistoryRetention,
-				LeaseName: leaseName, Identity: identity,
+				LeaseName: leaseName, Identity: cfg.Identity,
 			})
 		}()
 		// The recorder stops after the HTTP server: it releases its lease
@@ -109,6 +109,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 	handler := api.NewHandler(api.Config{
 		Auth:        reviewer,
 		MaxInflight: cfg.MaxInflight,
+		MaxLogReads: cfg.MaxLogReads,
 		Experiments: svc,
 		Metrics:     m,
 		Logger:      log,

@@ -1,12 +1,14 @@
 package app
 
 import (
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +39,7 @@ type Config struct {
 	// tokens must be issued for.
 	Auth, AuthAudience string
 	MaxInflight        int
+	MaxLogReads        int
 	// DebugListen serves Go's profiles (/debug/pprof/) when not empty.
 	DebugListen string
 }
@@ -52,7 +55,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return def
 	}
 	var cfg Config
-	var qps, burst, maxBody, apiTimeout, shutdownTimeout, level, retention, inflight string
+	var qps, burst, maxBody, apiTimeout, shutdownTimeout, level, retention, inflight, logReads string
 	fs.StringVar(&cfg.Listen, "listen", env("GMINI_LISTEN", ":8080"), "address to serve HTTP on (GMINI_LISTEN)")
 	fs.StringVar(&cfg.Namespace, "namespace", env("GMINI_NAMESPACE", getenv("POD_NAMESPACE")), "namespace for Jobs and the template; default: the pod's own namespace, else the kubeconfig's (GMINI_NAMESPACE, POD_NAMESPACE)")
 	fs.StringVar(&cfg.Template, "template", env("GMINI_TEMPLATE", "gmini-runner"), "name of the suspended CronJob used as the Job template (GMINI_TEMPLATE)")
@@ -73,8 +76,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&cfg.Auth, "auth", env("GMINI_AUTH", "none"), "none: anyone who reaches the backend may use it (keep it behind a NetworkPolicy); kubernetes: each request carries a Kubernetes bearer token, reviewed by the API server against RBAC on experiments.gmini.dev (GMINI_AUTH)")
 	fs.StringVar(&cfg.AuthAudience, "auth-audience", env("GMINI_AUTH_AUDIENCE", "gmini"), "with --auth kubernetes, the audience client tokens must be issued for (GMINI_AUTH_AUDIENCE)")
 	fs.StringVar(&inflight, "max-inflight", env("GMINI_MAX_INFLIGHT", "64"), "POST /experiment requests processed at once; beyond it, 429 at once; 0: no bound (GMINI_MAX_INFLIGHT)")
+	fs.StringVar(&logReads, "max-log-reads", env("GMINI_MAX_LOG_READS", strconv.Itoa(api.DefaultMaxLogReads)), "GET /experiments/{id}/logs served at once, each holding up to 1 MiB of output; beyond it, 429 at once; 0: no bound (GMINI_MAX_LOG_READS)")
 	fs.StringVar(&cfg.DebugListen, "debug-listen", env("GMINI_DEBUG_LISTEN", ""), "address serving Go's CPU and memory profiles under /debug/pprof/, for performance work; empty: off. They need no token: keep it on localhost (GMINI_DEBUG_LISTEN)")
-	fs.StringVar(&cfg.Identity, "identity", env("GMINI_IDENTITY", getenv("POD_NAME")), "this replica's name in the recorder's lease; default: the pod's name, else the host name (GMINI_IDENTITY, POD_NAME)")
+	fs.StringVar(&cfg.Identity, "identity", env("GMINI_IDENTITY", getenv("POD_NAME")), "this replica's name in the recorder's lease, unique among the replicas; default: the pod's name, else the host name followed by _ and a random suffix (GMINI_IDENTITY, POD_NAME)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -123,8 +127,23 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	if cfg.MaxInflight, err = strconv.Atoi(inflight); err != nil || cfg.MaxInflight < 0 {
 		errs = append(errs, fmt.Errorf("max-inflight %q: want 0 (no bound) or a positive integer", inflight))
 	}
+	if cfg.MaxLogReads, err = strconv.Atoi(logReads); err != nil || cfg.MaxLogReads < 0 {
+		errs = append(errs, fmt.Errorf("max-log-reads %q: want 0 (no bound) or a positive integer", logReads))
+	}
 	if cfg.Template == "" {
 		errs = append(errs, errors.New("template: must not be empty"))
+	}
+	if cfg.Identity == "" {
+		// Two backends on one host (two processes, or pods on the host's
+		// network) share its name; with the same identity both would
+		// think they hold the lease and record at once.
+		// The random suffix alone makes it unique; the host name says
+		// where the holder runs.
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			host = "gmini-backend"
+		}
+		cfg.Identity = host + "_" + rand.Text()[:10]
 	}
 	return cfg, errors.Join(errs...)
 }

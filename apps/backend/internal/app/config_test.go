@@ -3,6 +3,7 @@ package app
 import (
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -85,7 +86,37 @@ func TestParseConfig(t *testing.T) {
 		{name: "bad auth", args: []string{"--auth", "oidc"}, wantErr: "auth \"oidc\": want none or kubernetes"},
 		{name: "auth without an audience", args: []string{"--auth", "kubernetes", "--auth-audience", ""}, wantErr: "auth-audience"},
 		{name: "negative inflight bound", args: []string{"--max-inflight", "-1"}, wantErr: "max-inflight"},
+		{name: "log reads bounded by default", check: func(t *testing.T, c Config) {
+			if c.MaxLogReads != 16 {
+				t.Errorf("max log reads = %d, want 16", c.MaxLogReads)
+			}
+		}},
+		{name: "log reads from the environment", env: map[string]string{"GMINI_MAX_LOG_READS": "0"}, check: func(t *testing.T, c Config) {
+			if c.MaxLogReads != 0 {
+				t.Errorf("max log reads = %d, want 0", c.MaxLogReads)
+			}
+		}},
+		{name: "negative log reads bound", args: []string{"--max-log-reads", "-1"}, wantErr: "max-log-reads"},
 		{name: "unknown flag", args: []string{"--port", "1"}, wantErr: "flag provided but not defined"},
+		{name: "identity from the flag, as given", args: []string{"--identity", "replica-a"}, env: map[string]string{"POD_NAME": "p"}, check: func(t *testing.T, c Config) {
+			if c.Identity != "replica-a" {
+				t.Errorf("identity = %q, want replica-a", c.Identity)
+			}
+		}},
+		{name: "identity from GMINI_IDENTITY, as given", env: map[string]string{"GMINI_IDENTITY": "replica-b", "POD_NAME": "p"}, check: func(t *testing.T, c Config) {
+			if c.Identity != "replica-b" {
+				t.Errorf("identity = %q, want replica-b", c.Identity)
+			}
+		}},
+		{name: "identity without a pod name: the host name and a suffix", check: func(t *testing.T, c Config) {
+			host, err := os.Hostname()
+			if err != nil {
+				host = "gmini-backend"
+			}
+			if rest, ok := strings.CutPrefix(c.Identity, host+"_"); !ok || len(rest) < 8 {
+				t.Errorf("identity = %q, want %s_ and a random suffix", c.Identity, host)
+			}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,5 +133,22 @@ func TestParseConfig(t *testing.T) {
 			}
 			tt.check(t, c)
 		})
+	}
+}
+
+// Two backends on one host, without a pod name or an identity, must not
+// both believe they hold the recorder's lease.
+func TestIdentityUniquePerProcess(t *testing.T) {
+	t.Parallel()
+	seen := map[string]bool{}
+	for range 20 {
+		c, err := parseConfig(nil, func(string) string { return "" }, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Identity == "" || seen[c.Identity] {
+			t.Fatalf("identity %q is empty or repeated: two backends on one host would share the lease", c.Identity)
+		}
+		seen[c.Identity] = true
 	}
 }

@@ -42,6 +42,16 @@ const (
 	VerbDelete = "delete" // DELETE /experiments/{id}
 )
 
+// roleFor names, for each verb, the smallest of the ClusterRoles that
+// k8s/auth/roles.yaml ships for clients that grants it, so that a 403 says
+// which one to bind.
+var roleFor = map[string]string{
+	VerbCreate: "gmini-submitter",
+	VerbGet:    "gmini-viewer",
+	VerbList:   "gmini-viewer",
+	VerbDelete: "gmini-canceller",
+}
+
 // Review caches: a token is looked up again after tokenCacheTTL; an
 // allowed request after allowCacheTTL, a denied one sooner, so a new
 // RoleBinding takes effect quickly.
@@ -126,7 +136,7 @@ func (v *Reviewer) Check(r *http.Request, verb, id string) (user.Info, error) {
 		if reason != "" {
 			msg += ": " + reason
 		}
-		return nil, failure.New(failure.Forbidden, "%s; bind a Role or ClusterRole that grants it (gmini-submitter, gmini-viewer)", msg)
+		return nil, failure.New(failure.Forbidden, "%s; bind the ClusterRole %s, or another role that grants %s on experiments.%s", msg, roleFor[verb], verb, Group)
 	}
 	return resp.User, nil
 }

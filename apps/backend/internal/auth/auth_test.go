@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -12,8 +14,10 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/yaml"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
 )
@@ -98,8 +102,8 @@ func TestCheck(t *testing.T) {
 		{"unknown token", "Bearer bad", VerbCreate, "", failure.Unauthenticated, "authentication required"},
 		{"allowed create", "Bearer good", VerbCreate, "", "", ""},
 		{"allowed get", "Bearer good", VerbGet, "e1", "", ""},
-		{"denied delete", "Bearer good", VerbDelete, "e1", failure.Forbidden, `user "alice" may not delete experiment "e1" (experiments.gmini.dev) in namespace gmini: no RBAC policy matched`},
-		{"denied list", "Bearer good", VerbList, "", failure.Forbidden, `user "alice" may not list experiments.gmini.dev in namespace gmini`},
+		{"denied delete", "Bearer good", VerbDelete, "e1", failure.Forbidden, `user "alice" may not delete experiment "e1" (experiments.gmini.dev) in namespace gmini: no RBAC policy matched; bind the ClusterRole gmini-canceller, or another role that grants delete on experiments.gmini.dev`},
+		{"denied list", "Bearer good", VerbList, "", failure.Forbidden, `user "alice" may not list experiments.gmini.dev in namespace gmini: no RBAC policy matched; bind the ClusterRole gmini-viewer,`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -146,5 +150,45 @@ func TestReviewsAreCached(t *testing.T) {
 	}
 	if tr, sar := api.tokenReviews.Load(), api.sars.Load(); tr != 1 || sar != 1 {
 		t.Errorf("50 requests made %d token reviews and %d access reviews, want 1 and 1", tr, sar)
+	}
+}
+
+// TestRolesGrantWhatForbiddenNames: the role a 403 advises exists in
+// k8s/auth/roles.yaml and grants the verb that was refused, and every verb
+// has one.
+func TestRolesGrantWhatForbiddenNames(t *testing.T) {
+	t.Parallel()
+	data, err := os.ReadFile(filepath.Join("..", "..", "..", "..", "k8s", "auth", "roles.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	grants := map[string][]string{} // role → verbs on experiments.gmini.dev
+	for doc := range strings.SplitSeq(string(data), "\n---\n") {
+		var role rbacv1.ClusterRole
+		if err := yaml.UnmarshalStrict([]byte(doc), &role); err != nil {
+			t.Fatalf("roles.yaml: %v", err)
+		}
+		for _, r := range role.Rules {
+			if slices.Contains(r.APIGroups, Group) && slices.Contains(r.Resources, Resource) {
+				grants[role.Name] = append(grants[role.Name], r.Verbs...)
+			}
+		}
+	}
+	for _, verb := range []string{VerbCreate, VerbGet, VerbList, VerbDelete} {
+		role, ok := roleFor[verb]
+		if !ok {
+			t.Errorf("no role named for %s", verb)
+			continue
+		}
+		if !slices.Contains(grants[role], verb) {
+			t.Errorf("a refused %s advises %s, which grants %v in roles.yaml", verb, role, grants[role])
+		}
+		// The smallest role: no other shipped role grants the verb with
+		// fewer verbs.
+		for other, verbs := range grants {
+			if slices.Contains(verbs, verb) && len(verbs) < len(grants[role]) {
+				t.Errorf("a refused %s advises %s (%v), but %s grants it with less (%v)", verb, role, grants[role], other, verbs)
+			}
+		}
 	}
 }

@@ -184,15 +184,27 @@ type Page struct {
 // does instead. limit bounds the Jobs read, so memory stays bounded however
 // many Jobs exist; a state filter can make a page shorter than limit.
 func (s *Store) List(ctx context.Context, limit int64, cont, state string) (Page, error) {
+	if len(cont) > maxContinueLen {
+		return Page{}, badContinue(cont, "is too long to be the API server's")
+	}
 	jobs, err := s.Client.BatchV1().Jobs(s.Namespace).List(ctx, metav1.ListOptions{
 		LabelSelector: jobspec.ManagedSelector,
 		Limit:         limit,
 		Continue:      cont,
 	})
-	if apierrors.IsResourceExpired(err) || apierrors.IsBadRequest(err) {
-		return Page{}, failure.Wrap(failure.Invalid, err, "continue token %q is not valid (any more): start from the first page", cont)
-	}
-	if err != nil {
+	switch {
+	case apierrors.IsResourceExpired(err):
+		return Page{}, badContinue(cont, "has expired")
+	case apierrors.IsBadRequest(err):
+		return Page{}, badContinue(cont, "is not valid")
+	case apierrors.IsTimeout(err) && apierrors.HasStatusCause(err, metav1.CauseTypeResourceVersionTooLarge):
+		// The token's resourceVersion lies ahead of what the API server
+		// has seen even after waiting for it: forged or garbled, unless
+		// an API server far behind the one that made it answered. The
+		// API server calls it a timeout, but a retry of the same token
+		// is almost always refused again; the first page is what works.
+		return Page{}, badContinue(cont, "names a resourceVersion the API server has not reached")
+	case err != nil:
 		return Page{}, fmt.Errorf("list jobs in %s: %w", s.Namespace, err)
 	}
 	out := Page{Items: make([]Status, 0, len(jobs.Items)), Continue: jobs.Continue}
@@ -205,6 +217,18 @@ func (s *Store) List(ctx context.Context, limit int64, cont, state string) (Page
 		}
 	}
 	return out, nil
+}
+
+// maxContinueLen bounds the continue tokens passed on to the API server.
+// Its tokens hold a resourceVersion and the name of the next Job (at most
+// 63 characters), encoded: a few hundred bytes at most.
+const maxContinueLen = 1024
+
+// badContinue refuses a continue token the client must drop. The API
+// server's own message is left out: it may repeat the token.
+func badContinue(cont, why string) error {
+	return failure.New(failure.Invalid, "continue token %s %s: pass the continue value of the previous page unchanged, or none to start from the first page",
+		failure.Quote(cont), why)
 }
 
 // Delete cancels an experiment: the Job goes at once and the garbage

@@ -124,6 +124,53 @@ func ownedJob(id string, uid types.UID) *batchv1.Job {
 	}}
 }
 
+// TestListBadContinue: a continue token the API server refuses, or one far
+// too long to be its own, is the client's to drop (400, Invalid), with a
+// message that repeats at most the token's start; other failures keep their
+// kind.
+func TestListBadContinue(t *testing.T) {
+	t.Parallel()
+	tooLarge := apierrors.NewTimeoutError("Too large resource version: 9223372036854775000, current: 1200", 1)
+	tooLarge.ErrStatus.Details.Causes = []metav1.StatusCause{{Type: metav1.CauseTypeResourceVersionTooLarge, Message: "Too large resource version"}}
+	forged := "eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6OTIyMzM3MjAzNjg1NDc3NTAwMCwic3RhcnQiOiJleHAtYVx1MDAwMCJ9"
+	huge := strings.Repeat("A", 7000)
+	tests := []struct {
+		name      string
+		cont      string
+		apiErr    error // what the API server answers; nil: the list must not reach it
+		wantKind  failure.Kind
+		wantMsg   string
+		wantCalls int
+	}{
+		{"huge resourceVersion", forged, tooLarge, failure.Invalid, "names a resourceVersion the API server has not reached", 1},
+		{"expired", forged, apierrors.NewResourceExpired("The provided continue parameter is too old"), failure.Invalid, "has expired", 1},
+		{"malformed", "not-a-token", apierrors.NewBadRequest("continue key is not valid: illegal base64 data"), failure.Invalid, `continue token "not-a-token" is not valid`, 1},
+		{"7,000 characters", huge, nil, failure.Invalid, "is too long", 0},
+		{"a plain timeout stays unavailable", forged, apierrors.NewTimeoutError("request did not complete", 1), failure.Unavailable, "list jobs in ns", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			client := fake.NewClientset()
+			calls := 0
+			client.PrependReactor("list", "jobs", func(k8stesting.Action) (bool, runtime.Object, error) {
+				calls++
+				return tt.apiErr != nil, nil, tt.apiErr
+			})
+			_, err := (&Store{Client: client, Namespace: ns}).List(context.Background(), 100, tt.cont, "")
+			if failure.KindOf(err) != tt.wantKind || !strings.Contains(failure.MessageOf(err), tt.wantMsg) {
+				t.Fatalf("List = %v (kind %q), want %q saying %q", err, failure.KindOf(err), tt.wantKind, tt.wantMsg)
+			}
+			if msg := failure.MessageOf(err); len(tt.cont) > failure.MaxQuoted && strings.Contains(msg, tt.cont[:failure.MaxQuoted+1]) {
+				t.Errorf("message repeats more than %d characters of the token: %.200s", failure.MaxQuoted, msg)
+			}
+			if calls != tt.wantCalls {
+				t.Errorf("%d list calls to the API server, want %d", calls, tt.wantCalls)
+			}
+		})
+	}
+}
+
 // TestListAndGetAgree: GET /experiments lists exactly the Jobs that GET
 // /experiments/{id} finds (jobspec.Owns).
 func TestListAndGetAgree(t *testing.T) {

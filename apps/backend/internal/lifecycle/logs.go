@@ -2,12 +2,15 @@ package lifecycle
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
@@ -22,17 +25,19 @@ const MaxLogBytes = 1 << 20
 // that has started, oldest first, keeping the last MaxLogBytes. With more
 // than one attempt, each is preceded by a header line naming its pod,
 // phase and exit code, so a failed attempt stays readable while its retry
-// runs or waits.
+// runs or waits. An attempt whose output can no longer be read has only
+// its header, which says why. Nothing is written when it returns an error
+// other than w's.
 func (s *Store) Logs(ctx context.Context, id string, w io.Writer) error {
 	job, err := s.job(ctx, id)
 	if err != nil {
 		return err
 	}
-	out, err := s.output(ctx, job)
+	out, _, err := s.read(ctx, job)
 	if err != nil {
 		return err
 	}
-	_, err = w.Write(out.Bytes)
+	_, err = out.WriteTo(w)
 	return err
 }
 
@@ -47,23 +52,30 @@ type Output struct {
 
 // Capture reads the output of job's attempts, for the history record of an
 // experiment that has finished or is being cancelled. No attempt having
-// started is not an error here: the output is then empty.
+// started is not an error here: the output is then empty. Neither is an
+// attempt whose output is gone for good: its header says so, and the
+// record keeps the others'; an error means that retrying may do better.
 func (s *Store) Capture(ctx context.Context, job *batchv1.Job) (Output, error) {
-	out, err := s.output(ctx, job)
+	out, exit, err := s.read(ctx, job)
 	if failure.KindOf(err) == failure.Conflict {
 		return Output{}, nil
 	}
-	return out, err
-}
-
-func (s *Store) output(ctx context.Context, job *batchv1.Job) (Output, error) {
-	id := job.Annotations[jobspec.AnnotationID]
-	pods, err := s.attempts(ctx, job)
 	if err != nil {
 		return Output{}, err
 	}
+	return Output{Bytes: out.Bytes(), ExitCode: exit}, nil
+}
+
+// read reads the output of job's started attempts into a tail, and the
+// newest attempt's exit code once it ended.
+func (s *Store) read(ctx context.Context, job *batchv1.Job) (*tail, *int32, error) {
+	id := job.Annotations[jobspec.AnnotationID]
+	pods, err := s.attempts(ctx, job)
+	if err != nil {
+		return nil, nil, err
+	}
 	if len(pods) == 0 {
-		return Output{}, failure.New(failure.Conflict, "experiment %q: no runner pod exists (yet or any more)", id)
+		return nil, nil, failure.New(failure.Conflict, "experiment %q: no runner pod exists (yet or any more)", id)
 	}
 	started := pods[:0:0]
 	for _, p := range pods {
@@ -72,26 +84,57 @@ func (s *Store) output(ctx context.Context, job *batchv1.Job) (Output, error) {
 		}
 	}
 	if len(started) == 0 {
-		return Output{}, failure.New(failure.Conflict, "experiment %q: no runner pod has started yet (%d waiting, the newest %s is %s)",
+		return nil, nil, failure.New(failure.Conflict, "experiment %q: no runner pod has started yet (%d waiting, the newest %s is %s)",
 			id, len(pods), pods[len(pods)-1].Name, phase(pods[len(pods)-1]))
 	}
 
-	buf := &tail{max: MaxLogBytes}
+	out := &tail{max: MaxLogBytes}
+	copyBuf := make([]byte, 32<<10)
 	for i, p := range started {
-		if len(started) > 1 {
-			buf.startLine()
-			fmt.Fprintf(buf, "==> attempt %d of %d: pod %s (%s) <==\n", i+1, len(started), p.Name, describe(p))
+		stream, err := s.openLogs(ctx, p)
+		if err != nil && !gone(err) {
+			return nil, nil, err
 		}
-		if err := s.copyLogs(ctx, p, buf); err != nil {
-			return Output{}, err
+		out.startLine()
+		switch {
+		case err != nil:
+			fmt.Fprintf(out, "==> attempt %d of %d: pod %s (%s): output unavailable: %s <==\n", i+1, len(started), p.Name, describe(p), reason(err))
+			continue
+		case len(started) > 1:
+			fmt.Fprintf(out, "==> attempt %d of %d: pod %s (%s) <==\n", i+1, len(started), p.Name, describe(p))
+		}
+		_, err = io.CopyBuffer(out, stream, copyBuf)
+		stream.Close()
+		if err != nil {
+			// Cut off midway: the rest may still be there.
+			return nil, nil, fmt.Errorf("copy logs of pod %s: %w", p.Name, err)
 		}
 	}
-	out := Output{Bytes: buf.Bytes()}
+	var exit *int32
 	if st := runnerStatus(started[len(started)-1]); st != nil && st.State.Terminated != nil {
 		code := st.State.Terminated.ExitCode
-		out.ExitCode = &code
+		exit = &code
 	}
-	return out, nil
+	return out, exit, nil
+}
+
+// gone reports a log read that can never succeed: the pod is gone (404),
+// or the API server says the container's log cannot be served (400: it
+// never started, or was removed). Anything else (unreachable, 5xx,
+// timeouts, throttling) may pass on a retry.
+func gone(err error) bool {
+	var noRunner *noRunnerError
+	return apierrors.IsNotFound(err) || apierrors.IsBadRequest(err) || errors.As(err, &noRunner)
+}
+
+// reason is a gone log read's cause, on one line.
+func reason(err error) string {
+	msg := err.Error()
+	var status apierrors.APIStatus
+	if errors.As(err, &status) && status.Status().Message != "" {
+		msg = status.Status().Message
+	}
+	return strings.Join(strings.Fields(msg), " ")
 }
 
 // attempts lists the Job's pods, oldest first. Pods are selected by the
@@ -126,23 +169,31 @@ func (s *Store) attempts(ctx context.Context, job *batchv1.Job) ([]*corev1.Pod, 
 	return pods, nil
 }
 
-func (s *Store) copyLogs(ctx context.Context, pod *corev1.Pod, w io.Writer) error {
+// openLogs starts reading the runner's log of pod.
+func (s *Store) openLogs(ctx context.Context, pod *corev1.Pod) (io.ReadCloser, error) {
 	i, err := jobspec.RunnerIndex(&pod.Spec)
 	if err != nil {
-		return fmt.Errorf("find the runner of pod %s: %w", pod.Name, err)
+		return nil, &noRunnerError{pod: pod.Name, err: err}
 	}
 	stream, err := s.Client.CoreV1().Pods(s.Namespace).GetLogs(pod.Name, &corev1.PodLogOptions{
 		Container: pod.Spec.Containers[i].Name,
 	}).Stream(ctx)
 	if err != nil {
-		return fmt.Errorf("read logs of pod %s: %w", pod.Name, err)
+		return nil, fmt.Errorf("read logs of pod %s: %w", pod.Name, err)
 	}
-	defer stream.Close()
-	if _, err := io.Copy(w, stream); err != nil {
-		return fmt.Errorf("copy logs of pod %s: %w", pod.Name, err)
-	}
-	return nil
+	return stream, nil
 }
+
+// noRunnerError: a pod's spec names no runner container; it never will.
+type noRunnerError struct {
+	pod string
+	err error
+}
+
+func (e *noRunnerError) Error() string {
+	return fmt.Sprintf("find the runner of pod %s: %v", e.pod, e.err)
+}
+func (e *noRunnerError) Unwrap() error { return e.err }
 
 // runnerStatus is the runner container's status, if the kubelet reported
 // one.
@@ -184,40 +235,94 @@ func describe(pod *corev1.Pod) string {
 	return phase(pod)
 }
 
-// tail is a writer that keeps the last max bytes written to it, so a
-// runner that prints far more than the limit costs at most twice the limit
-// in memory, and the end of its output survives.
+// tail is a writer that keeps the last max bytes written to it, in a ring
+// of at most max bytes: reading any amount of output costs one buffer of
+// the limit (a small one for a small output), and the end of the output,
+// which holds the result or the error, survives.
 type tail struct {
 	max int
-	buf []byte
+	// buf grows up to max, then wraps: the oldest byte is at head.
+	buf  []byte
+	head int
 }
+
+// smallTail is the first buffer's size: most runners print less, and only
+// those that print more pay for the whole limit.
+const smallTail = 64 << 10
 
 func (t *tail) Write(p []byte) (int, error) {
 	n := len(p)
-	if len(p) >= t.max {
-		t.buf = append(t.buf[:0], p[len(p)-t.max:]...)
+	if n >= t.max {
+		t.grow(t.max)
+		t.buf = t.buf[:t.max]
+		copy(t.buf, p[n-t.max:])
+		t.head = 0
 		return n, nil
 	}
-	if len(t.buf)+len(p) > 2*t.max {
-		// Keep only what can still be among the last max bytes.
-		keep := t.max - len(p)
-		t.buf = t.buf[:copy(t.buf, t.buf[len(t.buf)-keep:])]
+	if room := t.max - len(t.buf); room > 0 {
+		k := min(room, len(p))
+		t.grow(len(t.buf) + k)
+		t.buf = append(t.buf, p[:k]...)
+		p = p[k:]
 	}
-	t.buf = append(t.buf, p...)
+	for len(p) > 0 {
+		k := copy(t.buf[t.head:], p)
+		p = p[k:]
+		t.head = (t.head + k) % t.max
+	}
 	return n, nil
 }
 
-// Bytes returns the last max bytes written.
-func (t *tail) Bytes() []byte {
-	if len(t.buf) > t.max {
-		return t.buf[len(t.buf)-t.max:]
+// grow makes room for size bytes: the small buffer first, then the limit,
+// never anything between.
+func (t *tail) grow(size int) {
+	if size <= cap(t.buf) {
+		return
 	}
-	return t.buf
+	c := t.max
+	if size <= smallTail {
+		c = min(smallTail, t.max)
+	}
+	b := make([]byte, len(t.buf), c)
+	copy(b, t.buf)
+	t.buf = b
+}
+
+// WriteTo writes the last max bytes written, oldest first.
+func (t *tail) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for _, part := range [][]byte{t.buf[t.head:], t.buf[:t.head]} {
+		if len(part) == 0 {
+			continue
+		}
+		n, err := w.Write(part)
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// Bytes returns the last max bytes written, in one slice.
+func (t *tail) Bytes() []byte {
+	if t.head == 0 {
+		return t.buf
+	}
+	b := make([]byte, 0, len(t.buf))
+	return append(append(b, t.buf[t.head:]...), t.buf[:t.head]...)
 }
 
 // startLine ends an unfinished last line, so what follows starts a line.
 func (t *tail) startLine() {
-	if len(t.buf) > 0 && t.buf[len(t.buf)-1] != '\n' {
-		t.buf = append(t.buf, '\n')
+	if len(t.buf) == 0 {
+		return
+	}
+	last := len(t.buf) - 1
+	if t.head > 0 {
+		last = t.head - 1
+	}
+	if t.buf[last] != '\n' {
+		t.Write([]byte{'\n'})
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +20,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
+	"github.com/gmini-dev/gmini/apps/backend/internal/lifecycle/lifecycletest"
 )
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -149,8 +152,12 @@ func TestTail(t *testing.T) {
 		if got, want := tb.Bytes(), all[len(all)-MaxLogBytes:]; !bytes.Equal(got, want) {
 			t.Errorf("chunks of %d: kept %d bytes, not the last %d", chunk, len(got), MaxLogBytes)
 		}
-		if cap(tb.buf) > 3*MaxLogBytes {
-			t.Errorf("chunks of %d: buffer grew to %d bytes", chunk, cap(tb.buf))
+		if cap(tb.buf) > MaxLogBytes {
+			t.Errorf("chunks of %d: buffer grew to %d bytes, beyond the limit", chunk, cap(tb.buf))
+		}
+		var w bytes.Buffer
+		if n, err := tb.WriteTo(&w); n != MaxLogBytes || err != nil || !bytes.Equal(w.Bytes(), all[len(all)-MaxLogBytes:]) {
+			t.Errorf("chunks of %d: WriteTo = %d, %v, not the last %d bytes", chunk, n, err, MaxLogBytes)
 		}
 	}
 
@@ -162,4 +169,152 @@ func TestTail(t *testing.T) {
 	if got := string(short.Bytes()); got != "no newline\nnext\n" {
 		t.Errorf("tail = %q", got)
 	}
+	// Once the ring wrapped, the last byte is before head.
+	short.Write([]byte("wrapped, no newline"))
+	short.startLine()
+	if got := string(short.Bytes()); got != "ped, no newline\n" {
+		t.Errorf("tail = %q", got)
+	}
+}
+
+// runningAttempts are three attempts of the Job with UID u-now: two failed,
+// one running.
+func runningAttempts() []runtime.Object {
+	return []runtime.Object{
+		pod("p-a", "u-now", 0, corev1.PodFailed, "runner", "exit 1"),
+		pod("p-b", "u-now", 10, corev1.PodFailed, "runner", "exit 2"),
+		pod("p-c", "u-now", 20, corev1.PodRunning, "runner", "running"),
+	}
+}
+
+// TestUnreadableAttempt: an attempt whose log is gone for good (404: pod
+// gone; 400: container never started) shows as its header with the reason,
+// and the other attempts' output is served and recorded; an error that a
+// retry may cure (5xx, unreachable) still fails the read, so the recorder
+// tries again.
+func TestUnreadableAttempt(t *testing.T) {
+	t.Parallel()
+	notFound := &metav1.Status{Code: 404, Reason: metav1.StatusReasonNotFound} // the message names the pod
+	neverStarted := &metav1.Status{Code: 400, Reason: metav1.StatusReasonBadRequest, Message: `container "runner" in pod "p-a" is waiting to start: ContainerCreating`}
+	internal := &metav1.Status{Code: 500, Reason: metav1.StatusReasonInternalError, Message: "etcdserver: leader changed"}
+	unavailable := &metav1.Status{Code: 503, Reason: metav1.StatusReasonServiceUnavailable, Message: "the server is currently unable to handle the request"}
+	tests := []struct {
+		name     string
+		pods     []runtime.Object
+		fail     map[string]*metav1.Status // pod → the log read's answer
+		want     string
+		wantKind failure.Kind
+	}{
+		{name: "the middle attempt's pod is gone", pods: runningAttempts(), fail: map[string]*metav1.Status{"p-b": notFound},
+			want: "==> attempt 1 of 3: pod p-a (Failed, exit 1) <==\noutput of p-a\n" +
+				"==> attempt 2 of 3: pod p-b (Failed, exit 2): output unavailable: pods \"p-b\" not found <==\n" +
+				"==> attempt 3 of 3: pod p-c (Running) <==\noutput of p-c\n"},
+		{name: "the first attempt's container never started", pods: runningAttempts(), fail: map[string]*metav1.Status{"p-a": neverStarted},
+			want: "==> attempt 1 of 3: pod p-a (Failed, exit 1): output unavailable: container \"runner\" in pod \"p-a\" is waiting to start: ContainerCreating <==\n" +
+				"==> attempt 2 of 3: pod p-b (Failed, exit 2) <==\noutput of p-b\n" +
+				"==> attempt 3 of 3: pod p-c (Running) <==\noutput of p-c\n"},
+		{name: "the only attempt is gone", pods: []runtime.Object{pod("p-a", "u-now", 0, corev1.PodSucceeded, "runner", "exit 0")},
+			fail: map[string]*metav1.Status{"p-a": notFound},
+			want: "==> attempt 1 of 1: pod p-a (Succeeded, exit 0): output unavailable: pods \"p-a\" not found <==\n"},
+		{name: "every attempt gone", pods: runningAttempts(), fail: map[string]*metav1.Status{"p-a": notFound, "p-b": notFound, "p-c": notFound},
+			want: "==> attempt 1 of 3: pod p-a (Failed, exit 1): output unavailable: pods \"p-a\" not found <==\n" +
+				"==> attempt 2 of 3: pod p-b (Failed, exit 2): output unavailable: pods \"p-b\" not found <==\n" +
+				"==> attempt 3 of 3: pod p-c (Running): output unavailable: pods \"p-c\" not found <==\n"},
+		{name: "the API server fails: retry", pods: runningAttempts(), fail: map[string]*metav1.Status{"p-b": internal}, wantKind: failure.Upstream},
+		{name: "the API server is overloaded: retry", pods: runningAttempts(), fail: map[string]*metav1.Status{"p-c": unavailable}, wantKind: failure.Unavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			job := ownedJob("e1", "u-now")
+			client := lifecycletest.WithLogs(fake.NewClientset(append(tt.pods, job)...), func(name string) (io.Reader, *metav1.Status) {
+				if st, ok := tt.fail[name]; ok {
+					st := *st
+					if st.Message == "" {
+						st.Message = fmt.Sprintf("pods %q not found", name)
+					}
+					return nil, &st
+				}
+				return strings.NewReader("output of " + name + "\n"), nil
+			})
+			s := &Store{Client: client, Namespace: ns}
+			var out bytes.Buffer
+			err := s.Logs(context.Background(), "e1", &out)
+			captured, cerr := s.Capture(context.Background(), job)
+			if tt.wantKind != "" {
+				if failure.KindOf(err) != tt.wantKind || failure.KindOf(cerr) != tt.wantKind {
+					t.Fatalf("Logs = %v (kind %q), Capture = %v (kind %q); want %q", err, failure.KindOf(err), cerr, failure.KindOf(cerr), tt.wantKind)
+				}
+				if out.Len() != 0 {
+					t.Errorf("Logs wrote %q before failing", out.String())
+				}
+				return
+			}
+			if err != nil || cerr != nil {
+				t.Fatalf("Logs = %v, Capture = %v; want what could be read", err, cerr)
+			}
+			if diff := cmp.Diff(tt.want, out.String()); diff != "" {
+				t.Errorf("logs (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.want, string(captured.Bytes)); diff != "" {
+				t.Errorf("captured (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestLogsMemoryIsBounded: a log read allocates about one MaxLogBytes
+// buffer, however much the runner printed (a small buffer for a small
+// output), so concurrent reads cost what --max-log-reads allows times that,
+// not times the output's size. Not parallel: it counts the process's
+// allocations.
+func TestLogsMemoryIsBounded(t *testing.T) {
+	const slack = 256 << 10 // the list, the pods, client-go's request, the copy buffer
+	for _, tt := range []struct {
+		size, max int64
+	}{
+		{10 << 10, slack},
+		{2 << 20, MaxLogBytes + smallTail + slack},
+		{40 << 20, MaxLogBytes + smallTail + slack},
+	} {
+		job := ownedJob("e1", "u-now")
+		client := lifecycletest.WithLogs(fake.NewClientset(job, pod("p-a", "u-now", 0, corev1.PodRunning, "runner", "running")),
+			func(string) (io.Reader, *metav1.Status) { return lifecycletest.Output(tt.size), nil })
+		s := &Store{Client: client, Namespace: ns}
+		var w countingWriter
+		allocated := allocatedBy(t, func() error { return s.Logs(context.Background(), "e1", &w) })
+		t.Logf("reading %d bytes of output allocated %d bytes", tt.size, allocated)
+		if allocated > uint64(tt.max) {
+			t.Errorf("reading %d bytes of output allocated %d bytes, want at most %d", tt.size, allocated, tt.max)
+		}
+		if want := min(tt.size, MaxLogBytes); w.n != want*3 {
+			t.Errorf("reading %d bytes of output served %d bytes in 3 reads, want %d", tt.size, w.n, want*3)
+		}
+	}
+}
+
+// allocatedBy is the fewest bytes allocated by one of three runs of f (one
+// run can be blurred by a goroutine left by an earlier test).
+func allocatedBy(t *testing.T, f func() error) uint64 {
+	t.Helper()
+	var least uint64
+	for i := range 3 {
+		var before, after goruntime.MemStats
+		goruntime.ReadMemStats(&before)
+		if err := f(); err != nil {
+			t.Fatal(err)
+		}
+		goruntime.ReadMemStats(&after)
+		if n := after.TotalAlloc - before.TotalAlloc; i == 0 || n < least {
+			least = n
+		}
+	}
+	return least
+}
+
+type countingWriter struct{ n int64 }
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.n += int64(len(p))
+	return len(p), nil
 }
