@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -11,6 +13,8 @@ import (
 
 	"github.com/gmini-dev/gmini/tools/cluster/local"
 	"github.com/gmini-dev/gmini/tools/internal/layout"
+	"sigs.k8s.io/e2e-framework/pkg/env"
+	"sigs.k8s.io/e2e-framework/pkg/envconf"
 )
 
 func TestResolve(t *testing.T) {
@@ -71,5 +75,43 @@ func TestNewWithoutPrepareNeedsNothingBuilt(t *testing.T) {
 	}
 	if _, err := New(context.Background(), log, l, Auto, "gmini", false); err == nil {
 		t.Error("New(auto) must ask for Resolve first")
+	}
+}
+
+// TestFinishErrors: a failed Finish step fails a run whose tests passed,
+// and the error is printed; a run without one keeps the tests' code.
+func TestFinishErrors(t *testing.T) {
+	ok := func(ctx context.Context, _ *envconf.Config) (context.Context, error) { return ctx, nil }
+	bad := func(context.Context, *envconf.Config) (context.Context, error) {
+		return nil, errors.New("cluster left behind")
+	}
+	for _, tt := range []struct {
+		name        string
+		steps       []env.Func
+		tests, want int
+		wantOut     string
+	}{
+		{name: "all fine", steps: []env.Func{ok}, tests: 0, want: 0},
+		{name: "tests failed", steps: []env.Func{ok}, tests: 1, want: 1},
+		{name: "teardown failed", steps: []env.Func{ok, bad}, tests: 0, want: 1, wantOut: "FAIL: teardown: step 1: cluster left behind"},
+		{name: "both failed", steps: []env.Func{bad}, tests: 2, want: 2, wantOut: "cluster left behind"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var f FinishErrors
+			ctx := context.Background()
+			for i, step := range tt.steps {
+				next, _ := f.Record(fmt.Sprintf("step %d", i), step)(ctx, envconf.New())
+				if next == nil {
+					t.Fatal("Record handed on a nil context")
+				}
+			}
+			var out strings.Builder
+			if got := f.ExitCode(tt.tests, &out); got != tt.want {
+				t.Errorf("ExitCode(%d) = %d, want %d", tt.tests, got, tt.want)
+			}
+			if !strings.Contains(out.String(), tt.wantOut) || (tt.wantOut == "" && out.Len() > 0) {
+				t.Errorf("printed %q, want %q", out.String(), tt.wantOut)
+			}
+		})
 	}
 }

@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -56,4 +58,39 @@ func PrintLogTails(w *os.File, dir string, n int) {
 		fmt.Fprintf(w, "\n==== last %d lines of %s ====\n%s\n", len(lines), path, strings.Join(lines, "\n"))
 		return nil
 	})
+}
+
+// FinishErrors collects what a suite's Finish steps return. e2e-framework's
+// env.Run runs every Finish step even when one fails, but only logs the
+// error at klog verbosity 2 and returns the tests' exit code, so a teardown
+// that failed (a backend that would not stop, a cluster left behind) would
+// pass the run.
+type FinishErrors []error
+
+// Record wraps a Finish step so its error is kept for ExitCode.
+func (f *FinishErrors) Record(what string, step env.Func) env.Func {
+	return func(ctx context.Context, cfg *envconf.Config) (context.Context, error) {
+		next, err := step(ctx, cfg)
+		if err != nil {
+			*f = append(*f, fmt.Errorf("%s: %w", what, err))
+		}
+		if next == nil {
+			// env.Run hands this context to the next step.
+			next = ctx
+		}
+		return next, err
+	}
+}
+
+// ExitCode is the tests' exit code, or 1 if a Finish step failed; the
+// errors go to w.
+func (f FinishErrors) ExitCode(tests int, w io.Writer) int {
+	if len(f) == 0 {
+		return tests
+	}
+	fmt.Fprintf(w, "FAIL: teardown: %v\n", errors.Join(f...))
+	if tests != 0 {
+		return tests
+	}
+	return 1
 }

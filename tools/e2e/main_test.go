@@ -10,8 +10,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"slices"
@@ -85,48 +83,14 @@ func run(m *testing.M) int {
 		deploy.ApplyOverlay(logger, l.Overlay("dev")),
 		deploy.WaitBackend(logger, deploy.Namespace, 3*time.Minute),
 	)
-	var finished finishErrors
-	testenv.Finish(finished.record("tear the cluster down", cluster.Teardown(logger, provider, logsDir, os.Getenv("GMINI_E2E_KEEP") == "1")))
-	code := finished.exitCode(testenv.Run(m))
+	var finished cluster.FinishErrors
+	testenv.Finish(finished.Record("tear the cluster down", cluster.Teardown(logger, provider, logsDir, os.Getenv("GMINI_E2E_KEEP") == "1")))
+	code := finished.ExitCode(testenv.Run(m), os.Stderr)
 	if code != 0 {
 		cluster.PrintLogTails(os.Stderr, logsDir, 30)
 	}
 	logger.Info("e2e finished", "provider", kind, "exit", code, "elapsed", time.Since(start).Round(time.Second))
 	return code
-}
-
-// finishErrors collects what the Finish steps return. e2e-framework's
-// env.Run runs every Finish step even when one fails, but only logs the
-// error at klog verbosity 2 and returns the tests' exit code, so a teardown
-// that failed (a cluster left behind, logs not exported) would pass the run.
-type finishErrors []error
-
-// record wraps a Finish step so its error is kept for exitCode.
-func (f *finishErrors) record(what string, step env.Func) env.Func {
-	return func(ctx context.Context, cfg *envconf.Config) (context.Context, error) {
-		next, err := step(ctx, cfg)
-		if err != nil {
-			*f = append(*f, fmt.Errorf("%s: %w", what, err))
-		}
-		if next == nil {
-			// env.Run hands this context to the next step.
-			next = ctx
-		}
-		return next, err
-	}
-}
-
-// exitCode is the tests' exit code, or 1 if a Finish step failed; the
-// errors go to stderr.
-func (f finishErrors) exitCode(tests int) int {
-	if len(f) == 0 {
-		return tests
-	}
-	fmt.Fprintf(os.Stderr, "FAIL: teardown: %v\n", errors.Join(f...))
-	if tests != 0 {
-		return tests
-	}
-	return 1
 }
 
 // skipEnv lists tests, by the names requireOrSkip takes, that may be skipped

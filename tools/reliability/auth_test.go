@@ -86,26 +86,6 @@ func client(ctx context.Context, t *testing.T, name, role, audience string) (use
 	return "system:serviceaccount:" + ns + ":" + name, tr.Status.Token
 }
 
-// call sends a request with a bearer token (none when token is "").
-func call(ctx context.Context, t *testing.T, method, url, token, body string) answer {
-	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	a, err := send(newClient(1, false), req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	return a
-}
-
 func TestAuthentication(t *testing.T) {
 	f := features.New("with --auth kubernetes the API server decides: 401 without a good token, 403 without the role, the caller kept on the Job").
 		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
@@ -119,6 +99,7 @@ func TestAuthentication(t *testing.T) {
 			base := b.URL()
 			submitter, submitterToken := client(ctx, t, "frontend", "gmini-submitter", "gmini")
 			viewer, viewerToken := client(ctx, t, "dashboard", "gmini-viewer", "gmini")
+			_, cancellerToken := client(ctx, t, "operator", "gmini-canceller", "gmini")
 			stranger, strangerToken := client(ctx, t, "stranger", "", "gmini")
 			_, apiToken := client(ctx, t, "frontend", "", "") // a token for the API server, not for gmini
 			body := experimentBody("auth-1", "")
@@ -161,7 +142,13 @@ func TestAuthentication(t *testing.T) {
 				t.Errorf("list by the viewer = %s, want 200", a)
 			}
 			checkError(t, "GET by the stranger", call(ctx, t, http.MethodGet, base+"/experiments/auth-1", strangerToken, ""), 403, "may not get experiment \"auth-1\"")
+			// The 403 names the role that grants what was refused.
 			checkError(t, "DELETE by the submitter", call(ctx, t, http.MethodDelete, base+"/experiments/auth-1", submitterToken, ""), 403, "may not delete")
+			checkError(t, "DELETE by the viewer", call(ctx, t, http.MethodDelete, base+"/experiments/auth-1", viewerToken, ""), 403, "bind the ClusterRole gmini-canceller")
+			checkError(t, "POST by the viewer", call(ctx, t, http.MethodPost, base+"/experiment", viewerToken, body), 403, "bind the ClusterRole gmini-submitter")
+			if a := call(ctx, t, http.MethodDelete, base+"/experiments/auth-1", cancellerToken, ""); a.Code != http.StatusOK {
+				t.Errorf("DELETE by the canceller = %s, want 200", a)
+			}
 			// Probes stay open: the kubelet sends no token.
 			if a := call(ctx, t, http.MethodGet, base+"/readyz", "", ""); a.Code != http.StatusOK {
 				t.Errorf("/readyz without a token = %s, want 200", a)
@@ -174,7 +161,7 @@ func TestAuthentication(t *testing.T) {
 			if !strings.Contains(string(log), `msg="job created" id=auth-1`) || !strings.Contains(string(log), "user="+submitter) {
 				t.Errorf("the log does not name who created auth-1:\n%s", b.LogTail(20))
 			}
-			for _, tok := range []string{submitterToken, viewerToken, strangerToken, apiToken} {
+			for _, tok := range []string{submitterToken, viewerToken, cancellerToken, strangerToken, apiToken} {
 				if strings.Contains(string(log), tok) {
 					t.Error("a token appears in the backend's log")
 				}
@@ -199,6 +186,7 @@ func TestAuthentication(t *testing.T) {
 			}{
 				{sa("frontend"), "create", true}, {sa("frontend"), "get", true}, {sa("frontend"), "list", true}, {sa("frontend"), "delete", false},
 				{sa("dashboard"), "create", false}, {sa("dashboard"), "get", true}, {sa("dashboard"), "list", true}, {sa("dashboard"), "delete", false},
+				{sa("operator"), "create", false}, {sa("operator"), "get", true}, {sa("operator"), "list", true}, {sa("operator"), "delete", true},
 				{sa("stranger"), "get", false},
 			} {
 				got := sar(c.user, saGroups, authorizationv1.ResourceAttributes{Namespace: ns, Group: "gmini.dev", Resource: "experiments", Verb: c.verb})
@@ -217,9 +205,6 @@ func TestAuthentication(t *testing.T) {
 			}
 			return ctx
 		}).
-		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			deleteJobs(ctx, t)
-			return ctx
-		}).Feature()
+		Teardown(removeJobs).Feature()
 	testenv.Test(t, f)
 }

@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"mime"
 	"net/http"
 	"strings"
 	"testing"
@@ -137,36 +136,6 @@ func (r badRequest) request(ctx context.Context, base string) (*http.Request, er
 	return req, nil
 }
 
-// checkError asserts the answer is code with a JSON {"error": "..."} that
-// mentions want.
-func checkError(t *testing.T, what string, a answer, code int, want string) {
-	t.Helper()
-	if a.Code != code {
-		errorf(t, "%s: got %s, want %d", what, a, code)
-		return
-	}
-	if mt, _, _ := mime.ParseMediaType(a.Header.Get("Content-Type")); mt != "application/json" {
-		t.Errorf("%s: Content-Type %q, want application/json", what, a.Header.Get("Content-Type"))
-	}
-	var e struct {
-		Error *string `json:"error"`
-	}
-	if err := json.Unmarshal(a.Body, &e); err != nil || e.Error == nil || *e.Error == "" {
-		t.Errorf("%s: body %q is not {\"error\": \"...\"} (%v)", what, short(a.Body), err)
-		return
-	}
-	if !strings.Contains(*e.Error, want) {
-		t.Errorf("%s: error %q does not say %q", what, *e.Error, want)
-	}
-}
-
-type createdAnswer struct {
-	ID        string `json:"id"`
-	Job       string `json:"job"`
-	Namespace string `json:"namespace"`
-	Created   bool   `json:"created"`
-}
-
 func TestBadInput(t *testing.T) {
 	legit := []string{
 		"aB3dE9xQ2mNpL7", "AB3DE9XQ2MNPL7", "ab3de9xq2mnpl7", // differ only in case
@@ -177,11 +146,7 @@ func TestBadInput(t *testing.T) {
 		strings.Repeat("a", 47) + "b", strings.Repeat("a", 47) + "c", // same readable part once cut to fit 63
 	}
 	f := features.New("bad input gets a 4xx with a message and creates nothing; odd valid IDs get distinct Jobs").
-		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			ensureBackend(ctx, t)
-			deleteJobs(ctx, t)
-			return ctx
-		}).
+		Setup(backendAndNoJobs).
 		Assess("every malformed request is refused with its documented code", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			base := suite.backend.URL()
 			client := newClient(4, true)
@@ -307,9 +272,6 @@ func TestBadInput(t *testing.T) {
 			checkError(t, "GET /experiments/no-such-id", a, http.StatusNotFound, "no-such-id")
 			return ctx
 		}).
-		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			deleteJobs(ctx, t)
-			return ctx
-		}).Feature()
+		Teardown(removeJobs).Feature()
 	testenv.Test(t, f)
 }

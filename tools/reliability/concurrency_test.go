@@ -75,11 +75,7 @@ func TestConcurrentSubmissions(t *testing.T) {
 		ids[i] = fmt.Sprintf("Load-%04d", i)
 	}
 	f := features.New(fmt.Sprintf("%d experiments from %d concurrent clients make exactly %d Jobs", concurrentExperiments, concurrentClients, concurrentExperiments)).
-		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			ensureBackend(ctx, t)
-			deleteJobs(ctx, t)
-			return ctx
-		}).
+		Setup(backendAndNoJobs).
 		Assess("every POST gets 201 and names its own Job", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			t0 := time.Now()
 			rs := postAll(ctx, suite.backend.URL(), ids, concurrentClients)

@@ -8,13 +8,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
@@ -23,32 +22,10 @@ import (
 	"github.com/gmini-dev/gmini/tools/postgres"
 )
 
-// extraBackend starts another backend with the suite's identity and the
-// given flags, stopped when the test ends.
-func extraBackend(ctx context.Context, t *testing.T, name string, args ...string) *backendproc.Process {
-	t.Helper()
-	logPath := filepath.Join(suite.layout.Logs(clusterName), "backend-"+name+".log")
-	_ = os.Remove(logPath)
-	b := backendproc.New(backendproc.Options{
-		Binary: suite.backendBin, LogPath: logPath, Log: logger,
-		Args: append([]string{"--kubeconfig", suite.backendKubeconfig, "--namespace", ns, "--listen", "127.0.0.1:0",
-			"--log-format", "text", "--api-timeout", apiTimeout.String()}, args...),
-	})
-	if err := b.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Stop(context.Background()) })
-	return b
-}
-
 func TestHistoryList(t *testing.T) {
 	const n = 25
 	f := features.New("GET /experiments pages the history, newest first, filters by state, and refuses bad parameters with 400").
-		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			ensureBackend(ctx, t)
-			deleteJobs(ctx, t)
-			return ctx
-		}).
+		Setup(backendAndNoJobs).
 		Assess("pages of 10, newest first, without gaps or repeats", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			base := suite.backend.URL()
 			for i := range n {
@@ -128,10 +105,7 @@ func TestHistoryList(t *testing.T) {
 			}
 			return ctx
 		}).
-		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			deleteJobs(ctx, t)
-			return ctx
-		}).Feature()
+		Teardown(removeJobs).Feature()
 	testenv.Test(t, f)
 }
 
@@ -139,11 +113,7 @@ func TestHistoryList(t *testing.T) {
 // unset gives: the Jobs are the only record.
 func TestWithoutHistory(t *testing.T) {
 	f := features.New("without history, a Job's end ends the experiment: a later POST runs it again (the documented window)").
-		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			ensureBackend(ctx, t)
-			deleteJobs(ctx, t)
-			return ctx
-		}).
+		Setup(backendAndNoJobs).
 		Assess("POST, DELETE, the same POST: 201 again", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			b := extraBackend(ctx, t, "no-history")
 			c := newClient(1, false)
@@ -154,8 +124,7 @@ func TestWithoutHistory(t *testing.T) {
 			if a, err := post(ctx, c, b.URL(), body); err != nil || a.Code != http.StatusOK {
 				failf(t, "retry while the Job exists: %v %v, want 200", a, err)
 			}
-			req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, b.URL()+"/experiments/window-1", nil)
-			if a, err := send(c, req); err != nil || a.Code != http.StatusOK {
+			if a, err := del(ctx, c, b.URL(), "window-1"); err != nil || a.Code != http.StatusOK {
 				failf(t, "DELETE: %v %v", a, err)
 			}
 			deleteJobs(ctx, t) // wait until it is gone
@@ -191,6 +160,40 @@ func TestWithoutHistory(t *testing.T) {
 			deleteJobs(ctx, t)
 			return ctx
 		}).Feature()
+	testenv.Test(t, f)
+}
+
+func TestHistoryDatabaseOfAnotherNamespace(t *testing.T) {
+	f := features.New("a backend of another namespace pointed at this namespace's history database refuses it: POST 503 naming the owner, nothing claimed or created").
+		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			ensureBackend(ctx, t)
+			deleteJobs(ctx, t)
+			// The main backend owns its database once it opened it.
+			if _, err := postUntil(ctx, newClient(1, false), suite.backend.URL(), experimentBody("owner-1", ""), 30*time.Second, http.StatusCreated); err != nil {
+				t.Fatal(err)
+			}
+			return ctx
+		}).
+		Assess("POST to the other namespace's backend: 503 that says whose the database is", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			const other = "gmini-other"
+			b := extraBackend(ctx, t, "other-namespace", "--namespace", other, "--history-dsn", "sqlite:"+suite.historyDB, "--identity", "reliability-other")
+			// The database opens in the background: wait for its verdict.
+			var a answer
+			err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+				var err error
+				a, err = post(ctx, newClient(1, false), b.URL(), experimentBody("owner-2", ""))
+				return err == nil && strings.Contains(string(a.Body), "holds the experiments of namespace"), nil
+			})
+			if err != nil {
+				failf(t, "POST to a backend of %s on %s's database = %s; want 503 naming the owner", other, ns, a)
+			}
+			checkError(t, "POST to a backend on another namespace's database", a, http.StatusServiceUnavailable, `holds the experiments of namespace "`+ns+`", not "`+other+`"`)
+			if a, err := get(ctx, newClient(1, false), suite.backend.URL()+"/experiments/owner-2"); err != nil || a.Code != http.StatusNotFound {
+				errorf(t, "GET owner-2 from the owner's backend = %v %v; want 404, nothing claimed", a, err)
+			}
+			return ctx
+		}).
+		Teardown(removeJobs).Feature()
 	testenv.Test(t, f)
 }
 
@@ -237,6 +240,15 @@ func TestHistoryDatabaseOutage(t *testing.T) {
 			}
 			if a, err := get(ctx, c, b.URL()+"/experiments"); err != nil || a.Code != http.StatusServiceUnavailable {
 				t.Errorf("GET /experiments with the database away = %v %v, want 503", a, err)
+			}
+			// Without a Job only the record could answer: 503, as README says.
+			for _, path := range []string{"/experiments/pg-out-none", "/experiments/pg-out-none/logs"} {
+				if a, err := get(ctx, c, b.URL()+path); err != nil || a.Code != http.StatusServiceUnavailable {
+					t.Errorf("GET %s (no Job) with the database away = %v %v, want 503", path, a, err)
+				}
+			}
+			if a, err := del(ctx, c, b.URL(), "pg-out-none"); err != nil || a.Code != http.StatusServiceUnavailable {
+				t.Errorf("DELETE of an experiment without a Job with the database away = %v %v, want 503", a, err)
 			}
 			// A backend that starts while the database is away starts anyway.
 			late := extraBackend(ctx, t, "postgres-late", "--history-dsn", pg.DSN())

@@ -77,11 +77,27 @@ func TestQuotaAnswers429(t *testing.T) {
 			}
 			return ctx
 		}).
-		Assess("once Jobs are gone (as their TTL removes them), POSTs succeed again", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+		Assess("a refused POST leaves nothing behind: another body is refused by the quota again, not as a conflict, and DELETE finds nothing", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			refusedID := fmt.Sprintf("quota-%02d", quota+2)
+			a, err := post(ctx, newClient(1, false), suite.backend.URL(), experimentBody(refusedID, `, "fixed": true`))
+			if err != nil || a.Code != http.StatusTooManyRequests {
+				errorf(t, "POST %s with a fixed body while the quota is full = %v %v; want 429 again, not a conflict with the refused body", refusedID, a, err)
+			}
+			a, err = del(ctx, newClient(1, false), suite.backend.URL(), refusedID)
+			if err != nil || a.Code != http.StatusNotFound {
+				errorf(t, "DELETE %s after its POSTs were refused = %v %v; want 404, nothing to cancel", refusedID, a, err)
+			}
+			return ctx
+		}).
+		Assess("once Jobs are gone (as their TTL removes them), POSTs succeed again, also of the IDs refused before, with another body", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			deleteJobs(ctx, t)
 			// The quota's usage follows the deletions after a moment.
 			if _, err := postUntil(ctx, newClient(1, false), suite.backend.URL(), experimentBody("quota-after", ""), 30*time.Second, http.StatusCreated); err != nil {
 				t.Errorf("after the Jobs were gone: %v", err)
+			}
+			refusedID := fmt.Sprintf("quota-%02d", quota+3)
+			if a, err := post(ctx, newClient(1, false), suite.backend.URL(), experimentBody(refusedID, `, "fixed": true`)); err != nil || a.Code != http.StatusCreated {
+				errorf(t, "POST %s, refused by the quota before, with a fixed body = %v %v; want 201", refusedID, a, err)
 			}
 			return ctx
 		}).
@@ -96,11 +112,7 @@ func TestQuotaAnswers429(t *testing.T) {
 func TestMaxInflight(t *testing.T) {
 	const limit = 2
 	f := features.New("--max-inflight bounds POSTs being processed: beyond it, 429 at once").
-		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			ensureBackend(ctx, t)
-			deleteJobs(ctx, t)
-			return ctx
-		}).
+		Setup(backendAndNoJobs).
 		Assess("two POSTs in flight, the third is refused, the two finish", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			b := extraBackend(ctx, t, "inflight", "--max-inflight", fmt.Sprint(limit))
 			addr := strings.TrimPrefix(b.URL(), "http://")
@@ -142,9 +154,6 @@ func TestMaxInflight(t *testing.T) {
 			}
 			return ctx
 		}).
-		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			deleteJobs(ctx, t)
-			return ctx
-		}).Feature()
+		Teardown(removeJobs).Feature()
 	testenv.Test(t, f)
 }

@@ -15,21 +15,39 @@
 package reliability
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"mime"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/e2e-framework/pkg/env"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/envfuncs"
@@ -160,18 +178,28 @@ func run(m *testing.M) int {
 		},
 	)
 	logsDir := filepath.Join(out, "cluster")
+	var finished cluster.FinishErrors
 	testenv.Finish(
-		func(ctx context.Context, cfg *envconf.Config) (context.Context, error) {
-			if suite.backend != nil {
-				if code, err := suite.backend.Stop(ctx); err != nil || code != 0 {
-					logger.Warn("backend did not stop cleanly", "exit", code, "err", err)
-				}
+		// The suite's backend must end as a deployed one would: exit 0
+		// within 30 s of SIGTERM. One that is not running was stopped by
+		// a test (ensureBackend starts it again for the next), which
+		// checked how it ended.
+		finished.Record("stop the backend", func(ctx context.Context, cfg *envconf.Config) (context.Context, error) {
+			if suite.backend == nil || !suite.backend.Running() {
+				return ctx, nil
+			}
+			code, err := suite.backend.Stop(ctx)
+			switch {
+			case err != nil:
+				return ctx, fmt.Errorf("backend did not stop cleanly: %w", err)
+			case code != 0:
+				return ctx, fmt.Errorf("backend exited %d after SIGTERM, want 0", code)
 			}
 			return ctx, nil
-		},
-		cluster.Teardown(logger, suite.cluster, logsDir, os.Getenv("GMINI_REL_KEEP") == "1"),
+		}),
+		finished.Record("tear the cluster down", cluster.Teardown(logger, suite.cluster, logsDir, os.Getenv("GMINI_REL_KEEP") == "1")),
 	)
-	code := testenv.Run(m)
+	code := finished.ExitCode(testenv.Run(m), os.Stderr)
 	if code != 0 && suite.backend != nil {
 		fmt.Fprintf(os.Stderr, "\n==== backend log tail (%s) ====\n%s\n", suite.backend.LogPath(), suite.backend.LogTail(40))
 	}
@@ -232,4 +260,387 @@ func short(b []byte) string {
 		return s[:300] + fmt.Sprintf("... (%d bytes)", len(b))
 	}
 	return s
+}
+
+// call sends a request with a bearer token (none when token is "").
+func call(ctx context.Context, t *testing.T, method, url, token, body string) answer {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	a, err := send(newClient(1, false), req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	return a
+}
+
+// checkError asserts the answer is code with a JSON {"error": "..."} that
+// mentions want.
+func checkError(t *testing.T, what string, a answer, code int, want string) {
+	t.Helper()
+	if a.Code != code {
+		errorf(t, "%s: got %s, want %d", what, a, code)
+		return
+	}
+	if mt, _, _ := mime.ParseMediaType(a.Header.Get("Content-Type")); mt != "application/json" {
+		t.Errorf("%s: Content-Type %q, want application/json", what, a.Header.Get("Content-Type"))
+	}
+	var e struct {
+		Error *string `json:"error"`
+	}
+	if err := json.Unmarshal(a.Body, &e); err != nil || e.Error == nil || *e.Error == "" {
+		t.Errorf("%s: body %q is not {\"error\": \"...\"} (%v)", what, short(a.Body), err)
+		return
+	}
+	if !strings.Contains(*e.Error, want) {
+		t.Errorf("%s: error %q does not say %q", what, *e.Error, want)
+	}
+}
+
+type createdAnswer struct {
+	ID        string `json:"id"`
+	Job       string `json:"job"`
+	Namespace string `json:"namespace"`
+	Created   bool   `json:"created"`
+}
+
+// extraBackend starts another backend with the suite's identity and the
+// given flags, stopped when the test ends.
+func extraBackend(ctx context.Context, t *testing.T, name string, args ...string) *backendproc.Process {
+	t.Helper()
+	logPath := filepath.Join(suite.layout.Logs(clusterName), "backend-"+name+".log")
+	_ = os.Remove(logPath)
+	b := backendproc.New(backendproc.Options{
+		Binary: suite.backendBin, LogPath: logPath, Log: logger,
+		Args: append([]string{"--kubeconfig", suite.backendKubeconfig, "--namespace", ns, "--listen", "127.0.0.1:0",
+			"--log-format", "text", "--api-timeout", apiTimeout.String()}, args...),
+	})
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Stop(context.Background()) })
+	return b
+}
+
+var overlays = []string{"dev", "prod"}
+
+// podFrom makes a Pod in the test namespace from a template, as a
+// controller would.
+func podFrom(name string, tmpl corev1.PodTemplateSpec) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: tmpl.Labels, Annotations: tmpl.Annotations},
+		Spec:       *tmpl.Spec.DeepCopy(),
+	}
+}
+
+// dryRunPod asks the real API server to admit pod without storing it.
+func dryRunPod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {
+	return suite.admin.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+}
+
+const templateName = "gmini-runner"
+
+// handMadeManager is set as spec.managedBy on Jobs this suite writes the
+// status of itself: the Job controller leaves such Jobs alone.
+const handMadeManager = "gmini.dev/reliability"
+
+// holdFinalizer keeps a deleted Job around, so it can be seen while being
+// deleted.
+const holdFinalizer = "gmini.dev/reliability-hold"
+
+// handMadeJob is the Job gmini would make for id, from the live template,
+// with its status left to the test.
+func handMadeJob(ctx context.Context, t *testing.T, id string) *batchv1.Job {
+	t.Helper()
+	cj, err := suite.admin.BatchV1().CronJobs(ns).Get(ctx, templateName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"experiment":{"id":"` + id + `"}}`)
+	sum := sha256.Sum256(body)
+	job, err := jobspec.Build(&cj.Spec.JobTemplate, ns, id, hex.EncodeToString(sum[:]), body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job.Spec.ManagedBy = ptr.To(handMadeManager)
+	return job
+}
+
+// getStatus reads GET /experiments/{id}.
+func getStatus(ctx context.Context, t *testing.T, id string) (answer, map[string]any) {
+	t.Helper()
+	a, err := get(ctx, newClient(1, false), suite.backend.URL()+"/experiments/"+id)
+	if err != nil {
+		failf(t, "GET /experiments/%s: %v", id, err)
+	}
+	var st map[string]any
+	_ = json.Unmarshal(a.Body, &st)
+	return a, st
+}
+
+// releaseHeld removes the test's hold finalizer from every Job, so
+// deleteJobs can finish. The garbage collector adds its own finalizers to
+// a Job being deleted, hence the retry on a conflict.
+func releaseHeld(ctx context.Context, t *testing.T) {
+	t.Helper()
+	jobs := suite.admin.BatchV1().Jobs(ns)
+	list, err := jobs.List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range list.Items {
+		if !slices.Contains(j.Finalizers, holdFinalizer) {
+			continue
+		}
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur, err := jobs.Get(ctx, j.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			cur.Finalizers = slices.DeleteFunc(cur.Finalizers, func(f string) bool { return f == holdFinalizer })
+			_, err = jobs.Update(ctx, cur, metav1.UpdateOptions{})
+			return err
+		})
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("release job %s: %v", j.Name, err)
+		}
+	}
+}
+
+// halfSent is a POST whose headers and first half of the body reached the
+// backend before SIGTERM: its handler is running, blocked reading the rest,
+// so the request is in flight in the strictest sense.
+type halfSent struct {
+	id   string
+	conn net.Conn
+	rest string
+}
+
+// startHalf opens a connection and sends the request line, the headers and
+// half of the body.
+func startHalf(ctx context.Context, addr, id string) (*halfSent, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	body := experimentBody(id, "")
+	half := len(body) / 2
+	head := fmt.Sprintf("POST /experiment HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+		addr, len(body), body[:half])
+	if _, err := io.WriteString(conn, head); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return &halfSent{id: id, conn: conn, rest: body[half:]}, nil
+}
+
+// finish sends the rest of the body and reads the answer.
+func (h *halfSent) finish() (answer, error) {
+	defer h.conn.Close()
+	_ = h.conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(h.conn, h.rest); err != nil {
+		return answer{}, fmt.Errorf("send the rest of the body: %w", err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(h.conn), nil)
+	if err != nil {
+		return answer{}, fmt.Errorf("read the answer: %w", err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return answer{Code: res.StatusCode, Header: res.Header, Body: b}, err
+}
+
+// ensureBackend starts the backend if an earlier test left it stopped.
+func ensureBackend(ctx context.Context, t *testing.T) *backendproc.Process {
+	t.Helper()
+	if !suite.backend.Running() {
+		if err := suite.backend.Start(ctx); err != nil {
+			t.Fatalf("restart backend: %v", err)
+		}
+	}
+	return suite.backend
+}
+
+// backendAndNoJobs is a test's usual Setup: the main backend running and
+// no Job left from an earlier test.
+func backendAndNoJobs(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
+	ensureBackend(ctx, t)
+	deleteJobs(ctx, t)
+	return ctx
+}
+
+// removeJobs is a test's usual Teardown: every Job gone, its record stored.
+func removeJobs(ctx context.Context, t *testing.T, _ *envconf.Config) context.Context {
+	deleteJobs(ctx, t)
+	return ctx
+}
+
+// answer is one HTTP response from the backend.
+type answer struct {
+	Code    int
+	Header  http.Header
+	Body    []byte
+	Elapsed time.Duration
+}
+
+func (a answer) String() string { return fmt.Sprintf("%d %s", a.Code, short(a.Body)) }
+
+// newClient makes an HTTP client; keepAlive false gives every request its
+// own connection, so a server-side connection count does not depend on
+// what earlier requests left idle.
+func newClient(conns int, keepAlive bool) *http.Client {
+	return &http.Client{
+		Timeout: 60 * time.Second,
+		Transport: &http.Transport{
+			MaxIdleConns:        conns,
+			MaxIdleConnsPerHost: conns,
+			DisableKeepAlives:   !keepAlive,
+		},
+	}
+}
+
+// send performs req and reads the whole answer.
+func send(client *http.Client, req *http.Request) (answer, error) {
+	t0 := time.Now()
+	res, err := client.Do(req)
+	if err != nil {
+		return answer{Elapsed: time.Since(t0)}, err
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	a := answer{Code: res.StatusCode, Header: res.Header, Body: body, Elapsed: time.Since(t0)}
+	if err != nil {
+		return a, fmt.Errorf("read answer: %w", err)
+	}
+	return a, nil
+}
+
+func get(ctx context.Context, client *http.Client, url string) (answer, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return answer{}, err
+	}
+	return send(client, req)
+}
+
+// post sends an experiment body as the tutorial's frontend does.
+func post(ctx context.Context, client *http.Client, base, body string) (answer, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/experiment", strings.NewReader(body))
+	if err != nil {
+		return answer{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return send(client, req)
+}
+
+// del cancels experiment id: DELETE /experiments/{id}.
+func del(ctx context.Context, client *http.Client, base, id string) (answer, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, base+"/experiments/"+id, nil)
+	if err != nil {
+		return answer{}, err
+	}
+	return send(client, req)
+}
+
+// postUntil POSTs body until the answer's code is one of codes, for at most
+// within, and returns the last answer; the error says it never came.
+func postUntil(ctx context.Context, client *http.Client, base, body string, within time.Duration, codes ...int) (answer, error) {
+	var last answer
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, within, true, func(ctx context.Context) (bool, error) {
+		a, err := post(ctx, client, base, body)
+		if err != nil {
+			return false, nil
+		}
+		last = a
+		return slices.Contains(codes, a.Code), nil
+	})
+	if err != nil {
+		return last, fmt.Errorf("no answer %v to POST within %s (last: %v): %w", codes, within, last, err)
+	}
+	return last, nil
+}
+
+// experimentBody is a valid body for id with some payload.
+func experimentBody(id string, extra string) string {
+	return fmt.Sprintf(`{"experiment": {"id": %q, "key": "k-%s", "params": {"lr": 0.01, "layers": [64, 32]}%s}}`, id, id, extra)
+}
+
+// goroutines reads go_goroutines from the backend's /metrics.
+func goroutines(ctx context.Context, base string) (int, error) {
+	res, err := get(ctx, newClient(1, false), base+"/metrics")
+	if err != nil {
+		return 0, err
+	}
+	if res.Code != http.StatusOK {
+		return 0, fmt.Errorf("GET /metrics = %s", res)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(res.Body))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return int(f), err
+		}
+	}
+	return 0, errors.New("no go_goroutines in /metrics")
+}
+
+// managedJobs lists the Jobs the backend made, through the API server.
+func managedJobs(ctx context.Context, t *testing.T) []batchv1.Job {
+	t.Helper()
+	list, err := suite.admin.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{LabelSelector: jobspec.ManagedSelector})
+	if err != nil {
+		t.Fatalf("list jobs: %v", err)
+	}
+	return list.Items
+}
+
+// allJobs counts every Job in the namespace, labelled or not.
+func allJobs(ctx context.Context, t *testing.T) int {
+	t.Helper()
+	list, err := suite.admin.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatalf("list jobs: %v", err)
+	}
+	return len(list.Items)
+}
+
+// deleteJobs removes every Job in the namespace and waits until they are
+// gone, so each test starts from none. Their pods are left to the garbage
+// collector. Jobs the backend made wait for their history record: the
+// main backend's recorder stores them as Cancelled and lets them go.
+func deleteJobs(ctx context.Context, t *testing.T) {
+	t.Helper()
+	policy := metav1.DeletePropagationBackground
+	err := suite.admin.BatchV1().Jobs(ns).DeleteCollection(ctx,
+		metav1.DeleteOptions{PropagationPolicy: &policy}, metav1.ListOptions{})
+	if err != nil {
+		t.Fatalf("delete jobs: %v", err)
+	}
+	var left []string
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		list, err := suite.admin.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		left = left[:0]
+		for _, j := range list.Items {
+			left = append(left, fmt.Sprintf("%s %v", j.Name, j.Finalizers))
+		}
+		return len(list.Items) == 0, nil
+	})
+	if n := len(left); err != nil {
+		if n > 5 {
+			left = append(left[:5], fmt.Sprintf("and %d more", n-5))
+		}
+		failf(t, "%d Jobs still present two minutes after deleting them (name and finalizers): %v", n, left)
+	}
 }

@@ -24,8 +24,6 @@ import (
 
 const enforceLabel = "pod-security.kubernetes.io/enforce"
 
-var overlays = []string{"dev", "prod"}
-
 // renderedPods returns the backend's and the runner's pod templates as the
 // overlay renders them.
 func renderedPods(t *testing.T, overlay string) (backend, runner corev1.PodTemplateSpec) {
@@ -60,20 +58,6 @@ func fromUnstructured(t *testing.T, u *unstructured.Unstructured, into any) {
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, into); err != nil {
 		t.Fatalf("convert %s %s: %v", u.GetKind(), u.GetName(), err)
 	}
-}
-
-// podFrom makes a Pod in the test namespace from a template, as a
-// controller would.
-func podFrom(name string, tmpl corev1.PodTemplateSpec) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: tmpl.Labels, Annotations: tmpl.Annotations},
-		Spec:       *tmpl.Spec.DeepCopy(),
-	}
-}
-
-// dryRunPod asks the real API server to admit pod without storing it.
-func dryRunPod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {
-	return suite.admin.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 }
 
 func TestPodSecurity(t *testing.T) {

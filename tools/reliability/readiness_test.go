@@ -22,8 +22,6 @@ import (
 	"github.com/gmini-dev/gmini/tools/backendproc"
 )
 
-const templateName = "gmini-runner"
-
 // templateBreak is one way to make the template unusable, and what the
 // backend must then say.
 type templateBreak struct {

@@ -6,13 +6,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	neturl "net/url"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,83 +17,14 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 )
-
-// handMadeManager is set as spec.managedBy on Jobs this suite writes the
-// status of itself: the Job controller leaves such Jobs alone.
-const handMadeManager = "gmini.dev/reliability"
-
-// holdFinalizer keeps a deleted Job around, so it can be seen while being
-// deleted.
-const holdFinalizer = "gmini.dev/reliability-hold"
-
-// handMadeJob is the Job gmini would make for id, from the live template,
-// with its status left to the test.
-func handMadeJob(ctx context.Context, t *testing.T, id string) *batchv1.Job {
-	t.Helper()
-	cj, err := suite.admin.BatchV1().CronJobs(ns).Get(ctx, templateName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := []byte(`{"experiment":{"id":"` + id + `"}}`)
-	sum := sha256.Sum256(body)
-	job, err := jobspec.Build(&cj.Spec.JobTemplate, ns, id, hex.EncodeToString(sum[:]), body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	job.Spec.ManagedBy = ptr.To(handMadeManager)
-	return job
-}
-
-// getStatus reads GET /experiments/{id}.
-func getStatus(ctx context.Context, t *testing.T, id string) (answer, map[string]any) {
-	t.Helper()
-	a, err := get(ctx, newClient(1, false), suite.backend.URL()+"/experiments/"+id)
-	if err != nil {
-		failf(t, "GET /experiments/%s: %v", id, err)
-	}
-	var st map[string]any
-	_ = json.Unmarshal(a.Body, &st)
-	return a, st
-}
-
-// releaseHeld removes the test's hold finalizer from every Job, so
-// deleteJobs can finish. The garbage collector adds its own finalizers to
-// a Job being deleted, hence the retry on a conflict.
-func releaseHeld(ctx context.Context, t *testing.T) {
-	t.Helper()
-	jobs := suite.admin.BatchV1().Jobs(ns)
-	list, err := jobs.List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, j := range list.Items {
-		if !slices.Contains(j.Finalizers, holdFinalizer) {
-			continue
-		}
-		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			cur, err := jobs.Get(ctx, j.Name, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			cur.Finalizers = slices.DeleteFunc(cur.Finalizers, func(f string) bool { return f == holdFinalizer })
-			_, err = jobs.Update(ctx, cur, metav1.UpdateOptions{})
-			return err
-		})
-		if err != nil && !apierrors.IsNotFound(err) {
-			t.Errorf("release job %s: %v", j.Name, err)
-		}
-	}
-}
 
 func TestStatesFromJobConditions(t *testing.T) {
 	now := metav1.NewTime(time.Now().Truncate(time.Second))
@@ -121,11 +49,7 @@ func TestStatesFromJobConditions(t *testing.T) {
 		{id: "state-pending", status: batchv1.JobStatus{StartTime: &now, Active: 1, Ready: ptr.To[int32](0)}, want: "Pending"},
 	}
 	f := features.New("every Job condition of Kubernetes 1.31+ shows as the state it means, on the real API server").
-		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			ensureBackend(ctx, t)
-			deleteJobs(ctx, t)
-			return ctx
-		}).
+		Setup(backendAndNoJobs).
 		Assess("conditions set through the status subresource", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			jobs := suite.admin.BatchV1().Jobs(ns)
 			for _, c := range cases {
@@ -173,11 +97,7 @@ func TestStatesFromJobConditions(t *testing.T) {
 
 func TestListAgreesWithGet(t *testing.T) {
 	f := features.New("GET /experiments lists exactly the Jobs that GET and DELETE /experiments/{id} find").
-		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			ensureBackend(ctx, t)
-			deleteJobs(ctx, t)
-			return ctx
-		}).
+		Setup(backendAndNoJobs).
 		Assess("Jobs with gmini's label but a missing or edited ID annotation are neither listed nor found", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			jobs := suite.admin.BatchV1().Jobs(ns)
 			good := handMadeJob(ctx, t, "list-good")
@@ -227,30 +147,16 @@ func TestListAgreesWithGet(t *testing.T) {
 			checkError(t, "POST over a foreign Job", p, http.StatusConflict, "was not created by gmini")
 			return ctx
 		}).
-		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			deleteJobs(ctx, t)
-			return ctx
-		}).Feature()
+		Teardown(removeJobs).Feature()
 	testenv.Test(t, f)
 }
 
 func TestRacesAnswerNo5xx(t *testing.T) {
 	const rounds = 25
 	f := features.New("POST racing DELETE of the same ID, and two DELETEs, are ordinary races: never a 5xx").
-		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			ensureBackend(ctx, t)
-			deleteJobs(ctx, t)
-			return ctx
-		}).
+		Setup(backendAndNoJobs).
 		Assess("each race gets an answer from the documented set", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			base := suite.backend.URL()
-			del := func(id string) (answer, error) {
-				req, err := http.NewRequestWithContext(ctx, http.MethodDelete, base+"/experiments/"+id, nil)
-				if err != nil {
-					return answer{}, err
-				}
-				return send(newClient(1, false), req)
-			}
 			seen := map[string]int{}
 			for i := range rounds {
 				id := fmt.Sprintf("race-%02d", i)
@@ -262,10 +168,10 @@ func TestRacesAnswerNo5xx(t *testing.T) {
 				var p, d1, d2 answer
 				var perr, d1err, d2err error
 				wg.Go(func() { p, perr = post(ctx, newClient(1, false), base, experimentBody(id, "")) })
-				wg.Go(func() { d1, d1err = del(id) })
+				wg.Go(func() { d1, d1err = del(ctx, newClient(1, false), base, id) })
 				wg.Wait()
-				wg.Go(func() { d1, d1err = del(id) })
-				wg.Go(func() { d2, d2err = del(id) })
+				wg.Go(func() { d1, d1err = del(ctx, newClient(1, false), base, id) })
+				wg.Go(func() { d2, d2err = del(ctx, newClient(1, false), base, id) })
 				wg.Wait()
 				for what, r := range map[string]struct {
 					a   answer
@@ -292,10 +198,7 @@ func TestRacesAnswerNo5xx(t *testing.T) {
 			t.Logf("answers over %d rounds: %v", rounds, seen)
 			return ctx
 		}).
-		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			deleteJobs(ctx, t)
-			return ctx
-		}).Feature()
+		Teardown(removeJobs).Feature()
 	testenv.Test(t, f)
 }
 
@@ -361,11 +264,7 @@ func metric(ctx context.Context, t *testing.T, prefix string) (float64, int) {
 
 func TestMetricsAndEdges(t *testing.T) {
 	f := features.New("the documented metrics move as documented, and the HTTP edges answer JSON").
-		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			ensureBackend(ctx, t)
-			deleteJobs(ctx, t)
-			return ctx
-		}).
+		Setup(backendAndNoJobs).
 		Assess("created, existing and spawn errors count what happened", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			base := suite.backend.URL()
 			c := newClient(1, false)
@@ -449,9 +348,6 @@ func TestMetricsAndEdges(t *testing.T) {
 			}
 			return ctx
 		}).
-		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			deleteJobs(ctx, t)
-			return ctx
-		}).Feature()
+		Teardown(removeJobs).Feature()
 	testenv.Test(t, f)
 }

@@ -3,12 +3,10 @@
 package reliability
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -25,50 +23,6 @@ import (
 // docs/guarantees.md states it.
 const shutdownClients = 50
 
-// halfSent is a POST whose headers and first half of the body reached the
-// backend before SIGTERM: its handler is running, blocked reading the rest,
-// so the request is in flight in the strictest sense.
-type halfSent struct {
-	id   string
-	conn net.Conn
-	rest string
-}
-
-// startHalf opens a connection and sends the request line, the headers and
-// half of the body.
-func startHalf(ctx context.Context, addr, id string) (*halfSent, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	body := experimentBody(id, "")
-	half := len(body) / 2
-	head := fmt.Sprintf("POST /experiment HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
-		addr, len(body), body[:half])
-	if _, err := io.WriteString(conn, head); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return &halfSent{id: id, conn: conn, rest: body[half:]}, nil
-}
-
-// finish sends the rest of the body and reads the answer.
-func (h *halfSent) finish() (answer, error) {
-	defer h.conn.Close()
-	_ = h.conn.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := io.WriteString(h.conn, h.rest); err != nil {
-		return answer{}, fmt.Errorf("send the rest of the body: %w", err)
-	}
-	res, err := http.ReadResponse(bufio.NewReader(h.conn), nil)
-	if err != nil {
-		return answer{}, fmt.Errorf("read the answer: %w", err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	return answer{Code: res.StatusCode, Header: res.Header, Body: b}, err
-}
-
 func TestGracefulShutdown(t *testing.T) {
 	var (
 		inFlight  []*halfSent
@@ -78,11 +32,7 @@ func TestGracefulShutdown(t *testing.T) {
 		signalled time.Time
 	)
 	f := features.New("SIGTERM with 50 requests in flight: each is answered 2xx and has its Job, new connections are refused, exit 0").
-		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			ensureBackend(ctx, t)
-			deleteJobs(ctx, t)
-			return ctx
-		}).
+		Setup(backendAndNoJobs).
 		Assess("the backend finishes what it accepted, refuses what comes after, then exits 0", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			addr := strings.TrimPrefix(suite.backend.URL(), "http://")
 			for i := range shutdownClients {

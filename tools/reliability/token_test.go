@@ -55,11 +55,7 @@ func tokenMounts(pod *corev1.Pod) []string {
 
 func TestRunnerPodHasNoToken(t *testing.T) {
 	f := features.New("runner pods get no ServiceAccount token; the backend's pod does").
-		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			ensureBackend(ctx, t)
-			deleteJobs(ctx, t)
-			return ctx
-		}).
+		Setup(backendAndNoJobs).
 		Assess("the pod the Job controller makes for an experiment has no token", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			a, err := post(ctx, newClient(1, false), suite.backend.URL(), experimentBody("token-check", ""))
 			if err != nil || a.Code != http.StatusCreated {
@@ -121,9 +117,6 @@ func TestRunnerPodHasNoToken(t *testing.T) {
 			t.Logf("backend pod, for contrast: %v", found)
 			return ctx
 		}).
-		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			deleteJobs(ctx, t)
-			return ctx
-		}).Feature()
+		Teardown(removeJobs).Feature()
 	testenv.Test(t, f)
 }

@@ -1,0 +1,338 @@
+//go:build e2e
+
+package reliability
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/e2e-framework/pkg/envconf"
+	"sigs.k8s.io/e2e-framework/pkg/features"
+
+	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+)
+
+// jobWatch counts, over a test, the Jobs and pods of one experiment that
+// could run: every Job UID ever seen not suspended, every pod UID ever seen.
+type jobWatch struct {
+	mu       sync.Mutex
+	runnable map[types.UID]bool
+	pods     map[types.UID]bool
+	stop     func()
+}
+
+// watchExperiment starts counting the Jobs and pods of id.
+func watchExperiment(ctx context.Context, t *testing.T, id string) *jobWatch {
+	t.Helper()
+	name := jobspec.JobName(id)
+	ctx, cancel := context.WithCancel(ctx)
+	w := &jobWatch{runnable: map[types.UID]bool{}, pods: map[types.UID]bool{}, stop: cancel}
+	jobs, err := suite.admin.BatchV1().Jobs(ns).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + name})
+	if err != nil {
+		t.Fatalf("watch job %s: %v", name, err)
+	}
+	pods, err := suite.admin.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: batchv1.JobNameLabel + "=" + name})
+	if err != nil {
+		t.Fatalf("watch pods of %s: %v", name, err)
+	}
+	go func() {
+		for ev := range jobs.ResultChan() {
+			if j, ok := ev.Object.(*batchv1.Job); ok && ev.Type != watch.Error && !ptr.Deref(j.Spec.Suspend, false) {
+				w.mu.Lock()
+				w.runnable[j.UID] = true
+				w.mu.Unlock()
+			}
+		}
+	}()
+	go func() {
+		for ev := range pods.ResultChan() {
+			if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type != watch.Error {
+				w.mu.Lock()
+				w.pods[p.UID] = true
+				w.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(cancel)
+	return w
+}
+
+func (w *jobWatch) counts() (runnable, pods int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.runnable), len(w.pods)
+}
+
+// settled waits until the experiment's Job is either gone or live (not
+// being deleted, not held for a submit check) and returns it (nil when
+// gone) with the record's state.
+func settled(ctx context.Context, t *testing.T, id string) (*batchv1.Job, map[string]any) {
+	t.Helper()
+	var job *batchv1.Job
+	var st map[string]any
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		j, err := suite.admin.BatchV1().Jobs(ns).Get(ctx, jobspec.JobName(id), metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			job = nil
+		case err != nil:
+			return false, nil
+		case j.DeletionTimestamp != nil || jobspec.HeldForSubmit(j):
+			return false, nil
+		default:
+			job = j
+		}
+		a, s := getStatus(ctx, t, id)
+		st = s
+		// Gone: wait for the record to be final (the recorder's write).
+		return a.Code == http.StatusOK && (job != nil || s["state"] == "Cancelled" || s["state"] == "Succeeded" || s["state"] == "Failed"), nil
+	})
+	if err != nil {
+		failf(t, "experiment %s never settled: job %v, status %v", id, job != nil, st)
+	}
+	return job, st
+}
+
+func TestPostRacingDeleteRunsAtMostOnce(t *testing.T) {
+	const (
+		rounds = 4
+		each   = 30 // POSTs, and as many DELETEs, per round
+	)
+	f := features.New("30 POSTs and 30 DELETEs of one ID at once: never a 5xx, at most one Job that can run and one pod, and a Job left only if its record is not final").
+		Setup(backendAndNoJobs).
+		Assess("rounds of racing POSTs and DELETEs", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			base := suite.backend.URL()
+			for r := range rounds {
+				id := fmt.Sprintf("racing-%d", r)
+				body := experimentBody(id, "")
+				w := watchExperiment(ctx, t, id)
+				var (
+					mu    sync.Mutex
+					codes = map[string]int{}
+					wg    sync.WaitGroup
+				)
+				start := make(chan struct{})
+				for i := range 2 * each {
+					wg.Go(func() {
+						<-start
+						var a answer
+						var err error
+						method := http.MethodPost
+						if i%2 == 1 {
+							method = http.MethodDelete
+							a, err = del(ctx, newClient(1, false), base, id)
+						} else {
+							a, err = post(ctx, newClient(1, false), base, body)
+						}
+						mu.Lock()
+						defer mu.Unlock()
+						switch {
+						case err != nil:
+							codes[method+" error"]++
+						default:
+							codes[fmt.Sprintf("%s %d", method, a.Code)]++
+							if a.Code >= 500 {
+								errorf(t, "%s %s = %s", method, id, a)
+							}
+						}
+					})
+				}
+				close(start)
+				wg.Wait()
+				job, st := settled(ctx, t, id)
+				time.Sleep(2 * time.Second) // let late watch events in
+				w.stop()
+				runnable, pods := w.counts()
+				t.Logf("%s: answers %v; job left %v; record %v; jobs that could run %d, pods %d", id, codes, job != nil, st["state"], runnable, pods)
+				if runnable > 1 || pods > 1 {
+					errorf(t, "%s: %d Jobs could run and %d pods were made; want at most one each", id, runnable, pods)
+				}
+				if job != nil {
+					if rec := listedRecord(ctx, t, id); rec["state"] == "Cancelled" || rec["state"] == "Succeeded" || rec["state"] == "Failed" {
+						errorf(t, "%s: a Job is left whose record is final: %v", id, rec)
+					}
+				}
+				// The answer of one more POST must agree with what is left.
+				a, err := post(ctx, newClient(1, false), base, body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got struct {
+					Created       bool
+					State, Source string
+				}
+				_ = json.Unmarshal(a.Body, &got)
+				switch {
+				case a.Code != http.StatusOK || got.Created:
+					errorf(t, "%s: POST after the race = %s; want 200, nothing created", id, a)
+				case job == nil && (got.Source != "history" || got.State != st["state"]):
+					errorf(t, "%s: POST after the race = %s; want the record's state %v", id, a, st["state"])
+				case job != nil && got.Source != "job":
+					errorf(t, "%s: POST after the race = %s; want the live Job", id, a)
+				}
+			}
+			return ctx
+		}).
+		Teardown(removeJobs).Feature()
+	testenv.Test(t, f)
+}
+
+// listedRecord is id's item in GET /experiments, which with history on
+// lists the records, not the Jobs.
+func listedRecord(ctx context.Context, t *testing.T, id string) map[string]any {
+	t.Helper()
+	a, err := get(ctx, newClient(1, false), suite.backend.URL()+"/experiments?limit=1000")
+	if err != nil || a.Code != http.StatusOK {
+		failf(t, "GET /experiments = %v %v", a, err)
+	}
+	var page struct{ Items []map[string]any }
+	if err := json.Unmarshal(a.Body, &page); err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range page.Items {
+		if it["id"] == id {
+			return it
+		}
+	}
+	failf(t, "experiment %s not listed", id)
+	return nil
+}
+
+// removeHistoryFinalizer does what README's release command does to a Job
+// whose backend is gone for good.
+func removeHistoryFinalizer(ctx context.Context, t *testing.T, name string) {
+	t.Helper()
+	patch := []byte(`{"metadata":{"$deleteFromPrimitiveList/finalizers":["` + jobspec.FinalizerHistory + `"]}}`)
+	if _, err := suite.admin.BatchV1().Jobs(ns).Patch(ctx, name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatalf("remove the history finalizer of %s: %v", name, err)
+	}
+}
+
+// completeByHand marks the Job Complete as the Job controller would once
+// its pod succeeded (there is no node to run it): the start time the
+// controller set, no active pod, one succeeded, SuccessCriteriaMet then
+// Complete.
+func completeByHand(ctx context.Context, t *testing.T, name string) {
+	t.Helper()
+	jobs := suite.admin.BatchV1().Jobs(ns)
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		j, err := jobs.Get(ctx, name, metav1.GetOptions{})
+		return err == nil && j.Status.StartTime != nil, nil
+	})
+	if err != nil {
+		t.Fatalf("job %s never started: %v", name, err)
+	}
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		j, err := jobs.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		now := metav1.Now()
+		if now.Before(j.Status.StartTime) {
+			now = *j.Status.StartTime
+		}
+		j.Status.CompletionTime = &now
+		j.Status.Active, j.Status.Ready, j.Status.Terminating = 0, ptr.To[int32](0), ptr.To[int32](0)
+		j.Status.Succeeded = 1
+		j.Status.UncountedTerminatedPods = nil
+		for _, typ := range []batchv1.JobConditionType{batchv1.JobSuccessCriteriaMet, batchv1.JobComplete} {
+			j.Status.Conditions = append(j.Status.Conditions, batchv1.JobCondition{
+				Type: typ, Status: corev1.ConditionTrue, Reason: "CompletionsReached", Message: "Reached expected number of succeeded pods",
+				LastProbeTime: now, LastTransitionTime: now,
+			})
+		}
+		_, err = jobs.UpdateStatus(ctx, j, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("complete job %s by hand: %v", name, err)
+	}
+}
+
+// recordState waits for GET /experiments/{id} to answer want from source.
+func recordState(ctx context.Context, t *testing.T, id, want, source string) map[string]any {
+	t.Helper()
+	var st map[string]any
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		a, s := getStatus(ctx, t, id)
+		st = s
+		return a.Code == http.StatusOK && s["state"] == want && s["source"] == source, nil
+	})
+	if err != nil {
+		failf(t, "experiment %s never %s from %s; last %v", id, want, source, st)
+	}
+	return st
+}
+
+func TestFinalizerRemovedByHand(t *testing.T) {
+	f := features.New("a Job whose history finalizer was removed by hand is still recorded, released, and never run again").
+		Setup(backendAndNoJobs).
+		Assess("finished after the finalizer went: recorded Succeeded, labelled and given its TTL back", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			const id = "bare-done"
+			body := experimentBody(id, "")
+			if a, err := post(ctx, newClient(1, false), suite.backend.URL(), body); err != nil || a.Code != http.StatusCreated {
+				failf(t, "POST %s = %v %v", id, a, err)
+			}
+			name := jobspec.JobName(id)
+			removeHistoryFinalizer(ctx, t, name)
+			completeByHand(ctx, t, name)
+			err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+				j, err := suite.admin.BatchV1().Jobs(ns).Get(ctx, name, metav1.GetOptions{})
+				return err == nil && jobspec.Released(j) && j.Spec.TTLSecondsAfterFinished != nil, nil
+			})
+			if err != nil {
+				failf(t, "job %s without its finalizer never got the recorded label and its TTL back: %v", name, err)
+			}
+			// Gone (as its TTL would remove it): the record answers, and a
+			// retried POST runs nothing.
+			if err := suite.admin.BatchV1().Jobs(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			recordState(ctx, t, id, "Succeeded", "history")
+			if a, err := post(ctx, newClient(1, false), suite.backend.URL(), body); err != nil || a.Code != http.StatusOK {
+				errorf(t, "POST %s after its job was recorded and removed = %v %v; want 200 from the record", id, a, err)
+			}
+			return ctx
+		}).
+		Assess("deleted after the finalizer went, unfinished: the record is closed Cancelled and a retry runs nothing", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			const id = "bare-deleted"
+			body := experimentBody(id, "")
+			if a, err := post(ctx, newClient(1, false), suite.backend.URL(), body); err != nil || a.Code != http.StatusCreated {
+				failf(t, "POST %s = %v %v", id, a, err)
+			}
+			name := jobspec.JobName(id)
+			removeHistoryFinalizer(ctx, t, name)
+			bg := metav1.DeletePropagationBackground
+			if err := suite.admin.BatchV1().Jobs(ns).Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: &bg}); err != nil {
+				t.Fatal(err)
+			}
+			st := recordState(ctx, t, id, "Cancelled", "history")
+			if st["reason"] != "JobDeleted" {
+				errorf(t, "record of %s = %v; want reason JobDeleted", id, st)
+			}
+			a, err := post(ctx, newClient(1, false), suite.backend.URL(), body)
+			if err != nil || a.Code != http.StatusOK {
+				errorf(t, "POST %s after its job was deleted unrecorded = %v %v; want 200 Cancelled, nothing run again", id, a, err)
+			}
+			if n := allJobs(ctx, t); n != 0 {
+				errorf(t, "%d Jobs after the retry, want 0", n)
+			}
+			return ctx
+		}).
+		Teardown(removeJobs).Feature()
+	testenv.Test(t, f)
+}
