@@ -297,12 +297,23 @@ func TestFinalizerRemovedByHand(t *testing.T) {
 			if err != nil {
 				failf(t, "job %s without its finalizer never got the recorded label and its TTL back: %v", name, err)
 			}
+			live := recordState(ctx, t, id, "Succeeded", "job")
 			// Gone (as its TTL would remove it): the record answers, and a
 			// retried POST runs nothing.
 			if err := suite.admin.BatchV1().Jobs(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			recordState(ctx, t, id, "Succeeded", "history")
+			rec := recordState(ctx, t, id, "Succeeded", "history")
+			// It reads the same from both: the claim's time, and no pod
+			// counts the record does not have.
+			if live["createdAt"] != rec["createdAt"] {
+				errorf(t, "%s: createdAt %v from the Job, %v from the record; want the same", id, live["createdAt"], rec["createdAt"])
+			}
+			for _, field := range []string{"active", "succeeded", "failed"} {
+				if _, ok := rec[field]; ok {
+					errorf(t, "%s: the record's status shows %q, which only the Job knows: %v", id, field, rec)
+				}
+			}
 			if a, err := post(ctx, newClient(1, false), suite.backend.URL(), body); err != nil || a.Code != http.StatusOK {
 				errorf(t, "POST %s after its job was recorded and removed = %v %v; want 200 from the record", id, a, err)
 			}

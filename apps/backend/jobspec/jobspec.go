@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -59,6 +60,10 @@ const (
 	// AnnotationSubmitter names who submitted the experiment, as the API
 	// server authenticated them.
 	AnnotationSubmitter = "gmini.dev/submitted-by"
+	// AnnotationSubmittedAt is when the experiment was submitted (RFC 3339,
+	// microseconds): with history, the claim's time, so that its status
+	// reads the same from the Job and from the record.
+	AnnotationSubmittedAt = "gmini.dev/submitted-at"
 	// AnnotationHeldForSubmit marks a Job the backend created suspended,
 	// to check that its experiment may still run before any pod starts
 	// (HoldForSubmit); its value is the template's own spec.suspend, which
@@ -269,6 +274,19 @@ func HoldForHistory(job *batchv1.Job) {
 		job.Annotations[AnnotationTTL] = strconv.Itoa(int(*ttl))
 		job.Spec.TTLSecondsAfterFinished = nil
 	}
+}
+
+// SubmittedAtFormat is AnnotationSubmittedAt's time format: microseconds,
+// what the history databases keep.
+const SubmittedAtFormat = "2006-01-02T15:04:05.000000Z07:00"
+
+// SubmittedAt is when job's experiment was submitted: AnnotationSubmittedAt,
+// else the Job's creation (a Job made before the annotation existed).
+func SubmittedAt(job *batchv1.Job) time.Time {
+	if t, err := time.Parse(SubmittedAtFormat, job.Annotations[AnnotationSubmittedAt]); err == nil {
+		return t.UTC()
+	}
+	return job.CreationTimestamp.UTC()
 }
 
 // HoldForSubmit makes job start suspended and marks it so, keeping the

@@ -68,7 +68,7 @@ type Submitted struct {
 // Job only if the record is still not final, else deletes it unstarted.
 func (s *Service) Submit(ctx context.Context, exp experiment.Experiment, submitter string) (Submitted, error) {
 	if s.History == nil {
-		return s.create(ctx, exp, submitter)
+		return s.create(ctx, exp, submitter, s.now())
 	}
 	claim := history.Record{
 		ID:        exp.ID,
@@ -91,9 +91,11 @@ func (s *Service) Submit(ctx context.Context, exp experiment.Experiment, submitt
 	case !created && history.Final(rec.State):
 		return fromRecord(rec), nil
 	case !created:
+		// The Job carries the first claim's time, as the record does.
+		claim.CreatedAt = rec.CreatedAt
 		return s.resubmit(ctx, exp, submitter, claim)
 	}
-	sub, err := s.create(ctx, exp, submitter)
+	sub, err := s.create(ctx, exp, submitter, rec.CreatedAt)
 	if err != nil && spawn.NothingCreated(err) {
 		// Nothing runs, so nothing must block a fixed retry: a claim
 		// left behind would answer it 409 for the whole retention.
@@ -105,8 +107,8 @@ func (s *Service) Submit(ctx context.Context, exp experiment.Experiment, submitt
 	return sub, err
 }
 
-func (s *Service) create(ctx context.Context, exp experiment.Experiment, submitter string) (Submitted, error) {
-	res, err := s.Spawner.Create(ctx, exp, submitter)
+func (s *Service) create(ctx context.Context, exp experiment.Experiment, submitter string, at time.Time) (Submitted, error) {
+	res, err := s.Spawner.Create(ctx, exp, submitter, at)
 	if err != nil {
 		return Submitted{}, err
 	}
@@ -119,7 +121,7 @@ func (s *Service) create(ctx context.Context, exp experiment.Experiment, submitt
 // the Job and the record is becoming Cancelled. A new Job is therefore made
 // held, and started only if the record still allows it.
 func (s *Service) resubmit(ctx context.Context, exp experiment.Experiment, submitter string, claim history.Record) (Submitted, error) {
-	res, err := s.Spawner.CreateHeld(ctx, exp, submitter)
+	res, err := s.Spawner.CreateHeld(ctx, exp, submitter, claim.CreatedAt)
 	if err != nil {
 		return Submitted{}, err
 	}

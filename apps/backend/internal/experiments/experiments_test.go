@@ -3,6 +3,7 @@ package experiments
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -412,5 +413,42 @@ func TestCancelAClaimWithoutAJob(t *testing.T) {
 	}
 	if n := len(f.jobs(t)); n != 0 {
 		t.Errorf("%d Jobs after cancelling a claim, want 0", n)
+	}
+}
+
+// An experiment reads the same from its Job and from its record: the
+// claim's time as createdAt in both, and no pod counts made up by the
+// record (it has none).
+func TestStatusReadsTheSameFromJobAndRecord(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, true)
+	claimed := t0.Add(123456 * time.Microsecond)
+	f.svc.Now = func() time.Time { return claimed }
+	if _, err := f.svc.Submit(ctx, decode(t, `{"experiment": {"id": "same-1"}}`), "dana"); err != nil {
+		t.Fatal(err)
+	}
+	live, err := f.svc.Get(ctx, "same-1")
+	if err != nil || live.Source != lifecycle.SourceJob {
+		t.Fatalf("Get with the Job there = %+v, %v", live, err)
+	}
+	f.finish(t, "same-1", history.StateSucceeded, "")
+	rec, err := f.svc.Get(ctx, "same-1")
+	if err != nil || rec.Source != lifecycle.SourceHistory {
+		t.Fatalf("Get after the TTL = %+v, %v", rec, err)
+	}
+	if !live.CreatedAt.Equal(claimed) || !rec.CreatedAt.Equal(claimed) {
+		t.Errorf("createdAt from the Job %s, from the record %s; want both the claim's %s", live.CreatedAt, rec.CreatedAt, claimed)
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, field := range []string{`"active"`, `"succeeded"`, `"failed"`} {
+		if strings.Contains(string(b), field) {
+			t.Errorf("a status from history shows %s, which only the Job knows: %s", field, b)
+		}
+	}
+	if b, _ := json.Marshal(live); !strings.Contains(string(b), `"active":0`) {
+		t.Errorf("a status from the Job lacks its pod counts: %s", b)
 	}
 }

@@ -43,12 +43,11 @@ type Status struct {
 	CreatedAt   time.Time  `json:"createdAt"`
 	StartedAt   *time.Time `json:"startedAt,omitempty"`
 	CompletedAt *time.Time `json:"completedAt,omitempty"`
-	// Active, Succeeded and Failed count the Job's pods; a status read
-	// from history has none.
-	Active    int32 `json:"active"`
-	Succeeded int32 `json:"succeeded"`
-	Failed    int32 `json:"failed"`
-	// ExitCode is the runner's, kept in the history record.
+	// *PodCounts are the Job's; a status read from history has none, and
+	// JSON then leaves the fields out rather than say 0.
+	*PodCounts
+	// ExitCode is the runner's, kept in the history record; a live Job's
+	// status has none (its /logs name each attempt's exit code).
 	ExitCode *int32 `json:"exitCode,omitempty"`
 	// SubmittedBy is who submitted the experiment, when the backend
 	// authenticates its clients.
@@ -56,6 +55,13 @@ type Status struct {
 	// Source says where the answer comes from: the live Job ("job"), or
 	// the history record once the Job is gone ("history").
 	Source string `json:"source"`
+}
+
+// PodCounts count a Job's pods, as its status does.
+type PodCounts struct {
+	Active    int32 `json:"active"`
+	Succeeded int32 `json:"succeeded"`
+	Failed    int32 `json:"failed"`
 }
 
 // Sources of a Status.
@@ -77,10 +83,8 @@ func FromJob(job *batchv1.Job) Status {
 		Job:         job.Name,
 		Namespace:   job.Namespace,
 		State:       StatePending,
-		CreatedAt:   job.CreationTimestamp.UTC(),
-		Active:      job.Status.Active,
-		Succeeded:   job.Status.Succeeded,
-		Failed:      job.Status.Failed,
+		CreatedAt:   jobspec.SubmittedAt(job),
+		PodCounts:   &PodCounts{Active: job.Status.Active, Succeeded: job.Status.Succeeded, Failed: job.Status.Failed},
 		SubmittedBy: job.Annotations[jobspec.AnnotationSubmitter],
 		Source:      SourceJob,
 	}

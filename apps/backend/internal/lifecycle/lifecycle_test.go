@@ -35,7 +35,7 @@ func TestFromJob(t *testing.T) {
 	at := func(m metav1.Time) *time.Time { v := m.UTC(); return &v }
 	// base is what every case shares; each case states the rest.
 	base := Status{ID: "A", Job: "exp-a-x", Namespace: ns, CreatedAt: t0.Time, Source: SourceJob}
-	with := func(f func(*Status)) Status { s := base; f(&s); return s }
+	with := func(f func(*Status)) Status { s := base; s.PodCounts = &PodCounts{}; f(&s); return s }
 
 	tests := []struct {
 		name     string

@@ -483,7 +483,7 @@ func recordOf(id string, job *batchv1.Job) history.Record {
 		Job:       job.Name,
 		JobUID:    string(job.UID),
 		Submitter: job.Annotations[jobspec.AnnotationSubmitter],
-		CreatedAt: job.CreationTimestamp.UTC(),
+		CreatedAt: st.CreatedAt,
 		StartedAt: st.StartedAt,
 		Reason:    st.Reason,
 		Message:   st.Message,
@@ -545,7 +545,7 @@ func (c *cachedJob) job() *batchv1.Job {
 // not once per Job.
 var (
 	recordedLabels      = []string{jobspec.LabelManagedBy, jobspec.LabelRecorded}
-	recordedAnnotations = []string{jobspec.AnnotationID, jobspec.AnnotationHash, jobspec.AnnotationTTL, jobspec.AnnotationSubmitter}
+	recordedAnnotations = []string{jobspec.AnnotationID, jobspec.AnnotationHash, jobspec.AnnotationTTL, jobspec.AnnotationSubmitter, jobspec.AnnotationSubmittedAt}
 )
 
 // slimJob is the recorder's cache transform: a *batchv1.Job becomes a

@@ -58,18 +58,19 @@ type Result struct {
 // ID: the name is derived from the ID, and the API server rejects a second
 // create of the same name.
 //
-// submitter, when not empty, is kept on the Job (jobspec.AnnotationSubmitter).
+// submitter, when not empty, is kept on the Job (jobspec.AnnotationSubmitter),
+// and at, when the experiment was submitted (jobspec.AnnotationSubmittedAt).
 // An error for which NothingCreated is true made no Job.
-func (s *Spawner) Create(ctx context.Context, exp experiment.Experiment, submitter string) (Result, error) {
-	return s.create(ctx, exp, submitter, false)
+func (s *Spawner) Create(ctx context.Context, exp experiment.Experiment, submitter string, at time.Time) (Result, error) {
+	return s.create(ctx, exp, submitter, at, false)
 }
 
 // CreateHeld is Create, but a Job it makes starts suspended and marked
 // (jobspec.AnnotationHeldForSubmit), so no pod runs before the caller has
 // checked that the experiment may still run; Resume starts it. An existing
 // Job is returned as it is, held or not.
-func (s *Spawner) CreateHeld(ctx context.Context, exp experiment.Experiment, submitter string) (Result, error) {
-	return s.create(ctx, exp, submitter, true)
+func (s *Spawner) CreateHeld(ctx context.Context, exp experiment.Experiment, submitter string, at time.Time) (Result, error) {
+	return s.create(ctx, exp, submitter, at, true)
 }
 
 // Resume starts a Job that CreateHeld made, unless the template itself
@@ -100,7 +101,7 @@ func (s *Spawner) Discard(ctx context.Context, job *batchv1.Job) error {
 	return nil
 }
 
-func (s *Spawner) create(ctx context.Context, exp experiment.Experiment, submitter string, held bool) (Result, error) {
+func (s *Spawner) create(ctx context.Context, exp experiment.Experiment, submitter string, at time.Time, held bool) (Result, error) {
 	tmpl, err := s.Templates.JobTemplate()
 	if err != nil {
 		return Result{}, nothingCreated(err)
@@ -112,6 +113,7 @@ func (s *Spawner) create(ctx context.Context, exp experiment.Experiment, submitt
 	if submitter != "" {
 		job.Annotations[jobspec.AnnotationSubmitter] = submitter
 	}
+	job.Annotations[jobspec.AnnotationSubmittedAt] = at.UTC().Format(jobspec.SubmittedAtFormat)
 	if s.Hold {
 		jobspec.HoldForHistory(job)
 	}

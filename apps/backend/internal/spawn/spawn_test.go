@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -88,7 +89,7 @@ func TestCreate(t *testing.T) {
 				tt.tmpl = template.Static{Template: testTemplate()}
 			}
 			s := &Spawner{Client: client, Namespace: ns, Templates: tt.tmpl}
-			res, err := s.Create(context.Background(), decode(t, tt.body), "")
+			res, err := s.Create(context.Background(), decode(t, tt.body), "", time.Now())
 			if tt.wantKind != "" {
 				if failure.KindOf(err) != tt.wantKind || !strings.Contains(err.Error(), tt.wantMsg) {
 					t.Fatalf("err = %v (kind %q), want %q with %q", err, failure.KindOf(err), tt.wantKind, tt.wantMsg)
@@ -126,7 +127,7 @@ func TestCreateRacingDelete(t *testing.T) {
 		return true, nil, apierrors.NewNotFound(gvr.GroupResource(), old.Name)
 	})
 	s := &Spawner{Client: client, Namespace: ns, Templates: template.Static{Template: testTemplate()}}
-	res, err := s.Create(context.Background(), decode(t, body), "")
+	res, err := s.Create(context.Background(), decode(t, body), "", time.Now())
 	if err != nil || !res.Created {
 		t.Fatalf("Create = %+v, %v; want a new Job", res, err)
 	}
@@ -146,7 +147,7 @@ func TestCreateRaceBounded(t *testing.T) {
 		return true, nil, apierrors.NewNotFound(gvr.GroupResource(), "x")
 	})
 	s := &Spawner{Client: client, Namespace: ns, Templates: template.Static{Template: testTemplate()}}
-	_, err := s.Create(context.Background(), decode(t, `{"experiment": {"id": "e1"}}`), "")
+	_, err := s.Create(context.Background(), decode(t, `{"experiment": {"id": "e1"}}`), "", time.Now())
 	if failure.KindOf(err) != failure.Conflict || !strings.Contains(err.Error(), "was deleted while it was being created, 3 times in a row; retry") {
 		t.Fatalf("err = %v (kind %q)", err, failure.KindOf(err))
 	}
@@ -171,11 +172,11 @@ func TestCreateUnderAFullQuota(t *testing.T) {
 		return true, nil, overQuota(a.(k8stesting.CreateAction).GetObject().(*batchv1.Job).Name)
 	})
 	s := &Spawner{Client: client, Namespace: ns, Templates: template.Static{Template: testTemplate()}}
-	res, err := s.Create(context.Background(), decode(t, body), "")
+	res, err := s.Create(context.Background(), decode(t, body), "", time.Now())
 	if err != nil || res.Created || res.Job == nil {
 		t.Errorf("retry of an existing experiment under a full quota = %+v, %v; want its Job", res, err)
 	}
-	_, err = s.Create(context.Background(), decode(t, `{"experiment": {"id": "e2"}}`), "")
+	_, err = s.Create(context.Background(), decode(t, `{"experiment": {"id": "e2"}}`), "", time.Now())
 	if failure.KindOf(err) != failure.TooManyRequests || !strings.Contains(err.Error(), "exceeded quota: gmini") {
 		t.Errorf("a new experiment under a full quota = %v (kind %q), want TooManyRequests naming the quota", err, failure.KindOf(err))
 	}
@@ -206,7 +207,7 @@ func TestCreateRetriesQuotaConflicts(t *testing.T) {
 				return false, nil, nil
 			})
 			s := &Spawner{Client: client, Namespace: ns, Templates: template.Static{Template: testTemplate()}}
-			res, err := s.Create(context.Background(), decode(t, `{"experiment": {"id": "e1"}}`), "")
+			res, err := s.Create(context.Background(), decode(t, `{"experiment": {"id": "e1"}}`), "", time.Now())
 			if calls != tt.wantCalls {
 				t.Errorf("%d creates, want %d", calls, tt.wantCalls)
 			}
