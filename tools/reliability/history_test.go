@@ -87,6 +87,11 @@ func TestHistoryList(t *testing.T) {
 				}
 				checkError(t, "GET /experiments?"+q, a, http.StatusBadRequest, want)
 			}
+			// One vocabulary in both modes: a state no record takes lists
+			// nothing, it is no error.
+			if a, err := get(ctx, newClient(1, false), base+"/experiments?state=Deleting"); err != nil || a.Code != http.StatusOK || !strings.Contains(string(a.Body), `"items":[]`) {
+				errorf(t, "GET /experiments?state=Deleting from history = %v %v; want 200 and no item", a, err)
+			}
 			return ctx
 		}).
 		Assess("a state filter keeps only that state", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
@@ -134,6 +139,11 @@ func TestWithoutHistory(t *testing.T) {
 			a, err := get(ctx, c, b.URL()+"/experiments?limit=10")
 			if err != nil || a.Code != http.StatusOK {
 				t.Errorf("list from the live Jobs: %v %v", a, err)
+			}
+			// The same vocabulary as with history: Cancelled, which no live
+			// Job shows, lists nothing.
+			if a, err := get(ctx, c, b.URL()+"/experiments?state=Cancelled"); err != nil || a.Code != http.StatusOK || !strings.Contains(string(a.Body), `"items":[]`) {
+				t.Errorf("GET /experiments?state=Cancelled from the live Jobs = %v %v; want 200 and no item", a, err)
 			}
 			return ctx
 		}).

@@ -11,7 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
+	"strings"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -21,6 +21,7 @@ import (
 	"github.com/gmini-dev/gmini/apps/backend/internal/history"
 	"github.com/gmini-dev/gmini/apps/backend/internal/lifecycle"
 	"github.com/gmini-dev/gmini/apps/backend/internal/spawn"
+	"github.com/gmini-dev/gmini/apps/backend/internal/state"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 )
 
@@ -230,10 +231,11 @@ type ListOptions struct {
 // List returns a page of experiments: from history, newest first, when it
 // is on; else from the live Jobs, in the API server's order.
 func (s *Service) List(ctx context.Context, opts ListOptions) (lifecycle.Page, error) {
-	// No state's name comes near this length; history's own check would
-	// repeat the whole value in its message.
-	if len(opts.State) > failure.MaxQuoted {
-		return lifecycle.Page{}, failure.New(failure.Invalid, "state %s is no state of an experiment", failure.Quote(opts.State))
+	// One vocabulary whichever source answers: a state the source never
+	// gives (Deleting from records, Cancelled from live Jobs) lists
+	// nothing; a name outside it is a 400.
+	if opts.State != "" && !state.Known(opts.State) {
+		return lifecycle.Page{}, failure.New(failure.Invalid, "state %s is not one of %s", failure.Quote(opts.State), strings.Join(state.All(), ", "))
 	}
 	if s.History != nil {
 		page, err := s.History.List(ctx, history.ListOptions{Limit: opts.Limit, Continue: opts.Continue, State: opts.State})
@@ -252,9 +254,6 @@ func (s *Service) List(ctx context.Context, opts ListOptions) (lifecycle.Page, e
 		limit = history.DefaultPageSize
 	case limit < 0 || limit > history.MaxPageSize:
 		return lifecycle.Page{}, failure.New(failure.Invalid, "limit %d: want 1 to %d", limit, history.MaxPageSize)
-	}
-	if opts.State != "" && !slices.Contains(lifecycle.States, opts.State) {
-		return lifecycle.Page{}, failure.New(failure.Invalid, "state %s: want one of %v", failure.Quote(opts.State), lifecycle.States)
 	}
 	return s.Live.List(ctx, int64(limit), opts.Continue, opts.State)
 }

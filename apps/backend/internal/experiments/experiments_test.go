@@ -258,6 +258,9 @@ func TestListFromHistory(t *testing.T) {
 	if _, err := f.svc.List(ctx, ListOptions{State: "Sleeping"}); failure.KindOf(err) != failure.Invalid {
 		t.Errorf("unknown state = %v, want Invalid", err)
 	}
+	if page, err := f.svc.List(ctx, ListOptions{State: "Deleting"}); err != nil || len(page.Items) != 0 {
+		t.Errorf("List(state Deleting) from history = %+v, %v; want an empty page (no record is Deleting)", page, err)
+	}
 	// A client's value is repeated in part only, however long.
 	for _, bad := range []ListOptions{{State: strings.Repeat("S", 7000)}, {Continue: strings.Repeat("C", 7000)}} {
 		_, err := f.svc.List(ctx, bad)
@@ -282,10 +285,15 @@ func TestWithoutHistory(t *testing.T) {
 	if err != nil || len(page.Items) != 1 || page.Items[0].Source != lifecycle.SourceJob {
 		t.Errorf("List = %+v, %v", page, err)
 	}
-	for _, bad := range []ListOptions{{Limit: -1}, {Limit: history.MaxPageSize + 1}, {State: "Cancelled"}} {
+	for _, bad := range []ListOptions{{Limit: -1}, {Limit: history.MaxPageSize + 1}, {State: "Sleeping"}, {State: "cancelled"}} {
 		if _, err := f.svc.List(ctx, bad); failure.KindOf(err) != failure.Invalid {
 			t.Errorf("List(%+v) = %v, want Invalid", bad, err)
 		}
+	}
+	// One vocabulary: a state live Jobs never show is no error, it lists
+	// nothing.
+	if page, err := f.svc.List(ctx, ListOptions{State: "Cancelled"}); err != nil || len(page.Items) != 0 {
+		t.Errorf("List(state Cancelled) without history = %+v, %v; want an empty page", page, err)
 	}
 	if _, err := f.svc.Cancel(ctx, "e5"); err != nil {
 		t.Fatal(err)

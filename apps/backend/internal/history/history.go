@@ -14,26 +14,30 @@ package history
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
+	"github.com/gmini-dev/gmini/apps/backend/internal/state"
 )
 
-// States of a record. Final states never change once stored.
+// States a record takes, of the one vocabulary (package state). Final
+// states never change once stored.
 const (
 	// StateSubmitted: claimed by a POST; its Job is not seen yet.
-	StateSubmitted = "Submitted"
-	StatePending   = "Pending"
-	StateRunning   = "Running"
-	StateSucceeded = "Succeeded"
-	StateFailed    = "Failed"
-	StateCancelled = "Cancelled"
-	StateSuspended = "Suspended"
+	StateSubmitted = state.Submitted
+	StatePending   = state.Pending
+	StateRunning   = state.Running
+	StateSucceeded = state.Succeeded
+	StateFailed    = state.Failed
+	StateCancelled = state.Cancelled
+	StateSuspended = state.Suspended
 )
 
-// states lists every state, in the order messages name them.
+// states lists the states a record can be stored in, in the order messages
+// name them; Deleting is a live Job's alone.
 var states = []string{StateSubmitted, StatePending, StateRunning, StateSucceeded, StateFailed, StateCancelled, StateSuspended}
 
 // finalStatesSQL is the SQL list of the final states, for the statements
@@ -41,18 +45,9 @@ var states = []string{StateSubmitted, StatePending, StateRunning, StateSucceeded
 const finalStatesSQL = "('" + StateSucceeded + "', '" + StateFailed + "', '" + StateCancelled + "')"
 
 // Final reports whether state is final: Succeeded, Failed or Cancelled.
-func Final(state string) bool {
-	return state == StateSucceeded || state == StateFailed || state == StateCancelled
-}
+func Final(s string) bool { return state.Final(s) }
 
-func knownState(state string) bool {
-	for _, s := range states {
-		if s == state {
-			return true
-		}
-	}
-	return false
-}
+func knownState(s string) bool { return slices.Contains(states, s) }
 
 // Limits.
 const (
@@ -259,12 +254,13 @@ func pageSize(limit int) (int, error) {
 	return limit, nil
 }
 
-// checkStateFilter checks ListOptions.State.
-func checkStateFilter(state string) error {
-	if state == "" || knownState(state) {
+// checkStateFilter checks ListOptions.State against the one vocabulary:
+// a state no record takes (Deleting) selects nothing, it is no error.
+func checkStateFilter(s string) error {
+	if s == "" || state.Known(s) {
 		return nil
 	}
-	return failure.New(failure.Invalid, "state %q is not one of %s", state, strings.Join(states, ", "))
+	return failure.New(failure.Invalid, "state %s is not one of %s", failure.Quote(s), strings.Join(state.All(), ", "))
 }
 
 // errf is an error of kind about one operation on one record.

@@ -15,17 +15,18 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
+	"github.com/gmini-dev/gmini/apps/backend/internal/state"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 )
 
-// States of an experiment, derived from its Job.
+// States a Job gives, of the one vocabulary (package state).
 const (
-	StatePending   = "Pending"
-	StateRunning   = "Running"
-	StateSucceeded = "Succeeded"
-	StateFailed    = "Failed"
-	StateSuspended = "Suspended"
-	StateDeleting  = "Deleting"
+	StatePending   = state.Pending
+	StateRunning   = state.Running
+	StateSucceeded = state.Succeeded
+	StateFailed    = state.Failed
+	StateSuspended = state.Suspended
+	StateDeleting  = state.Deleting
 )
 
 // deleteAttempts bounds Delete's retries when the Job changes between the
@@ -170,9 +171,6 @@ func (s *Store) Get(ctx context.Context, id string) (Status, error) {
 	}
 	return FromJob(job), nil
 }
-
-// States lists the states FromJob gives, for validating a filter.
-var States = []string{StatePending, StateRunning, StateSucceeded, StateFailed, StateSuspended, StateDeleting}
 
 // Page is one page of experiments read from the live Jobs.
 type Page struct {

@@ -1,0 +1,36 @@
+// Package state is the one vocabulary of an experiment's states. Every
+// source maps into it: a live Job (lifecycle), a record (history), and the
+// API's filters accept exactly these names, whichever source answers.
+package state
+
+import "slices"
+
+// The states, in the order messages list them.
+const (
+	// Submitted: claimed by a POST (history), its Job not seen yet.
+	Submitted = "Submitted"
+	// Pending: the Job exists, no runner pod is ready yet.
+	Pending = "Pending"
+	// Running: a runner pod is ready.
+	Running = "Running"
+	// Succeeded, Failed, Cancelled: the outcome; final.
+	Succeeded = "Succeeded"
+	Failed    = "Failed"
+	Cancelled = "Cancelled"
+	// Suspended: the Job is suspended.
+	Suspended = "Suspended"
+	// Deleting: a DELETE is under way (a live Job only; its record says
+	// Cancelled once it is stored).
+	Deleting = "Deleting"
+)
+
+var all = []string{Submitted, Pending, Running, Succeeded, Failed, Cancelled, Suspended, Deleting}
+
+// All returns every state, in the order messages list them.
+func All() []string { return slices.Clone(all) }
+
+// Known reports whether s names a state.
+func Known(s string) bool { return slices.Contains(all, s) }
+
+// Final reports whether s is an outcome, which never changes once stored.
+func Final(s string) bool { return s == Succeeded || s == Failed || s == Cancelled }
