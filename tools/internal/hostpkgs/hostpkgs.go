@@ -38,7 +38,10 @@ func LocalNode() []Package {
 // LocalNode's iptables: ipset, whose sets hold the pods and CIDRs each
 // policy selects.
 func NetworkPolicyEngine() []Package {
-	return []Package{"ipset"}
+	// iptables too, although LocalNode has it: kube-router's own clean-up
+	// (and its test, which may run first on a fresh machine) needs it
+	// without a node.
+	return []Package{"ipset", "iptables"}
 }
 
 // provides names a file each package installs. A machine may have the
