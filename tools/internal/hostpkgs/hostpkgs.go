@@ -34,13 +34,11 @@ func LocalNode() []Package {
 	}
 }
 
-// NetworkPolicyEngine returns what kube-router's firewall needs next to
-// LocalNode's iptables: ipset, whose sets hold the pods and CIDRs each
-// policy selects.
+// NetworkPolicyEngine returns what kube-router's firewall needs: ipset,
+// whose sets hold the pods and CIDRs each policy selects, and iptables.
+// LocalNode has iptables too, but kube-router's clean-up (and its test,
+// which may run first on a fresh machine) needs it without a node.
 func NetworkPolicyEngine() []Package {
-	// iptables too, although LocalNode has it: kube-router's own clean-up
-	// (and its test, which may run first on a fresh machine) needs it
-	// without a node.
 	return []Package{"ipset", "iptables"}
 }
 
