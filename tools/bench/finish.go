@@ -12,17 +12,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	batchv1 "k8s.io/api/batch/v1"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
-	batchclient "k8s.io/client-go/kubernetes/typed/batch/v1"
-	"k8s.io/client-go/util/retry"
-	"k8s.io/utils/ptr"
 
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+	"github.com/gmini-dev/gmini/tools/internal/jobstatus"
 )
 
 // completeJobs marks every benchmark Job of namespace Complete through the
@@ -49,7 +44,8 @@ func completeJobs(ctx context.Context, client kubernetes.Interface, namespace st
 				if i >= len(list.Items) || ctx.Err() != nil {
 					return
 				}
-				if err := completeJob(ctx, jobs, &list.Items[i]); err != nil {
+				j := &list.Items[i]
+				if err := jobstatus.Complete(ctx, jobs, j.Name, j, "set by gmini-bench: the benchmark's cluster has no node to run the pod"); err != nil {
 					mu.Lock()
 					firstErr = cmp.Or(firstErr, err)
 					mu.Unlock()
@@ -60,63 +56,6 @@ func completeJobs(ctx context.Context, client kubernetes.Interface, namespace st
 	}
 	wg.Wait()
 	return cmp.Or(firstErr, ctx.Err())
-}
-
-// completeJob writes job's status as finished, re-reading it when the Job
-// controller wrote its own status in between.
-func completeJob(ctx context.Context, jobs batchclient.JobInterface, job *batchv1.Job) error {
-	first := true
-	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
-		if !first {
-			var err error
-			if job, err = jobs.Get(ctx, job.Name, metav1.GetOptions{}); err != nil {
-				return err
-			}
-		}
-		first = false
-		if !markComplete(&job.Status, time.Now()) {
-			return nil
-		}
-		_, err := jobs.UpdateStatus(ctx, job, metav1.UpdateOptions{})
-		return err
-	})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("mark job %s Complete: %w", job.Name, err)
-	}
-	return nil
-}
-
-// markComplete sets st to what the Job controller writes when a Job's one
-// pod has succeeded (SuccessCriteriaMet, then Complete, with a completion
-// time and no active pod), in a form the API server's status validation
-// accepts; it reports false if st is finished already.
-func markComplete(st *batchv1.JobStatus, now time.Time) bool {
-	for _, c := range st.Conditions {
-		if (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) && c.Status == corev1.ConditionTrue {
-			return false
-		}
-	}
-	t := metav1.NewTime(now.Truncate(time.Second))
-	if st.StartTime == nil {
-		st.StartTime = &t
-	}
-	// The API keeps seconds: a completion time before the start time is
-	// refused.
-	if t.Before(st.StartTime) {
-		t = *st.StartTime
-	}
-	st.CompletionTime = &t
-	st.Active = 0
-	st.Ready = ptr.To[int32](0)
-	st.Succeeded = max(st.Succeeded, 1)
-	for _, typ := range []batchv1.JobConditionType{batchv1.JobSuccessCriteriaMet, batchv1.JobComplete} {
-		st.Conditions = append(st.Conditions, batchv1.JobCondition{
-			Type: typ, Status: corev1.ConditionTrue, Reason: "CompletionsReached",
-			Message:       "set by gmini-bench: the benchmark's cluster has no node to run the pod",
-			LastProbeTime: t, LastTransitionTime: t,
-		})
-	}
-	return true
 }
 
 // waitRecorded waits until the backend of namespace has recorded and

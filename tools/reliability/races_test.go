@@ -18,12 +18,12 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+	"github.com/gmini-dev/gmini/tools/internal/jobstatus"
 )
 
 // jobWatch counts, over a test, the Jobs and pods of one experiment that
@@ -223,43 +223,11 @@ func removeHistoryFinalizer(ctx context.Context, t *testing.T, name string) {
 }
 
 // completeByHand marks the Job Complete as the Job controller would once
-// its pod succeeded (there is no node to run it): the start time the
-// controller set, no active pod, one succeeded, SuccessCriteriaMet then
-// Complete.
+// its pod succeeded: there is no node to run it.
 func completeByHand(ctx context.Context, t *testing.T, name string) {
 	t.Helper()
-	jobs := suite.admin.BatchV1().Jobs(ns)
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		j, err := jobs.Get(ctx, name, metav1.GetOptions{})
-		return err == nil && j.Status.StartTime != nil, nil
-	})
-	if err != nil {
-		t.Fatalf("job %s never started: %v", name, err)
-	}
-	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		j, err := jobs.Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		now := metav1.Now()
-		if now.Before(j.Status.StartTime) {
-			now = *j.Status.StartTime
-		}
-		j.Status.CompletionTime = &now
-		j.Status.Active, j.Status.Ready, j.Status.Terminating = 0, ptr.To[int32](0), ptr.To[int32](0)
-		j.Status.Succeeded = 1
-		j.Status.UncountedTerminatedPods = nil
-		for _, typ := range []batchv1.JobConditionType{batchv1.JobSuccessCriteriaMet, batchv1.JobComplete} {
-			j.Status.Conditions = append(j.Status.Conditions, batchv1.JobCondition{
-				Type: typ, Status: corev1.ConditionTrue, Reason: "CompletionsReached", Message: "Reached expected number of succeeded pods",
-				LastProbeTime: now, LastTransitionTime: now,
-			})
-		}
-		_, err = jobs.UpdateStatus(ctx, j, metav1.UpdateOptions{})
-		return err
-	})
-	if err != nil {
-		t.Fatalf("complete job %s by hand: %v", name, err)
+	if err := jobstatus.Complete(ctx, suite.admin.BatchV1().Jobs(ns), name, nil, "set by the reliability suite: its cluster has no node"); err != nil {
+		t.Fatal(err)
 	}
 }
 

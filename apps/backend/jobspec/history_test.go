@@ -57,19 +57,7 @@ func TestHoldAndRelease(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// Apply it as the API server does.
-			orig, err := json.Marshal(job)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, err := strategicpatch.StrategicMergePatch(orig, patch, batchv1.Job{})
-			if err != nil {
-				t.Fatalf("patch %s: %v", patch, err)
-			}
-			var got batchv1.Job
-			if err := json.Unmarshal(out, &got); err != nil {
-				t.Fatal(err)
-			}
+			got := applyPatch(t, job, patch)
 			if diff := cmp.Diff(&tt.released, &got); diff != "" {
 				t.Errorf("released job (-want +got), patch %s:\n%s", patch, diff)
 			}
@@ -126,18 +114,7 @@ func TestHoldForSubmitAndResume(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			orig, err := json.Marshal(job)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, err := strategicpatch.StrategicMergePatch(orig, patch, batchv1.Job{})
-			if err != nil {
-				t.Fatalf("patch %s: %v", patch, err)
-			}
-			var got batchv1.Job
-			if err := json.Unmarshal(out, &got); err != nil {
-				t.Fatal(err)
-			}
+			got := applyPatch(t, job, patch)
 			if HeldForSubmit(&got) || got.Spec.Suspend == nil || *got.Spec.Suspend != tt.wantSuspend {
 				t.Errorf("resumed: held %v, suspend %v; want not held, suspend %v (patch %s)", HeldForSubmit(&got), got.Spec.Suspend, tt.wantSuspend, patch)
 			}
@@ -146,4 +123,22 @@ func TestHoldForSubmitAndResume(t *testing.T) {
 			}
 		})
 	}
+}
+
+// applyPatch applies a strategic merge patch to job as the API server does.
+func applyPatch(t *testing.T, job *batchv1.Job, patch []byte) batchv1.Job {
+	t.Helper()
+	orig, err := json.Marshal(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := strategicpatch.StrategicMergePatch(orig, patch, batchv1.Job{})
+	if err != nil {
+		t.Fatalf("patch %s: %v", patch, err)
+	}
+	var got batchv1.Job
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
