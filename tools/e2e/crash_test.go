@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gmini-dev/gmini/tools/internal/proc"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -166,14 +167,9 @@ func containerPIDs(id string) ([]int, error) {
 // procState is the process's state letter from /proc/<pid>/stat (R, S,
 // D, T, Z, ...), or 0 if there is no such process.
 func procState(pid int) byte {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	st, err := proc.ReadStat(pid)
 	if err != nil {
 		return 0
 	}
-	// The state follows the command name, which ends with the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return '?'
-	}
-	return b[i+2]
+	return st.State
 }
