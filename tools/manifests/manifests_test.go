@@ -45,10 +45,10 @@ var builds = []struct {
 }{
 	{dir: ".", namespace: "gmini-dev", kinds: overlayKinds("PersistentVolumeClaim")},
 	{dir: "overlays/dev", namespace: "gmini-dev", kinds: overlayKinds("PersistentVolumeClaim")},
-	{dir: "overlays/prod", namespace: "gmini", kinds: overlayKinds("PodDisruptionBudget", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "NetworkPolicy")},
+	{dir: "overlays/prod", namespace: "gmini", kinds: overlayKinds("PodDisruptionBudget", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "NetworkPolicy")},
 	{dir: "k8s/base", kinds: []string{"Deployment", "Service", "ServiceAccount"}},
 	{dir: "k8s/runner", kinds: []string{"CronJob", "Role", "RoleBinding", "ServiceAccount"}},
-	{dir: "k8s/auth", kinds: []string{"ClusterRole", "ClusterRole", "ClusterRoleBinding"}},
+	{dir: "k8s/auth", kinds: []string{"ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding"}},
 	{dir: "k8s/policy", kinds: []string{"NetworkPolicy", "NetworkPolicy"}},
 }
 
