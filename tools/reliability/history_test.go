@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -186,7 +188,20 @@ func TestHistoryDatabaseOfAnotherNamespace(t *testing.T) {
 		}).
 		Assess("POST to the other namespace's backend: 503 that says whose the database is", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			const other = "gmini-other"
-			b := extraBackend(ctx, t, "other-namespace", "--namespace", other, "--history-dsn", "sqlite:"+suite.historyDB, "--identity", "reliability-other")
+			// Not ready, and never will be: its ServiceAccount may not read
+			// the template in that namespace. It serves all the same.
+			logPath := filepath.Join(suite.layout.Logs(clusterName), "backend-other-namespace.log")
+			_ = os.Remove(logPath)
+			b := backendproc.New(backendproc.Options{
+				Binary: suite.backendBin, LogPath: logPath, Log: logger, NotReady: true,
+				Args: []string{"--kubeconfig", suite.backendKubeconfig, "--namespace", other, "--listen", "127.0.0.1:0",
+					"--log-format", "text", "--api-timeout", apiTimeout.String(),
+					"--history-dsn", "sqlite:" + suite.historyDB, "--identity", "reliability-other"},
+			})
+			if err := b.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer b.Stop(context.WithoutCancel(ctx))
 			// The database opens in the background: wait for its verdict.
 			var a answer
 			err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
