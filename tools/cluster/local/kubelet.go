@@ -60,6 +60,12 @@ var kubelet = component{
 // so locally imported images are never removed and then pulled. The
 // client CA makes the kubelet accept the apiserver's client certificate,
 // which `kubectl logs` needs.
+//
+// In-place pod resize is off: it needs the pod-level cgroups that
+// cgroupsPerQOS=false leaves out, and v1.34's kubelet, finding no actuated
+// resources for a container (as after its process was frozen and killed
+// by the e2e leader test), goes to resize it and dereferences the missing
+// pod cgroup config: a nil pointer panic that takes the node down.
 func kubeletConfig(p plan, f map[string]string) map[string]any {
 	return map[string]any{
 		"apiVersion":         "kubelet.config.k8s.io/v1beta1",
@@ -89,5 +95,6 @@ func kubeletConfig(p plan, f map[string]string) map[string]any {
 		"serializeImagePulls":         false,
 		"rotateCertificates":          false,
 		"serverTLSBootstrap":          false,
+		"featureGates":                map[string]bool{"InPlacePodVerticalScaling": false},
 	}
 }
