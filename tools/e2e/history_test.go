@@ -24,6 +24,7 @@ import (
 
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 	"github.com/gmini-dev/gmini/tools/deploy"
+	"github.com/gmini-dev/gmini/tools/internal/jobtrack"
 )
 
 // historyTTL replaces the template's ttlSecondsAfterFinished (60 s in
@@ -87,7 +88,7 @@ func gone(j *batchv1.Job) bool { return j == nil }
 // answeredFromRecord checks what a user sees once the Job is gone: status,
 // output and a retried POST all come from the record, and nothing runs
 // again: one Job and one runner pod were ever created for it.
-func answeredFromRecord(ctx context.Context, t *testing.T, cfg *envconf.Config, tr *tracker, id, body string) {
+func answeredFromRecord(ctx context.Context, t *testing.T, cfg *envconf.Config, tr *jobtrack.Tracker, id, body string) {
 	t.Helper()
 	code, st := status(ctx, t, cfg, id)
 	if code != http.StatusOK || st["source"] != "history" || st["state"] != "Succeeded" || st["exitCode"] != float64(0) {
@@ -111,13 +112,13 @@ func answeredFromRecord(ctx context.Context, t *testing.T, cfg *envconf.Config, 
 	if _, err := clientset(t, cfg).BatchV1().Jobs(ns).Get(ctx, jobspec.JobName(id), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("a Job exists again for %s after the retried POST (err %v)", id, err)
 	}
-	if jobs, pods := tr.jobsOf(id), tr.podsOf(id); jobs != 1 || pods != 1 {
+	if jobs, pods := tr.Jobs(id), tr.Pods(id); jobs != 1 || pods != 1 {
 		t.Errorf("%d Jobs and %d runner pods were ever created for %s, want exactly one each", jobs, pods, id)
 	}
 }
 
 func TestHistoryOutlivesTheJob(t *testing.T) {
-	var tr *tracker
+	var tr *jobtrack.Tracker
 	var probes []string // experiments posted to see new Jobs start suspended
 	f := features.New("an experiment outlives its Job: status, output and retries answer from the record after the TTL").
 		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
@@ -144,7 +145,7 @@ func TestHistoryOutlivesTheJob(t *testing.T) {
 			// Job gone, hence the short wait.
 			var released *batchv1.Job
 			_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
-				released = tr.releasedOf(id)
+				released = tr.Released(id)
 				return released != nil, nil
 			})
 			switch {
@@ -183,7 +184,7 @@ func TestHistoryOutlivesTheJob(t *testing.T) {
 			scaleBackend(ctx, t, cfg, 0)
 			setSuspend(ctx, t, client, id, false)
 			waitJob(ctx, t, cfg, id, "Complete with no backend running", 2*time.Minute, complete)
-			if n := tr.podsOf(id); n != 1 {
+			if n := tr.Pods(id); n != 1 {
 				t.Errorf("%d runner pods for %s, want exactly 1: its Job made none while suspended", n, id)
 			}
 			// Three TTLs: a Job not held for its record would be gone.
@@ -204,7 +205,7 @@ func TestHistoryOutlivesTheJob(t *testing.T) {
 		}).
 		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			if tr != nil {
-				tr.stop()
+				tr.Stop()
 			}
 			resumeNewJobs(ctx, t, cfg)
 			scaleBackend(ctx, t, cfg, 1)

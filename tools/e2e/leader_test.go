@@ -29,6 +29,7 @@ import (
 	"github.com/gmini-dev/gmini/apps/backend/lease"
 	"github.com/gmini-dev/gmini/tools/cluster/local"
 	"github.com/gmini-dev/gmini/tools/deploy"
+	"github.com/gmini-dev/gmini/tools/internal/jobtrack"
 	"github.com/gmini-dev/gmini/tools/internal/layout"
 	"github.com/gmini-dev/gmini/tools/postgres"
 )
@@ -70,7 +71,7 @@ func TestLeaderKilledMidBurst(t *testing.T) {
 	)
 	var (
 		pg *postgres.Server
-		tr *tracker
+		tr *jobtrack.Tracker
 	)
 	f := features.New("prod's history in PostgreSQL with two replicas: the recording leader's process crashed (SIGSTOP, then SIGKILL) mid-burst of 200 experiments; the Lease expires and moves within its bound, and every experiment ends with exactly one Job, one runner pod, one record and its output").
 		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
@@ -277,7 +278,7 @@ func TestLeaderKilledMidBurst(t *testing.T) {
 			var extra []string
 			for i := range n {
 				id := fmt.Sprintf("leader-%03d", i)
-				if jobs, pods := tr.jobsOf(id), tr.podsOf(id); jobs != 1 || pods != 1 {
+				if jobs, pods := tr.Jobs(id), tr.Pods(id); jobs != 1 || pods != 1 {
 					extra = append(extra, fmt.Sprintf("%s: %d Jobs, %d runner pods", id, jobs, pods))
 				}
 			}
@@ -288,7 +289,7 @@ func TestLeaderKilledMidBurst(t *testing.T) {
 		}).
 		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			if tr != nil {
-				tr.stop()
+				tr.Stop()
 			}
 			client := clientset(t, cfg)
 			// Jobs wait for their records; let the recorder let them go

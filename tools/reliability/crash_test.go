@@ -14,56 +14,15 @@ import (
 	"testing"
 	"time"
 
-	batchv1 "k8s.io/api/batch/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+	"github.com/gmini-dev/gmini/tools/internal/jobtrack"
 	"github.com/gmini-dev/gmini/tools/postgres"
 )
-
-// jobsCreated counts, per Job name, the Jobs created in the namespace while
-// it runs: a Job made twice for one experiment shows as two UIDs.
-type jobsCreated struct {
-	mu   sync.Mutex
-	uids map[string]map[types.UID]bool
-}
-
-func countJobs(ctx context.Context, t *testing.T) *jobsCreated {
-	t.Helper()
-	ctx, cancel := context.WithCancel(ctx)
-	t.Cleanup(cancel)
-	w, err := suite.admin.BatchV1().Jobs(ns).Watch(ctx, metav1.ListOptions{LabelSelector: jobspec.ManagedSelector})
-	if err != nil {
-		t.Fatalf("watch jobs: %v", err)
-	}
-	c := &jobsCreated{uids: map[string]map[types.UID]bool{}}
-	go func() {
-		for ev := range w.ResultChan() {
-			j, ok := ev.Object.(*batchv1.Job)
-			if !ok || ev.Type == watch.Error {
-				continue
-			}
-			c.mu.Lock()
-			if c.uids[j.Name] == nil {
-				c.uids[j.Name] = map[types.UID]bool{}
-			}
-			c.uids[j.Name][j.UID] = true
-			c.mu.Unlock()
-		}
-	}()
-	return c
-}
-
-func (c *jobsCreated) of(name string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.uids[name])
-}
 
 // crashBurst POSTs n experiments from 8 clients and calls crash once after
 // acknowledged 201s; it returns the IDs answered 201 and those that got
@@ -113,7 +72,7 @@ func crashBurst(ctx context.Context, t *testing.T, base string, prefix string, n
 // acknowledged experiment has its final record. That is what README
 // promises across a crash: a claim or progress the crash lost is rebuilt
 // from the Job, which holds until its final record is stored durably.
-func checkAfterCrash(ctx context.Context, t *testing.T, base string, jobs *jobsCreated, acked, unknown []string) {
+func checkAfterCrash(ctx context.Context, t *testing.T, base string, jobs *jobtrack.Tracker, acked, unknown []string) {
 	t.Helper()
 	c := newClient(1, false)
 	for _, id := range acked {
@@ -134,7 +93,7 @@ func checkAfterCrash(ctx context.Context, t *testing.T, base string, jobs *jobsC
 	}
 	time.Sleep(time.Second) // late watch events
 	for _, id := range all {
-		if n := jobs.of(jobspec.JobName(id)); n > 1 {
+		if n := jobs.Jobs(id); n > 1 {
 			errorf(t, "experiment %s got %d Jobs across the crash, want at most one", id, n)
 		}
 	}
@@ -194,7 +153,7 @@ func TestHistorySurvivesCrashes(t *testing.T) {
 	f := features.New("a crash mid-burst loses no acknowledged experiment and runs none twice: the backend SIGKILLed (SQLite), PostgreSQL's processes SIGKILLed (claims commit with synchronous_commit=off)").
 		Setup(backendAndNoJobs).
 		Assess("SQLite: the backend killed with SIGKILL while it writes", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			jobs := countJobs(ctx, t)
+			jobs := trackJobs(ctx, t)
 			b := ensureBackend(ctx, t)
 			acked, unknown := crashBurst(ctx, t, b.URL(), "crash-sqlite", burst, after, func() {
 				if err := b.Signal(syscall.SIGKILL); err != nil {
@@ -228,7 +187,7 @@ func TestHistorySurvivesCrashes(t *testing.T) {
 			if _, err := postUntil(ctx, newClient(1, false), b.URL(), experimentBody("crash-pg-first", ""), 30*time.Second, http.StatusCreated); err != nil {
 				failf(t, "POST with PostgreSQL up: %v", err)
 			}
-			jobs := countJobs(ctx, t)
+			jobs := trackJobs(ctx, t)
 			crashed := make(chan error, 1)
 			acked, unknown := crashBurst(ctx, t, b.URL(), "crash-pg", burst, after, func() {
 				crashed <- pg.Crash(ctx)

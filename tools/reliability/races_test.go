@@ -12,69 +12,28 @@ import (
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 	"github.com/gmini-dev/gmini/tools/internal/jobstatus"
+	"github.com/gmini-dev/gmini/tools/internal/jobtrack"
 )
 
-// jobWatch counts, over a test, the Jobs and pods of one experiment that
-// could run: every Job UID ever seen not suspended, every pod UID ever seen.
-type jobWatch struct {
-	mu       sync.Mutex
-	runnable map[types.UID]bool
-	pods     map[types.UID]bool
-	stop     func()
-}
-
-// watchExperiment starts counting the Jobs and pods of id.
-func watchExperiment(ctx context.Context, t *testing.T, id string) *jobWatch {
+// trackJobs starts counting, per experiment, the Jobs and pods made in
+// the suite's namespace (jobtrack), until the test ends.
+func trackJobs(ctx context.Context, t *testing.T) *jobtrack.Tracker {
 	t.Helper()
-	name := jobspec.JobName(id)
-	ctx, cancel := context.WithCancel(ctx)
-	w := &jobWatch{runnable: map[types.UID]bool{}, pods: map[types.UID]bool{}, stop: cancel}
-	jobs, err := suite.admin.BatchV1().Jobs(ns).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + name})
+	tr, err := jobtrack.Start(ctx, suite.admin, ns)
 	if err != nil {
-		t.Fatalf("watch job %s: %v", name, err)
+		t.Fatal(err)
 	}
-	pods, err := suite.admin.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{LabelSelector: batchv1.JobNameLabel + "=" + name})
-	if err != nil {
-		t.Fatalf("watch pods of %s: %v", name, err)
-	}
-	go func() {
-		for ev := range jobs.ResultChan() {
-			if j, ok := ev.Object.(*batchv1.Job); ok && ev.Type != watch.Error && !ptr.Deref(j.Spec.Suspend, false) {
-				w.mu.Lock()
-				w.runnable[j.UID] = true
-				w.mu.Unlock()
-			}
-		}
-	}()
-	go func() {
-		for ev := range pods.ResultChan() {
-			if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type != watch.Error {
-				w.mu.Lock()
-				w.pods[p.UID] = true
-				w.mu.Unlock()
-			}
-		}
-	}()
-	t.Cleanup(cancel)
-	return w
-}
-
-func (w *jobWatch) counts() (runnable, pods int) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.runnable), len(w.pods)
+	t.Cleanup(tr.Stop)
+	return tr
 }
 
 // settled waits until the experiment's Job is either gone or live (not
@@ -116,10 +75,10 @@ func TestPostRacingDeleteRunsAtMostOnce(t *testing.T) {
 		Setup(backendAndNoJobs).
 		Assess("rounds of racing POSTs and DELETEs", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			base := suite.backend.URL()
+			jobs := trackJobs(ctx, t)
 			for r := range rounds {
 				id := fmt.Sprintf("racing-%d", r)
 				body := experimentBody(id, "")
-				w := watchExperiment(ctx, t, id)
 				var (
 					mu    sync.Mutex
 					codes = map[string]int{}
@@ -155,8 +114,7 @@ func TestPostRacingDeleteRunsAtMostOnce(t *testing.T) {
 				wg.Wait()
 				job, st := settled(ctx, t, id)
 				time.Sleep(2 * time.Second) // let late watch events in
-				w.stop()
-				runnable, pods := w.counts()
+				runnable, pods := jobs.Runnable(id), jobs.Pods(id)
 				t.Logf("%s: answers %v; job left %v; record %v; jobs that could run %d, pods %d", id, codes, job != nil, st["state"], runnable, pods)
 				if runnable > 1 || pods > 1 {
 					errorf(t, "%s: %d Jobs could run and %d pods were made; want at most one each", id, runnable, pods)
