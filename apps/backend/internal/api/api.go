@@ -111,10 +111,10 @@ func NewHandler(cfg Config) http.Handler {
 		s.fail(c, failure.New(failure.MethodNotAllowed, "method %s is not allowed on %s", methodOf(c.Request), failure.Quote(c.Request.URL.Path)))
 	})
 
-	r.POST("/experiment", s.limitInflight, s.authorize(auth.VerbCreate), s.createExperiment)
+	r.POST("/experiment", bounded(s.inflight, s.tooManyPOSTs), s.authorize(auth.VerbCreate), s.createExperiment)
 	r.GET("/experiments", s.authorize(auth.VerbList), s.listExperiments)
 	r.GET("/experiments/:id", s.authorize(auth.VerbGet), s.getExperiment)
-	r.GET("/experiments/:id/logs", s.authorize(auth.VerbGet), s.limitLogReads, s.experimentLogs)
+	r.GET("/experiments/:id/logs", s.authorize(auth.VerbGet), bounded(s.logReads, s.tooManyLogReads), s.experimentLogs)
 	r.DELETE("/experiments/:id", s.authorize(auth.VerbDelete), s.deleteExperiment)
 
 	// Probes and load balancers also use HEAD; net/http drops the body.
@@ -346,36 +346,35 @@ func (s *server) recovered(c *gin.Context, v any) {
 	s.fail(c, failure.New(failure.Internal, "internal error"))
 }
 
-// limitInflight answers 429 at once to a POST beyond MaxInflight: a
-// burst is refused cheaply instead of queueing on the API server.
-func (s *server) limitInflight(c *gin.Context) {
-	if s.inflight == nil {
-		return
+// bounded lets at most cap(slots) requests through at once and answers
+// the others with refuse at once: a burst is refused cheaply instead of
+// queueing (POSTs on the API server, log reads on the backend's memory).
+// A nil slots bounds nothing.
+func bounded(slots chan struct{}, refuse gin.HandlerFunc) gin.HandlerFunc {
+	if slots == nil {
+		return func(*gin.Context) {}
 	}
-	select {
-	case s.inflight <- struct{}{}:
-		defer func() { <-s.inflight }()
-		c.Next()
-	default:
-		s.spawnFailed(c, "", failure.New(failure.TooManyRequests, "%d experiments are being submitted already (--max-inflight); retry after the Retry-After delay", s.MaxInflight))
+	return func(c *gin.Context) {
+		select {
+		case slots <- struct{}{}:
+			defer func() { <-slots }()
+			c.Next()
+		default:
+			refuse(c)
+		}
 	}
 }
 
-// limitLogReads answers 429 at once to a log read beyond MaxLogReads, so
-// that many readers of a large output cannot take the backend past its
-// memory limit.
-func (s *server) limitLogReads(c *gin.Context) {
-	if s.logReads == nil {
-		return
-	}
-	select {
-	case s.logReads <- struct{}{}:
-		defer func() { <-s.logReads }()
-		c.Next()
-	default:
-		err := failure.New(failure.TooManyRequests, "%d log reads are being served already (--max-log-reads); retry after the Retry-After delay", s.MaxLogReads)
-		s.logFailure(c, "read experiment logs", c.Param("id"), s.fail(c, err), err)
-	}
+// tooManyPOSTs refuses a POST beyond MaxInflight.
+func (s *server) tooManyPOSTs(c *gin.Context) {
+	s.spawnFailed(c, "", failure.New(failure.TooManyRequests, "%d experiments are being submitted already (--max-inflight); retry after the Retry-After delay", s.MaxInflight))
+}
+
+// tooManyLogReads refuses a log read beyond MaxLogReads, so that many
+// readers of a large output cannot take the backend past its memory limit.
+func (s *server) tooManyLogReads(c *gin.Context) {
+	err := failure.New(failure.TooManyRequests, "%d log reads are being served already (--max-log-reads); retry after the Retry-After delay", s.MaxLogReads)
+	s.logFailure(c, "read experiment logs", c.Param("id"), s.fail(c, err), err)
 }
 
 // authorize checks, when the backend authenticates clients, that the
