@@ -4,7 +4,6 @@ package reliability
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -19,7 +18,9 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
+	gmini "github.com/gmini-dev/gmini/apps/backend/client"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+	"github.com/gmini-dev/gmini/apps/backend/wire"
 	"github.com/gmini-dev/gmini/tools/internal/jobtrack"
 	"github.com/gmini-dev/gmini/tools/postgres"
 )
@@ -124,24 +125,16 @@ func checkAfterCrash(ctx context.Context, t *testing.T, base string, jobs *jobtr
 // listedStates reads every record's state from GET /experiments (history
 // on: the records).
 func listedStates(ctx context.Context, base string) (map[string]string, error) {
-	a, err := get(ctx, newClient(1, false), base+"/experiments?limit=1000")
+	c, err := gmini.New(base)
 	if err != nil {
 		return nil, err
 	}
-	if a.Code != http.StatusOK {
-		return nil, fmt.Errorf("GET /experiments = %s", a)
-	}
-	var page struct {
-		Items []struct{ ID, State string }
-	}
-	if err := json.Unmarshal(a.Body, &page); err != nil {
-		return nil, err
-	}
 	out := map[string]string{}
-	for _, it := range page.Items {
-		out[it.ID] = it.State
-	}
-	return out, nil
+	err = c.ListAll(ctx, gmini.ListOptions{Limit: 1000}, func(s wire.Status) bool {
+		out[s.ID] = s.State
+		return true
+	})
+	return out, err
 }
 
 func TestHistorySurvivesCrashes(t *testing.T) {

@@ -19,7 +19,9 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
+	gmini "github.com/gmini-dev/gmini/apps/backend/client"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+	"github.com/gmini-dev/gmini/apps/backend/wire"
 	"github.com/gmini-dev/gmini/tools/internal/jobstatus"
 	"github.com/gmini-dev/gmini/tools/internal/jobtrack"
 )
@@ -120,7 +122,7 @@ func TestPostRacingDeleteRunsAtMostOnce(t *testing.T) {
 					errorf(t, "%s: %d Jobs could run and %d pods were made; want at most one each", id, runnable, pods)
 				}
 				if job != nil {
-					if rec := listedRecord(ctx, t, id); rec["state"] == "Cancelled" || rec["state"] == "Succeeded" || rec["state"] == "Failed" {
+					if rec := listedRecord(ctx, t, id); rec.State == "Cancelled" || rec.State == "Succeeded" || rec.State == "Failed" {
 						errorf(t, "%s: a Job is left whose record is final: %v", id, rec)
 					}
 				}
@@ -151,23 +153,23 @@ func TestPostRacingDeleteRunsAtMostOnce(t *testing.T) {
 
 // listedRecord is id's item in GET /experiments, which with history on
 // lists the records, not the Jobs.
-func listedRecord(ctx context.Context, t *testing.T, id string) map[string]any {
+func listedRecord(ctx context.Context, t *testing.T, id string) wire.Status {
 	t.Helper()
-	a, err := get(ctx, newClient(1, false), suite.backend.URL()+"/experiments?limit=1000")
-	if err != nil || a.Code != http.StatusOK {
-		failf(t, "GET /experiments = %v %v", a, err)
-	}
-	var page struct{ Items []map[string]any }
-	if err := json.Unmarshal(a.Body, &page); err != nil {
+	c, err := gmini.New(suite.backend.URL())
+	if err != nil {
 		t.Fatal(err)
 	}
-	for _, it := range page.Items {
-		if it["id"] == id {
-			return it
+	var rec *wire.Status
+	err = c.ListAll(ctx, gmini.ListOptions{Limit: 1000}, func(s wire.Status) bool {
+		if s.ID == id {
+			rec = &s
 		}
+		return rec == nil
+	})
+	if err != nil || rec == nil {
+		failf(t, "experiment %s not listed (%v)", id, err)
 	}
-	failf(t, "experiment %s not listed", id)
-	return nil
+	return *rec
 }
 
 // removeHistoryFinalizer does what README's release command does to a Job

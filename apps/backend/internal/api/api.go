@@ -19,9 +19,9 @@ import (
 	"github.com/gmini-dev/gmini/apps/backend/internal/experiments"
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
 	"github.com/gmini-dev/gmini/apps/backend/internal/history"
-	"github.com/gmini-dev/gmini/apps/backend/internal/lifecycle"
 	"github.com/gmini-dev/gmini/apps/backend/internal/metrics"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+	"github.com/gmini-dev/gmini/apps/backend/wire"
 )
 
 // DefaultMaxBodyBytes bounds POST /experiment. The experiment reaches the
@@ -128,20 +128,6 @@ func NewHandler(cfg Config) http.Handler {
 	return r
 }
 
-// created is the answer to POST /experiment.
-type created struct {
-	ID        string `json:"id"`
-	Job       string `json:"job"`
-	Namespace string `json:"namespace"`
-	Created   bool   `json:"created"`
-	// State and Source say, for an experiment that had finished, that it
-	// was not run again and how it ended.
-	State  string `json:"state,omitempty"`
-	Source string `json:"source"`
-	Status string `json:"status"`
-	Logs   string `json:"logs"`
-}
-
 func (s *server) createExperiment(c *gin.Context) {
 	if err := s.checkBody(c.Request); err != nil {
 		s.spawnFailed(c, "", err)
@@ -171,7 +157,7 @@ func (s *server) createExperiment(c *gin.Context) {
 	}
 	statusPath := "/experiments/" + exp.ID
 	c.Header("Location", statusPath)
-	c.JSON(code, created{
+	c.JSON(code, wire.Submission{
 		ID:        exp.ID,
 		Job:       res.Job,
 		Namespace: res.Namespace,
@@ -221,14 +207,6 @@ func (s *server) logFailure(c *gin.Context, msg, id string, code int, err error)
 	s.Logger.Log(c.Request.Context(), level, msg, attrs...)
 }
 
-// listed is the answer to GET /experiments.
-type listed struct {
-	Items []lifecycle.Status `json:"items"`
-	// Continue, passed back as ?continue=, fetches the next page; absent
-	// on the last one.
-	Continue string `json:"continue,omitempty"`
-}
-
 func (s *server) listExperiments(c *gin.Context) {
 	opts := experiments.ListOptions{Continue: c.Query("continue"), State: c.Query("state")}
 	if v, ok := c.GetQuery("limit"); ok {
@@ -246,7 +224,7 @@ func (s *server) listExperiments(c *gin.Context) {
 		s.logFailure(c, "list experiments", "", s.fail(c, err), err)
 		return
 	}
-	c.JSON(http.StatusOK, listed{Items: page.Items, Continue: page.Continue})
+	c.JSON(http.StatusOK, wire.Page{Items: page.Items, Continue: page.Continue})
 }
 
 // experimentID validates the :id path parameter the same way as a POSTed ID.
@@ -326,7 +304,7 @@ func (s *server) deleteExperiment(c *gin.Context) {
 	if res.Deleted {
 		s.Logger.InfoContext(ctx, "experiment deleted", "id", id, "job", res.Job, "user", auth.UserName(ctx))
 	}
-	c.JSON(http.StatusOK, gin.H{"id": id, "job": res.Job, "deleted": res.Deleted, "state": res.State})
+	c.JSON(http.StatusOK, wire.Cancellation{ID: id, Job: res.Job, Deleted: res.Deleted, State: res.State})
 }
 
 // readyz answers 200 only when a POST would work now; otherwise 503 with

@@ -31,6 +31,7 @@ import (
 	"github.com/gmini-dev/gmini/apps/backend/internal/spawn"
 	"github.com/gmini-dev/gmini/apps/backend/internal/template"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+	"github.com/gmini-dev/gmini/apps/backend/wire"
 )
 
 const ns = "gmini-test"
@@ -124,7 +125,7 @@ func TestCreateExperiment(t *testing.T) {
 	if rec.Code != http.StatusCreated {
 		t.Fatalf("status = %d, body %s", rec.Code, rec.Body)
 	}
-	var got created
+	var got wire.Submission
 	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +166,7 @@ func TestCreateExperiment(t *testing.T) {
 	if rec.Code != http.StatusOK {
 		t.Fatalf("retry status = %d, body %s", rec.Code, rec.Body)
 	}
-	var again created
+	var again wire.Submission
 	_ = json.Unmarshal(rec.Body.Bytes(), &again)
 	if again.Created || again.Job != wantName {
 		t.Errorf("retry answer = %+v", again)

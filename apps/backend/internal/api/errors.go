@@ -6,6 +6,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
+	"github.com/gmini-dev/gmini/apps/backend/wire"
 )
 
 // codes is the one place where a kind of failure becomes an HTTP status.
@@ -47,6 +48,6 @@ func (s *server) fail(c *gin.Context, err error) int {
 	if code == http.StatusServiceUnavailable || code == http.StatusTooManyRequests {
 		c.Header("Retry-After", retryAfterSeconds)
 	}
-	c.AbortWithStatusJSON(code, gin.H{"error": failure.MessageOf(err)})
+	c.AbortWithStatusJSON(code, wire.Error{Error: failure.MessageOf(err)})
 	return code
 }

@@ -6,7 +6,6 @@ package lifecycle
 import (
 	"context"
 	"fmt"
-	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +16,7 @@ import (
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
 	"github.com/gmini-dev/gmini/apps/backend/internal/state"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+	"github.com/gmini-dev/gmini/apps/backend/wire"
 )
 
 // States a Job gives, of the one vocabulary (package state).
@@ -33,37 +33,11 @@ const (
 // get and the delete (another request deleted or re-created it).
 const deleteAttempts = 3
 
-// Status is an experiment as the API shows it.
-type Status struct {
-	ID          string     `json:"id"`
-	Job         string     `json:"job"`
-	Namespace   string     `json:"namespace"`
-	State       string     `json:"state"`
-	Reason      string     `json:"reason,omitempty"`
-	Message     string     `json:"message,omitempty"`
-	CreatedAt   time.Time  `json:"createdAt"`
-	StartedAt   *time.Time `json:"startedAt,omitempty"`
-	CompletedAt *time.Time `json:"completedAt,omitempty"`
-	// *PodCounts are the Job's; a status read from history has none, and
-	// JSON then leaves the fields out rather than say 0.
-	*PodCounts
-	// ExitCode is the runner's, kept in the history record; a live Job's
-	// status has none (its /logs name each attempt's exit code).
-	ExitCode *int32 `json:"exitCode,omitempty"`
-	// SubmittedBy is who submitted the experiment, when the backend
-	// authenticates its clients.
-	SubmittedBy string `json:"submittedBy,omitempty"`
-	// Source says where the answer comes from: the live Job ("job"), or
-	// the history record once the Job is gone ("history").
-	Source string `json:"source"`
-}
+// Status is an experiment's status, as the API answers it.
+type Status = wire.Status
 
 // PodCounts count a Job's pods, as its status does.
-type PodCounts struct {
-	Active    int32 `json:"active"`
-	Succeeded int32 `json:"succeeded"`
-	Failed    int32 `json:"failed"`
-}
+type PodCounts = wire.PodCounts
 
 // Sources of a Status.
 const (
