@@ -6,62 +6,18 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/gin-gonic/gin"
-	batchv1 "k8s.io/api/batch/v1"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes/fake"
-
 	"github.com/gmini-dev/gmini/apps/backend/client"
-	"github.com/gmini-dev/gmini/apps/backend/internal/api"
-	"github.com/gmini-dev/gmini/apps/backend/internal/experiments"
-	"github.com/gmini-dev/gmini/apps/backend/internal/history"
+	"github.com/gmini-dev/gmini/apps/backend/internal/apitest"
 	"github.com/gmini-dev/gmini/apps/backend/internal/lifecycle"
-	"github.com/gmini-dev/gmini/apps/backend/internal/metrics"
-	"github.com/gmini-dev/gmini/apps/backend/internal/spawn"
-	"github.com/gmini-dev/gmini/apps/backend/internal/template"
 	"github.com/gmini-dev/gmini/apps/backend/wire"
 )
 
-const ns = "gmini-test"
-
-// backend is the real HTTP handler, with history in SQLite, over a fake
-// clientset: the client is tested against the server's own answers.
-func backend(t *testing.T) *httptest.Server {
-	t.Helper()
-	gin.SetMode(gin.TestMode)
-	kube := fake.NewClientset()
-	store, err := history.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "history.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	tmpl := &batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
-		RestartPolicy: corev1.RestartPolicyNever,
-		Containers:    []corev1.Container{{Name: "runner", Image: "gmini-runner:test"}},
-	}}}}
-	h := api.NewHandler(api.Config{
-		Experiments: &experiments.Service{
-			Spawner: &spawn.Spawner{Client: kube, Namespace: ns, Templates: template.Static{Template: tmpl}, Hold: true},
-			Live:    &lifecycle.Store{Client: kube, Namespace: ns},
-			History: store,
-		},
-		Metrics:    metrics.New(),
-		Logger:     slog.New(slog.DiscardHandler),
-		Ready:      func(context.Context) error { return nil },
-		APITimeout: 5 * time.Second,
-	})
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	return srv
-}
 
 func newClient(t *testing.T, url string, opts ...client.Option) *client.Client {
 	t.Helper()
@@ -74,10 +30,10 @@ func newClient(t *testing.T, url string, opts ...client.Option) *client.Client {
 
 func TestClientAgainstTheBackend(t *testing.T) {
 	ctx := context.Background()
-	c := newClient(t, backend(t).URL+"/")
+	c := newClient(t, apitest.Server(t).URL+"/")
 
 	sub, err := c.Submit(ctx, map[string]any{"id": "exp-1", "key": "k"})
-	if err != nil || !sub.Created || sub.ID != "exp-1" || sub.Namespace != ns || sub.Status != "/experiments/exp-1" {
+	if err != nil || !sub.Created || sub.ID != "exp-1" || sub.Namespace != apitest.Namespace || sub.Status != "/experiments/exp-1" {
 		t.Fatalf("Submit = %+v, %v; want created", sub, err)
 	}
 	again, err := c.Submit(ctx, json.RawMessage(`{"key": "k", "id": "exp-1"}`))
