@@ -18,7 +18,6 @@ import (
 	"github.com/gmini-dev/gmini/apps/backend/wire"
 )
 
-
 func newClient(t *testing.T, url string, opts ...client.Option) *client.Client {
 	t.Helper()
 	c, err := client.New(url, opts...)
