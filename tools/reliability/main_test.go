@@ -643,4 +643,54 @@ func deleteJobs(ctx context.Context, t *testing.T) {
 		}
 		failf(t, "%d Jobs still present two minutes after deleting them (name and finalizers): %v", n, left)
 	}
+	podsGone(ctx, t)
+}
+
+// podsGone waits until no pod of a Job is left in the namespace and its
+// ResourceQuotas count only the pods that exist (the dev overlay's backend
+// pod, pending on this cluster without a node): the garbage collector
+// removes a deleted Job's pods after the Job, and the quota controller
+// counts their going after that, so a test that creates pods right after
+// deleteJobs could otherwise be refused by a quota still full of the last
+// test's.
+func podsGone(ctx context.Context, t *testing.T) {
+	t.Helper()
+	// A Job deleted with the API's default propagation for Jobs (orphan)
+	// leaves its pods: they go too.
+	zero := int64(0)
+	if err := suite.admin.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero},
+		metav1.ListOptions{LabelSelector: batchv1.JobNameLabel}); err != nil {
+		t.Fatalf("delete the pods of Jobs: %v", err)
+	}
+	var why string
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		pods, err := suite.admin.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		live := 0 // what a quota counts: pods not ended
+		for _, p := range pods.Items {
+			if _, ok := p.Labels[batchv1.JobNameLabel]; ok {
+				why = "pod " + p.Name + " of a Job is left"
+				return false, nil
+			}
+			if p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+				live++
+			}
+		}
+		quotas, err := suite.admin.CoreV1().ResourceQuotas(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, q := range quotas.Items {
+			if used, ok := q.Status.Used[corev1.ResourcePods]; ok && used.Value() != int64(live) {
+				why = fmt.Sprintf("ResourceQuota %s counts %s pods, %d exist", q.Name, used.String(), live)
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		failf(t, "two minutes after deleting the Jobs: %s", why)
+	}
 }

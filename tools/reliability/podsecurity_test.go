@@ -62,6 +62,9 @@ func fromUnstructured(t *testing.T, u *unstructured.Unstructured, into any) {
 
 func TestPodSecurity(t *testing.T) {
 	f := features.New("Pod Security restricted is enforced, and gmini's pods pass it").
+		// The dry-run pods count against the namespace's quota: none of an
+		// earlier test's may still hold it.
+		Setup(backendAndNoJobs).
 		Assess("every overlay's Namespace enforces restricted, and holds everything", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			for _, overlay := range overlays {
 				objs, err := manifests.Objects(suite.layout.Overlay(overlay))

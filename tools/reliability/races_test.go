@@ -228,7 +228,8 @@ func TestFinalizerRemovedByHand(t *testing.T) {
 			live := recordState(ctx, t, id, "Succeeded", "job")
 			// Gone (as its TTL would remove it): the record answers, and a
 			// retried POST runs nothing.
-			if err := suite.admin.BatchV1().Jobs(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			bg := metav1.DeletePropagationBackground
+			if err := suite.admin.BatchV1().Jobs(ns).Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: &bg}); err != nil {
 				t.Fatal(err)
 			}
 			rec := recordState(ctx, t, id, "Succeeded", "history")
