@@ -198,11 +198,7 @@ func TestHistorySurvivesCrashes(t *testing.T) {
 		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			ensureBackend(ctx, t) // its recorder lets the Jobs go
 			deleteJobs(ctx, t)
-			if pg != nil {
-				if err := pg.Stop(ctx); err != nil {
-					t.Errorf("stop PostgreSQL: %v", err)
-				}
-			}
+			stopPostgres(ctx, t, pg)
 			return ctx
 		}).Feature()
 	testenv.Test(t, f)

@@ -299,11 +299,7 @@ func TestHistoryDatabaseOutage(t *testing.T) {
 		}).
 		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			deleteJobs(ctx, t)
-			if pg != nil {
-				if err := pg.Stop(ctx); err != nil {
-					t.Errorf("stop PostgreSQL: %v", err)
-				}
-			}
+			stopPostgres(ctx, t, pg)
 			return ctx
 		}).Feature()
 	testenv.Test(t, f)

@@ -58,6 +58,7 @@ import (
 	"github.com/gmini-dev/gmini/tools/cluster/local"
 	"github.com/gmini-dev/gmini/tools/deploy"
 	"github.com/gmini-dev/gmini/tools/internal/layout"
+	"github.com/gmini-dev/gmini/tools/postgres"
 )
 
 // clusterName is the suite's cluster; GMINI_REL_CLUSTER picks another.
@@ -692,5 +693,16 @@ func podsGone(ctx context.Context, t *testing.T) {
 	})
 	if err != nil {
 		failf(t, "two minutes after deleting the Jobs: %s", why)
+	}
+}
+
+// stopPostgres stops a test's PostgreSQL server, if it started one.
+func stopPostgres(ctx context.Context, t *testing.T, pg *postgres.Server) {
+	t.Helper()
+	if pg == nil {
+		return
+	}
+	if err := pg.Stop(ctx); err != nil {
+		t.Errorf("stop PostgreSQL: %v", err)
 	}
 }
