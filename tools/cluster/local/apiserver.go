@@ -6,6 +6,9 @@ import (
 	"strings"
 )
 
+// frontProxyUser is the aggregation layer's client certificate's name.
+const frontProxyUser = "front-proxy-client"
+
 // apiServer listens on the node address, so the host reaches it through the
 // veth, and on the namespace's loopback for the other components.
 var apiServer = component{
@@ -31,6 +34,22 @@ var apiServer = component{
 			"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 			"--service-cluster-ip-range=" + p.ServiceCIDR,
 			"--authorization-mode=Node,RBAC",
+			// The aggregation layer, for extension API servers such as
+			// Kueue's visibility API (certs.go).
+			"--requestheader-client-ca-file=" + f["front-proxy-ca.crt"],
+			"--requestheader-allowed-names=" + frontProxyUser,
+			"--requestheader-username-headers=X-Remote-User",
+			"--requestheader-group-headers=X-Remote-Group",
+			"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+			"--proxy-client-cert-file=" + f["front-proxy-client.crt"],
+			"--proxy-client-key-file=" + f["front-proxy-client.key"],
+			// Webhooks and extension API servers are called at their
+			// endpoints' pod IPs, not their ClusterIPs: in the node's
+			// namespace the service range has no route (only the
+			// blackhole for 198.18.0.0/15), so a connect to a ClusterIP
+			// from a process there fails before kube-proxy's rules could
+			// rewrite it; pods reach ClusterIPs through the bridge.
+			"--enable-aggregator-routing=true",
 			"--profiling=false",
 		}
 	},

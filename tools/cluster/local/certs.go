@@ -78,6 +78,23 @@ func writePKI(_ context.Context, b *boot) error {
 		certs["kube-router"] = pki.Spec{CommonName: kubeRouterUser, Client: true}
 		kubeconfigs = append(kubeconfigs, "kube-router")
 	}
+	// The aggregation layer (Kueue's visibility API) proxies requests to
+	// extension API servers with a client certificate of its own CA, as
+	// kubeadm sets it up: extension servers trust the user it names only
+	// from that CA, so no ordinary client certificate can claim to be the
+	// proxy.
+	frontCA, err := pki.NewCA("gmini-"+p.Name+"-front-proxy-ca", now)
+	if err != nil {
+		return err
+	}
+	front, err := frontCA.Issue(pki.Spec{CommonName: frontProxyUser, Client: true}, now)
+	if err != nil {
+		return err
+	}
+	if err := errors.Join(put("front-proxy-ca.crt", frontCA.CertPEM()),
+		put("front-proxy-client.crt", front.CertPEM), put("front-proxy-client.key", front.KeyPEM)); err != nil {
+		return err
+	}
 	pairs := map[string]pki.KeyPair{}
 	for name, spec := range certs {
 		kp, err := ca.Issue(spec, now)
