@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
+	"github.com/gmini-dev/gmini/tools/deploy"
 	"github.com/gmini-dev/gmini/tools/gitops"
 	"github.com/gmini-dev/gmini/tools/internal/layout"
 )
@@ -50,7 +51,7 @@ func TestArgoCDExample(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := gitops.ApplyCRDs(ctx, logger, cfg.Client().RESTConfig(), []*unstructured.Unstructured{crd}, time.Minute); err != nil {
+			if err := deploy.ApplyCRDs(ctx, logger, cfg.Client().RESTConfig(), []*unstructured.Unstructured{crd}, time.Minute); err != nil {
 				t.Fatal(err)
 			}
 			t.Logf("Argo CD %s Application CRD established %s after the module download began", gitops.ArgoCDVersion, time.Since(start).Round(10*time.Millisecond))

@@ -2,9 +2,7 @@ package gitops
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -16,13 +14,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -114,7 +106,7 @@ func RenderFlux(ctx context.Context, l layout.Layout, prog modbuild.Program, ref
 		return nil, err
 	}
 	defer os.RemoveAll(work)
-	if err := copyTree(l.Path("tools", "gitops", "flux-system"), work, nil); err != nil {
+	if err := deploy.CopyTree(l.Path("tools", "gitops", "flux-system"), work, nil); err != nil {
 		return nil, err
 	}
 	var imgs []promote.Image
@@ -124,7 +116,7 @@ func RenderFlux(ctx context.Context, l layout.Layout, prog modbuild.Program, ref
 			return nil, err
 		}
 		for _, part := range []string{"crd", "rbac", "manager"} {
-			if err := copyTree(filepath.Join(mod.Dir, "config", part), filepath.Join(work, "upstream", ctrl, part), nil); err != nil {
+			if err := deploy.CopyTree(filepath.Join(mod.Dir, "config", part), filepath.Join(work, "upstream", ctrl, part), nil); err != nil {
 				return nil, fmt.Errorf("flux install: %w", err)
 			}
 		}
@@ -141,7 +133,7 @@ func RenderFlux(ctx context.Context, l layout.Layout, prog modbuild.Program, ref
 	if err != nil {
 		return nil, err
 	}
-	objs, err := normalize(rendered)
+	objs, err := deploy.Normalize(rendered)
 	if err != nil {
 		return nil, err
 	}
@@ -158,24 +150,6 @@ func RenderFlux(ctx context.Context, l layout.Layout, prog modbuild.Program, ref
 		}
 	}
 	return objs, nil
-}
-
-// normalize re-decodes objects as the API machinery does (integers as
-// int64), which its helpers expect; kustomize's maps hold plain ints.
-func normalize(objs []*unstructured.Unstructured) ([]*unstructured.Unstructured, error) {
-	out := make([]*unstructured.Unstructured, 0, len(objs))
-	for _, o := range objs {
-		b, err := json.Marshal(o.Object)
-		if err != nil {
-			return nil, err
-		}
-		u := &unstructured.Unstructured{}
-		if err := u.UnmarshalJSON(b); err != nil {
-			return nil, fmt.Errorf("%s %s: %w", o.GetKind(), o.GetName(), err)
-		}
-		out = append(out, u)
-	}
-	return out, nil
 }
 
 // setArg replaces the value of the manager container's flag.
@@ -204,7 +178,7 @@ func InstallFlux(ctx context.Context, log *slog.Logger, cfg *rest.Config, objs [
 	start := time.Now()
 	crds := slices.DeleteFunc(slices.Clone(objs), func(o *unstructured.Unstructured) bool { return o.GetKind() != "CustomResourceDefinition" })
 	others := slices.DeleteFunc(slices.Clone(objs), func(o *unstructured.Unstructured) bool { return o.GetKind() == "CustomResourceDefinition" })
-	if err := ApplyCRDs(ctx, log, cfg, crds, timeout); err != nil {
+	if err := deploy.ApplyCRDs(ctx, log, cfg, crds, timeout); err != nil {
 		return err
 	}
 	if err := deploy.ApplyObjects(ctx, log, cfg, others); err != nil {
@@ -215,97 +189,10 @@ func InstallFlux(ctx context.Context, log *slog.Logger, cfg *rest.Config, objs [
 		return err
 	}
 	for _, ctrl := range Controllers {
-		if err := waitDeployment(ctx, cs, FluxNamespace, ctrl, timeout); err != nil {
+		if err := deploy.WaitDeployment(ctx, cs, FluxNamespace, ctrl, timeout); err != nil {
 			return err
 		}
 	}
 	log.Info("flux installed", "crds", len(crds), "objects", len(others), "elapsed", time.Since(start).Round(10*time.Millisecond))
 	return nil
-}
-
-// ApplyCRDs applies crds server-side (no last-applied annotation, which
-// large CRDs do not fit) and waits until each is Established.
-func ApplyCRDs(ctx context.Context, log *slog.Logger, cfg *rest.Config, crds []*unstructured.Unstructured, timeout time.Duration) error {
-	if err := deploy.ApplyObjects(ctx, log, cfg, crds); err != nil {
-		return fmt.Errorf("apply CRDs: %w", err)
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
-	res := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
-	for _, crd := range crds {
-		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-			got, err := dyn.Resource(res).Get(ctx, crd.GetName(), metav1.GetOptions{})
-			if err != nil {
-				return false, nil
-			}
-			conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
-			for _, c := range conds {
-				m, _ := c.(map[string]any)
-				if m["type"] == "Established" && m["status"] == "True" {
-					return true, nil
-				}
-			}
-			return false, nil
-		})
-		if err != nil {
-			return fmt.Errorf("CRD %s not established after %s: %w", crd.GetName(), timeout, err)
-		}
-	}
-	return nil
-}
-
-func waitDeployment(ctx context.Context, cs kubernetes.Interface, ns, name string, timeout time.Duration) error {
-	var last *appsv1.Deployment
-	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		d, err := cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		last = d
-		for _, c := range d.Status.Conditions {
-			if c.Type == appsv1.DeploymentAvailable && c.Status == corev1.ConditionTrue && d.Status.ObservedGeneration >= d.Generation && d.Status.UpdatedReplicas == *d.Spec.Replicas {
-				return true, nil
-			}
-		}
-		return false, nil
-	})
-	if err != nil {
-		return fmt.Errorf("deployment %s/%s not available after %s: %w\n%s", ns, name, timeout, err, deploy.Diagnose(context.WithoutCancel(ctx), cs, ns, last))
-	}
-	return nil
-}
-
-// copyTree copies the regular files and directories below src to dst,
-// skipping what skip returns true for (a path relative to src).
-func copyTree(src, dst string, skip func(rel string) bool) error {
-	return filepath.WalkDir(src, func(path string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
-		}
-		if skip != nil && rel != "." && skip(rel) {
-			if e.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		target := filepath.Join(dst, rel)
-		if e.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		if !e.Type().IsRegular() {
-			return nil
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		// The module cache is read-only; the copies need not be.
-		return os.WriteFile(target, b, 0o644)
-	})
 }

@@ -17,6 +17,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	"github.com/gmini-dev/gmini/tools/deploy"
 	"github.com/gmini-dev/gmini/tools/images"
 )
 
@@ -131,7 +132,7 @@ func SourceTag(example []*unstructured.Unstructured) (string, error) {
 // root into dst, to be changed (promoted) and published from there.
 func Stage(root, dst string) error {
 	for _, d := range ManifestDirs {
-		if err := copyTree(filepath.Join(root, d), filepath.Join(dst, d), nil); err != nil {
+		if err := deploy.CopyTree(filepath.Join(root, d), filepath.Join(dst, d), nil); err != nil {
 			return fmt.Errorf("stage %s: %w", d, err)
 		}
 	}
