@@ -22,7 +22,7 @@ unit:
 ## test: everything CI runs: lint, fast tests, bounded fuzzing, the local provider's own
 ## tests, the end-to-end and reliability suites on real clusters, then a check that
 ## nothing was left behind
-test: lint unit fuzz store-test kube kube-router registry flux kube-test cluster-test e2e reliability check-clean
+test: lint unit fuzz store-test kube kube-router registry flux kueue kube-test cluster-test e2e reliability check-clean
 
 ## fuzz: the request decoder and the ID-to-Job-name mapping, FUZZTIME each
 # Counts, not durations: a duration is a context deadline in Go's fuzz
@@ -52,7 +52,7 @@ fmt:
 # build cache that `make kube` and `make registry` fill (cold: the same
 # minutes of compiling a first `make kube` takes; then seconds). Only their
 # own main package (`.`), never ./... of what they link. tools/kuberouter and
-# tools/flux hold no Go file of their own (a go.mod pinning a third-party
+# tools/flux and tools/kueue hold no Go file of their own (a go.mod pinning a third-party
 # program): nothing of ours to vet there.
 EXT_VET_ENV := GOWORK=off CGO_ENABLED=0 GOTOOLCHAIN=local
 EXT_VET_MODULES := tools/kube tools/registry
@@ -82,11 +82,17 @@ kube-router:
 ## CNCF Distribution's registry v3.1.2 (tools/registry), which the local node runs, and Flux's
 ## source-controller and kustomize-controller v1.9.6 (tools/flux), which the e2e suite packs
 ## into images (cold: minutes, with progress; warm: seconds); the e2e suite builds them too
-.PHONY: registry flux
+.PHONY: registry flux kueue
 registry:
 	cd tools && $(GO) run ./cmd/modbuild registry
 flux:
 	cd tools && $(GO) run ./cmd/modbuild flux
+
+## kueue: Kueue's controller manager v0.17.0 (tools/kueue), which the e2e suite packs into an
+## image and installs with its module's own config/ (cold: about 3.5 minutes, with progress;
+## warm: seconds); the e2e suite builds it too
+kueue:
+	cd tools && $(GO) run ./cmd/modbuild kueue
 
 ## push: gmini-backend and gmini-runner for linux/amd64 and linux/arm64, pushed as image
 ## indexes to REGISTRY (host[:port][/path]) by digest, then tagged TAG (default: the commit);
@@ -125,7 +131,7 @@ cluster-test: kube
 CLUSTER ?= $(or $(GMINI_E2E_PROVIDER),auto)
 
 ## e2e: create a cluster (CLUSTER), deploy, test, delete it
-e2e: registry flux
+e2e: registry flux kueue
 	cd tools && GMINI_E2E_PROVIDER=$(CLUSTER) $(GO) test -tags e2e -count=1 -v -timeout 40m ./e2e/
 
 ## reliability: bad input, 1,000 concurrent POSTs, API server outage, SIGTERM, RBAC and
@@ -142,7 +148,7 @@ store-test:
 
 ## check-clean: the test clusters left no network namespace, process, mount or cgroup (in any
 ## cgroup v1 hierarchy, or the v2 unified one) behind, and no
-## registry, Flux controller, PostgreSQL server or kube-router rule or set
+## registry, Flux controller, Kueue controller, PostgreSQL server or kube-router rule or set
 TEST_CLUSTERS := gmini-e2e gmini-rel itest itest-api
 check-clean:
 	@left=""; for c in $(TEST_CLUSTERS); do \
@@ -154,12 +160,12 @@ check-clean:
 	    [ -d "$$d" ] && left="$$left cgroup:$$d"; \
 	  done; \
 	done; \
-	for pid in $$(pgrep -f '^/(source|kustomize)-controller( |$$)'); do \
+	for pid in $$(pgrep -f '^/((source|kustomize)-controller|manager --config=/controller_manager_config.yaml)( |$$)'); do \
 	  parent=$$(tr '\0' ' ' < /proc/$$(ps -o ppid= -p $$pid | tr -d ' ')/cmdline 2>/dev/null); \
 	  case "$$parent" in \
 	    *containerd-shim*) for c in $(TEST_CLUSTERS); do \
-	      case "$$parent" in *"/cluster/$$c/"*) left="$$left flux:$$c";; esac; done;; \
-	    *) left="$$left flux:orphan-$$pid";; \
+	      case "$$parent" in *"/cluster/$$c/"*) left="$$left controller:$$c";; esac; done;; \
+	    *) left="$$left controller:orphan-$$pid";; \
 	  esac; \
 	done; \
 	pgrep -f '[/]bin/postgres -D \S*(/_output/postgres/|/gmini-)' >/dev/null && left="$$left postgres"; \

@@ -5,6 +5,7 @@
 //	go run ./cmd/modbuild kube-router  # the NetworkPolicy engine (tools/kuberouter)
 //	go run ./cmd/modbuild registry     # CNCF Distribution's registry (tools/registry)
 //	go run ./cmd/modbuild flux         # Flux's source-controller and kustomize-controller (tools/flux)
+//	go run ./cmd/modbuild kueue        # Kueue's controller manager (tools/kueue)
 //
 // The suites build them too when they need them; `make test` runs this
 // first, so a cold build (minutes) is its own step, not part of a test
@@ -39,7 +40,7 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 		return err
 	}
 	if len(args) == 0 {
-		return fmt.Errorf("usage: modbuild kube|kube-router|registry|flux ...")
+		return fmt.Errorf("usage: modbuild kube|kube-router|registry|flux|kueue ...")
 	}
 	for _, a := range args {
 		var p modbuild.Program
@@ -52,8 +53,10 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 			p = modbuild.Registry(l.RegistryModule())
 		case "flux":
 			p = modbuild.Flux(l.FluxModule())
+		case "kueue":
+			p = modbuild.Kueue(l.KueueModule())
 		default:
-			return fmt.Errorf("unknown program %q: want kube, kube-router, registry or flux", a)
+			return fmt.Errorf("unknown program %q: want kube, kube-router, registry, flux or kueue", a)
 		}
 		if err := modbuild.Build(ctx, log, p, l.Output("bin")); err != nil {
 			return err

@@ -99,3 +99,7 @@ func (l Layout) RegistryModule() string { return l.Path("tools", "registry") }
 // FluxModule is the module that builds Flux's source-controller and
 // kustomize-controller, kept out of go.work.
 func (l Layout) FluxModule() string { return l.Path("tools", "flux") }
+
+// KueueModule is the module that builds Kueue's controller manager and
+// holds its manifests, kept out of go.work.
+func (l Layout) KueueModule() string { return l.Path("tools", "kueue") }

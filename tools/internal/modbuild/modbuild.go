@@ -2,7 +2,8 @@
 // GitOps loop run, each from a module kept out of go.work: the multi-call
 // Kubernetes and etcd binary (tools/kube), kube-router, the NetworkPolicy
 // engine (tools/kuberouter), CNCF Distribution's registry (tools/registry) and
-// Flux's source-controller and kustomize-controller (tools/flux).
+// Flux's source-controller and kustomize-controller (tools/flux) and
+// Kueue's controller manager (tools/kueue).
 //
 // Each module pins its own dependency set (tools/kube the v0.34 staging
 // modules Kubernetes v1.34.4 needs, while the workspace uses newer client
@@ -50,9 +51,10 @@ const (
 	// KubernetesVersion must match the k8s.io/kubernetes requirement of
 	// tools/kube/go.mod.
 	KubernetesVersion = "v1.34.4"
-	KubeRouterVersion = "v2.1.0" // as tools/kuberouter/go.mod requires
-	RegistryVersion   = "v3.1.2" // github.com/distribution/distribution/v3, as tools/registry/go.mod requires
-	FluxVersion       = "v1.9.6" // source-controller and kustomize-controller, as tools/flux/go.mod requires
+	KubeRouterVersion = "v2.1.0"  // as tools/kuberouter/go.mod requires
+	RegistryVersion   = "v3.1.2"  // github.com/distribution/distribution/v3, as tools/registry/go.mod requires
+	FluxVersion       = "v1.9.6"  // source-controller and kustomize-controller, as tools/flux/go.mod requires
+	KueueVersion      = "v0.17.0" // sigs.k8s.io/kueue, as tools/kueue/go.mod requires
 )
 
 // kubeRouterReleased is when the module proxy first served
@@ -111,6 +113,18 @@ func Flux(module string) Program {
 	return Program{
 		Name: "flux", Version: FluxVersion, Module: module, ModMod: true,
 		Packages: []string{"github.com/fluxcd/source-controller", "github.com/fluxcd/kustomize-controller"},
+	}
+}
+
+// Kueue is Kueue's controller manager (kueue), the queue tests' admission
+// controller.
+func Kueue(module string) Program {
+	const pkg = "sigs.k8s.io/kueue"
+	return Program{
+		Name: "kueue", Version: KueueVersion, Module: module, ModMod: true,
+		Packages: []string{pkg + "/cmd/kueue"},
+		// Kueue logs and reports this version (its metrics' build_info).
+		LDFlags: fmt.Sprintf("-X %s/pkg/version.GitVersion=%s", pkg, KueueVersion),
 	}
 }
 
