@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	psaapi "k8s.io/pod-security-admission/api"
 	"k8s.io/pod-security-admission/policy"
+	kueue "sigs.k8s.io/kueue/apis/kueue/v1beta2"
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/gmini-dev/gmini/tools/internal/layout"
@@ -50,10 +51,15 @@ var builds = []struct {
 	{dir: "k8s/runner", kinds: []string{"CronJob", "Role", "RoleBinding", "ServiceAccount"}},
 	{dir: "k8s/auth", kinds: []string{"ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding"}},
 	{dir: "k8s/policy", kinds: []string{"NetworkPolicy", "NetworkPolicy"}},
+	{dir: "k8s/queue", kinds: []string{"ClusterQueue", "ResourceFlavor"}},
 }
 
+// components are the Kustomize Components: not buildable alone, each is
+// rendered through the overlays that use it (queue_test.go).
+var components = []string{"k8s/components/queue"}
+
 // clusterScoped kinds have no namespace.
-var clusterScoped = map[string]bool{"Namespace": true, "ClusterRole": true, "ClusterRoleBinding": true}
+var clusterScoped = map[string]bool{"Namespace": true, "ClusterRole": true, "ClusterRoleBinding": true, "ClusterQueue": true, "ResourceFlavor": true}
 
 // overlayKinds are what every overlay renders, plus its own extra kinds.
 // The NetworkPolicies: the runner's, the backend's, and where the backend
@@ -96,9 +102,13 @@ func repoRoot(t *testing.T) string {
 	return l.Root
 }
 
+// render builds dir, relative to the repository root unless absolute.
 func render(t *testing.T, dir string) []byte {
 	t.Helper()
-	out, err := Render(filepath.Join(repoRoot(t), dir))
+	if !filepath.IsAbs(dir) {
+		dir = filepath.Join(repoRoot(t), dir)
+	}
+	out, err := Render(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,8 +135,16 @@ func splitDocs(t *testing.T, stream []byte) [][]byte {
 
 // strictDecoder rejects unknown and duplicate fields, so a misspelled field
 // fails here instead of being silently dropped by the API server.
+// Kueue's kinds decode into Kueue's own Go types, of the version
+// tools/kueue builds.
 func strictDecoder() runtime.Decoder {
-	return serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{scheme.AddToScheme, kueue.AddToScheme} {
+		if err := add(s); err != nil {
+			panic(err)
+		}
+	}
+	return serializer.NewCodecFactory(s, serializer.EnableStrict).UniversalDeserializer()
 }
 
 // typed renders dir and decodes every object strictly into its k8s.io/api type.
@@ -237,6 +255,7 @@ func TestEveryKustomizationIsListed(t *testing.T) {
 	for _, b := range builds {
 		listed = append(listed, b.dir)
 	}
+	listed = append(listed, components...)
 	sort.Strings(found)
 	sort.Strings(listed)
 	if !slices.Equal(found, listed) {
