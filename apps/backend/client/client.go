@@ -83,9 +83,14 @@ func StatusCode(err error) int {
 // Submit POSTs one experiment: {"experiment": experiment}, where
 // experiment is anything that encodes to a JSON object with an "id" (a
 // map, a struct, or json.RawMessage). A Submission with Created false is
-// the same experiment submitted before: nothing ran again.
-func (c *Client) Submit(ctx context.Context, experiment any) (wire.Submission, error) {
-	body, err := json.Marshal(map[string]any{"experiment": experiment})
+// the same experiment submitted before: nothing ran again. InQueue names
+// the queue.
+func (c *Client) Submit(ctx context.Context, experiment any, opts ...SubmitOption) (wire.Submission, error) {
+	req := submitRequest{Experiment: experiment}
+	for _, o := range opts {
+		o(&req)
+	}
+	body, err := json.Marshal(req)
 	if err != nil {
 		return wire.Submission{}, fmt.Errorf("gmini: encode the experiment: %w", err)
 	}

@@ -70,6 +70,12 @@ const (
 	// ResumePatch restores.
 	AnnotationHeldForSubmit = "gmini.dev/held-for-submit"
 
+	// LabelSet names the experiment set (POST /experiment-sets) a Job was
+	// submitted in, so a set's Jobs are found by label selector
+	// (SetSelector). A label, unlike the ID, because set IDs are
+	// restricted to label values.
+	LabelSet = "gmini.dev/set"
+
 	// MaxIDLength bounds experiment IDs. IDs come from a document store; 128
 	// leaves room for any store's keys while keeping annotations small.
 	MaxIDLength = 128
@@ -95,6 +101,36 @@ func ValidateID(id string) error {
 		}
 	}
 	return nil
+}
+
+// MaxSetIDLength bounds set IDs: a set ID is a label value (LabelSet).
+const MaxSetIDLength = 63
+
+// ValidateSetID checks that id can name an experiment set: a non-empty
+// label value, 1 to MaxSetIDLength characters from [A-Za-z0-9._-],
+// starting and ending with a letter or digit.
+func ValidateSetID(id string) error {
+	switch {
+	case id == "":
+		return errors.New(`the set "id" is empty`)
+	case len(id) > MaxSetIDLength:
+		return fmt.Errorf(`the set "id" is %d characters long; the limit is %d (it is a label value)`, len(id), MaxSetIDLength)
+	case !isAlnum(id[0]) || !isAlnum(id[len(id)-1]):
+		return fmt.Errorf(`the set "id" %q must start and end with a letter or a digit`, id)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !isAlnum(c) && c != '.' && c != '_' && c != '-' {
+			r, _ := utf8.DecodeRuneInString(id[i:])
+			return fmt.Errorf(`the set "id" has the character %q at byte %d; allowed are letters, digits, '.', '_' and '-'`, r, i)
+		}
+	}
+	return nil
+}
+
+// SetSelector selects the Jobs of experiment set id (ValidateSetID).
+func SetSelector(id string) string {
+	return ManagedSelector + "," + LabelSet + "=" + id
 }
 
 func isAlnum(c byte) bool {
@@ -290,7 +326,8 @@ func SubmittedAt(job *batchv1.Job) time.Time {
 }
 
 // HoldForSubmit makes job start suspended and marks it so, keeping the
-// template's own suspend for ResumePatch.
+// template's own suspend for ResumePatch. A Job under a queue (SetQueue)
+// waits under HoldQueue instead, so Kueue cannot admit it meanwhile.
 func HoldForSubmit(job *batchv1.Job) {
 	if job.Annotations == nil {
 		job.Annotations = map[string]string{}
@@ -299,6 +336,10 @@ func HoldForSubmit(job *batchv1.Job) {
 		return
 	}
 	job.Annotations[AnnotationHeldForSubmit] = strconv.FormatBool(job.Spec.Suspend != nil && *job.Spec.Suspend)
+	if q := job.Labels[LabelQueue]; q != "" {
+		job.Annotations[AnnotationHeldQueue] = q
+		job.Labels[LabelQueue] = HoldQueue
+	}
 	suspend := true
 	job.Spec.Suspend = &suspend
 }
@@ -311,8 +352,22 @@ func HeldForSubmit(job *batchv1.Job) bool {
 
 // ResumePatch is the strategic merge patch that starts a Job HoldForSubmit
 // held: the mark removed, the template's suspend restored. It carries the
-// Job's UID, so the API server applies it to that very Job only.
+// Job's UID, so the API server applies it to that very Job only. A Job
+// under a queue gets its queue back and stays suspended: Kueue starts it
+// when it admits it, and would suspend again a Job it has not admitted.
 func ResumePatch(job *batchv1.Job) ([]byte, error) {
+	if q, queued := job.Annotations[AnnotationHeldQueue]; queued {
+		if q == "" || q == HoldQueue {
+			return nil, fmt.Errorf("job %s: annotation %s=%q names no queue", job.Name, AnnotationHeldQueue, q)
+		}
+		return json.Marshal(map[string]any{
+			"metadata": map[string]any{
+				"uid":         job.UID,
+				"labels":      map[string]any{LabelQueue: q},
+				"annotations": map[string]any{AnnotationHeldForSubmit: nil, AnnotationHeldQueue: nil},
+			},
+		})
+	}
 	suspend, err := strconv.ParseBool(job.Annotations[AnnotationHeldForSubmit])
 	if err != nil {
 		return nil, fmt.Errorf("job %s: annotation %s=%q is not true or false", job.Name, AnnotationHeldForSubmit, job.Annotations[AnnotationHeldForSubmit])

@@ -43,6 +43,11 @@ type Status struct {
 	// SubmittedBy is who submitted the experiment, when the backend
 	// authenticates its clients.
 	SubmittedBy string `json:"submittedBy,omitempty"`
+	// Queue is the Kueue queue its Job is under, if any.
+	Queue *Queue `json:"queue,omitempty"`
+	// Set is the experiment set it was submitted in (POST
+	// /experiment-sets), if any.
+	Set string `json:"set,omitempty"`
 	// Source says where the answer comes from: the live Job ("job"), or
 	// the history record once the Job is gone ("history").
 	Source string `json:"source"`

@@ -20,6 +20,7 @@ import (
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
 	"github.com/gmini-dev/gmini/apps/backend/internal/history"
 	"github.com/gmini-dev/gmini/apps/backend/internal/metrics"
+	"github.com/gmini-dev/gmini/apps/backend/internal/sets"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 	"github.com/gmini-dev/gmini/apps/backend/wire"
 )
@@ -65,6 +66,15 @@ type Config struct {
 	// up to lifecycle.MaxLogBytes. Beyond it, 429 at once. 0 means no
 	// bound.
 	MaxLogReads int
+	// MaxSetBytes bounds POST /experiment-sets; default
+	// DefaultMaxSetBytes. Each item is still held to MaxBodyBytes.
+	MaxSetBytes int64
+	// MaxInflightSets bounds the sets processed at once; beyond it 429 at
+	// once. 0 means no bound.
+	MaxInflightSets int
+	// SetConcurrency bounds the items of one set submitted or cancelled
+	// at once; default sets.DefaultConcurrency.
+	SetConcurrency int
 }
 
 // DefaultMaxLogReads keeps concurrent log reads to a few tens of MiB,
@@ -73,7 +83,8 @@ const DefaultMaxLogReads = 16
 
 type server struct {
 	Config
-	inflight, logReads chan struct{}
+	inflight, logReads, setSlots chan struct{}
+	sets                         *sets.Service
 }
 
 // NewHandler returns the backend's routes. Every error it answers is JSON.
@@ -94,6 +105,13 @@ func NewHandler(cfg Config) http.Handler {
 	if cfg.MaxLogReads > 0 {
 		s.logReads = make(chan struct{}, cfg.MaxLogReads)
 	}
+	if s.MaxSetBytes <= 0 {
+		s.MaxSetBytes = DefaultMaxSetBytes
+	}
+	if cfg.MaxInflightSets > 0 {
+		s.setSlots = make(chan struct{}, cfg.MaxInflightSets)
+	}
+	s.sets = &sets.Service{Experiments: cfg.Experiments, Concurrency: cfg.SetConcurrency, ItemTimeout: s.APITimeout}
 
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
@@ -116,6 +134,7 @@ func NewHandler(cfg Config) http.Handler {
 	r.GET("/experiments/:id", s.authorize(auth.VerbGet), s.getExperiment)
 	r.GET("/experiments/:id/logs", s.authorize(auth.VerbGet), bounded(s.logReads, s.tooManyLogReads), s.experimentLogs)
 	r.DELETE("/experiments/:id", s.authorize(auth.VerbDelete), s.deleteExperiment)
+	s.setsRoutes(r)
 
 	// Probes and load balancers also use HEAD; net/http drops the body.
 	healthz := func(c *gin.Context) { c.String(http.StatusOK, "ok\n") }
@@ -142,6 +161,10 @@ func (s *server) createExperiment(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), s.APITimeout)
 	defer cancel()
 	who := auth.UserName(ctx)
+	if err := s.authorizeQueue(ctx, exp.Queue); err != nil {
+		s.spawnFailed(c, exp.ID, err)
+		return
+	}
 	res, err := s.Experiments.Submit(ctx, exp, who)
 	if err != nil {
 		s.spawnFailed(c, exp.ID, err)
@@ -172,13 +195,20 @@ func (s *server) createExperiment(c *gin.Context) {
 // checkBody rejects what can be judged from the headers alone, before a
 // byte of the body is read.
 func (s *server) checkBody(r *http.Request) error {
+	if err := s.checkContentType(r); err != nil {
+		return err
+	}
+	if r.ContentLength > s.MaxBodyBytes {
+		return failure.New(failure.TooLarge, "body is %d bytes; the limit is %d", r.ContentLength, s.MaxBodyBytes)
+	}
+	return nil
+}
+
+func (s *server) checkContentType(r *http.Request) error {
 	ct := r.Header.Get("Content-Type")
 	mt, _, err := mime.ParseMediaType(ct)
 	if ct == "" || err != nil || mt != "application/json" {
 		return failure.New(failure.UnsupportedMediaType, "Content-Type must be application/json, got %q", ct)
-	}
-	if r.ContentLength > s.MaxBodyBytes {
-		return failure.New(failure.TooLarge, "body is %d bytes; the limit is %d", r.ContentLength, s.MaxBodyBytes)
 	}
 	return nil
 }

@@ -55,7 +55,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string) error {
-	client, _, err := kubeClient(&cfg)
+	client, restCfg, err := kubeClient(&cfg)
 	if err != nil {
 		return err
 	}
@@ -70,10 +70,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 	templates.Start(informerCtx)
 
 	m := metrics.New()
-	live := &lifecycle.Store{Client: client, Namespace: cfg.Namespace}
+	queues, err := startQueues(informerCtx, cfg, client, restCfg, templates, m, log)
+	if err != nil {
+		return err
+	}
+	live := &lifecycle.Store{Client: client, Namespace: cfg.Namespace, Queues: queues}
 	svc := &experiments.Service{
 		Spawner: &spawn.Spawner{Client: client, Namespace: cfg.Namespace, Templates: templates},
 		Live:    live,
+		Queues:  queues,
 		// A POST creates its Job within --api-timeout of its claim; twice
 		// that leaves room for the clocks of two replicas to differ.
 		ClaimGrace: 2 * cfg.APITimeout,
@@ -123,6 +128,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		},
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		APITimeout:   cfg.APITimeout,
+
+		MaxSetBytes:     cfg.MaxSetBytes,
+		MaxInflightSets: cfg.MaxInflightSets,
+		SetConcurrency:  cfg.SetConcurrency,
 	})
 
 	ln, err := net.Listen("tcp", cfg.Listen)

@@ -13,7 +13,10 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation"
+
 	"github.com/gmini-dev/gmini/apps/backend/internal/api"
+	"github.com/gmini-dev/gmini/apps/backend/internal/sets"
 )
 
 // Config is the backend's configuration. Every flag has an environment
@@ -40,9 +43,26 @@ type Config struct {
 	Auth, AuthAudience string
 	MaxInflight        int
 	MaxLogReads        int
+	// Experiment sets: the body limit, the sets processed at once, the
+	// items of one set submitted at once.
+	MaxSetBytes     int64
+	MaxInflightSets int
+	SetConcurrency  int
 	// DebugListen serves Go's profiles (/debug/pprof/) when not empty.
 	DebugListen string
+	// DefaultQueue is the Kueue LocalQueue of a POST that names none;
+	// empty: the template's own kueue.x-k8s.io/queue-name, if any.
+	DefaultQueue string
 }
+
+// maxSetBytesLimit keeps a set's body within what the backend's memory
+// limit can hold a few of: 1,000 items of the largest body a single POST
+// takes would not fit beside the rest.
+const maxSetBytesLimit = 64 << 20
+
+// maxSetConcurrency bounds --set-concurrency: each item in flight is a
+// Job being built and sent.
+const maxSetConcurrency = 256
 
 // parseConfig reads flags, with defaults taken from the environment.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
@@ -56,6 +76,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	}
 	var cfg Config
 	var qps, burst, maxBody, apiTimeout, shutdownTimeout, level, retention, inflight, logReads string
+	var maxSet, inflightSets, setConcurrency string
 	fs.StringVar(&cfg.Listen, "listen", env("GMINI_LISTEN", ":8080"), "address to serve HTTP on (GMINI_LISTEN)")
 	fs.StringVar(&cfg.Namespace, "namespace", env("GMINI_NAMESPACE", getenv("POD_NAMESPACE")), "namespace for Jobs and the template; default: the pod's own namespace, else the kubeconfig's (GMINI_NAMESPACE, POD_NAMESPACE)")
 	fs.StringVar(&cfg.Template, "template", env("GMINI_TEMPLATE", "gmini-runner"), "name of the suspended CronJob used as the Job template (GMINI_TEMPLATE)")
@@ -77,7 +98,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&cfg.AuthAudience, "auth-audience", env("GMINI_AUTH_AUDIENCE", "gmini"), "with --auth kubernetes, the audience client tokens must be issued for (GMINI_AUTH_AUDIENCE)")
 	fs.StringVar(&inflight, "max-inflight", env("GMINI_MAX_INFLIGHT", "64"), "POST /experiment requests processed at once; beyond it, 429 at once; 0: no bound (GMINI_MAX_INFLIGHT)")
 	fs.StringVar(&logReads, "max-log-reads", env("GMINI_MAX_LOG_READS", strconv.Itoa(api.DefaultMaxLogReads)), "GET /experiments/{id}/logs served at once, each holding up to 1 MiB of output; beyond it, 429 at once; 0: no bound (GMINI_MAX_LOG_READS)")
+	fs.StringVar(&maxSet, "max-set-bytes", env("GMINI_MAX_SET_BYTES", strconv.Itoa(api.DefaultMaxSetBytes)), "largest accepted POST /experiment-sets body, read whole before any item is submitted; each item is still held to --max-body-bytes (GMINI_MAX_SET_BYTES)")
+	fs.StringVar(&inflightSets, "max-inflight-sets", env("GMINI_MAX_INFLIGHT_SETS", strconv.Itoa(api.DefaultMaxInflightSets)), "POST /experiment-sets requests processed at once, each holding up to --max-set-bytes; beyond it, 429 at once; 0: no bound (GMINI_MAX_INFLIGHT_SETS)")
+	fs.StringVar(&setConcurrency, "set-concurrency", env("GMINI_SET_CONCURRENCY", strconv.Itoa(sets.DefaultConcurrency)), "items of one experiment set submitted or cancelled at once (GMINI_SET_CONCURRENCY)")
 	fs.StringVar(&cfg.DebugListen, "debug-listen", env("GMINI_DEBUG_LISTEN", ""), "address serving Go's CPU and memory profiles under /debug/pprof/, for performance work; empty: off. They need no token: keep it on localhost (GMINI_DEBUG_LISTEN)")
+	fs.StringVar(&cfg.DefaultQueue, "default-queue", env("GMINI_DEFAULT_QUEUE", ""), "Kueue LocalQueue of an experiment whose POST names no \"queue\"; empty: the template's label kueue.x-k8s.io/queue-name, else none (GMINI_DEFAULT_QUEUE)")
 	fs.StringVar(&cfg.Identity, "identity", env("GMINI_IDENTITY", getenv("POD_NAME")), "this replica's name in the recorder's lease, unique among the replicas; default: the pod's name, else the host name followed by _ and a random suffix (GMINI_IDENTITY, POD_NAME)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
@@ -129,6 +154,18 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	}
 	if cfg.MaxLogReads, err = strconv.Atoi(logReads); err != nil || cfg.MaxLogReads < 0 {
 		errs = append(errs, fmt.Errorf("max-log-reads %q: want 0 (no bound) or a positive integer", logReads))
+	}
+	if cfg.MaxSetBytes, err = strconv.ParseInt(maxSet, 10, 64); err != nil || cfg.MaxSetBytes <= 0 || cfg.MaxSetBytes > maxSetBytesLimit {
+		errs = append(errs, fmt.Errorf("max-set-bytes %q: want 1 to %d", maxSet, maxSetBytesLimit))
+	}
+	if cfg.MaxInflightSets, err = strconv.Atoi(inflightSets); err != nil || cfg.MaxInflightSets < 0 {
+		errs = append(errs, fmt.Errorf("max-inflight-sets %q: want 0 (no bound) or a positive integer", inflightSets))
+	}
+	if cfg.SetConcurrency, err = strconv.Atoi(setConcurrency); err != nil || cfg.SetConcurrency < 1 || cfg.SetConcurrency > maxSetConcurrency {
+		errs = append(errs, fmt.Errorf("set-concurrency %q: want 1 to %d", setConcurrency, maxSetConcurrency))
+	}
+	if q := cfg.DefaultQueue; q != "" && len(validation.IsDNS1123Label(q)) > 0 {
+		errs = append(errs, fmt.Errorf("default-queue %q: want a LocalQueue name (a DNS-1123 label)", q))
 	}
 	if cfg.Template == "" {
 		errs = append(errs, errors.New("template: must not be empty"))

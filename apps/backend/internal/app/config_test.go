@@ -97,6 +97,20 @@ func TestParseConfig(t *testing.T) {
 			}
 		}},
 		{name: "negative log reads bound", args: []string{"--max-log-reads", "-1"}, wantErr: "max-log-reads"},
+		{name: "experiment sets bounded by default", check: func(t *testing.T, c Config) {
+			if c.MaxSetBytes != 8<<20 || c.MaxInflightSets != 2 || c.SetConcurrency != 16 {
+				t.Errorf("sets: max bytes %d, inflight %d, concurrency %d; want 8 MiB, 2, 16", c.MaxSetBytes, c.MaxInflightSets, c.SetConcurrency)
+			}
+		}},
+		{name: "experiment sets from flags and the environment", args: []string{"--set-concurrency", "4"},
+			env: map[string]string{"GMINI_MAX_SET_BYTES": "1048576", "GMINI_MAX_INFLIGHT_SETS": "0"}, check: func(t *testing.T, c Config) {
+				if c.MaxSetBytes != 1<<20 || c.MaxInflightSets != 0 || c.SetConcurrency != 4 {
+					t.Errorf("sets: max bytes %d, inflight %d, concurrency %d", c.MaxSetBytes, c.MaxInflightSets, c.SetConcurrency)
+				}
+			}},
+		{name: "set limit over 64 MiB", args: []string{"--max-set-bytes", "100000000"}, wantErr: "max-set-bytes"},
+		{name: "zero set concurrency", args: []string{"--set-concurrency", "0"}, wantErr: "set-concurrency"},
+		{name: "negative inflight sets", args: []string{"--max-inflight-sets", "-1"}, wantErr: "max-inflight-sets"},
 		{name: "unknown flag", args: []string{"--port", "1"}, wantErr: "flag provided but not defined"},
 		{name: "identity from the flag, as given", args: []string{"--identity", "replica-a"}, env: map[string]string{"POD_NAME": "p"}, check: func(t *testing.T, c Config) {
 			if c.Identity != "replica-a" {

@@ -136,6 +136,14 @@ func (l *lazyStore) List(ctx context.Context, opts history.ListOptions) (history
 	return s.List(ctx, opts)
 }
 
+func (l *lazyStore) CountSet(ctx context.Context, set string) (map[string]int, error) {
+	s, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return s.CountSet(ctx, set)
+}
+
 func (l *lazyStore) Expire(ctx context.Context, cutoff time.Time) (int64, error) {
 	s, err := l.get()
 	if err != nil {

@@ -69,7 +69,8 @@ func newAPIServer(t *testing.T) *apiServer {
 		a.mu.Lock()
 		a.lastVerb, a.lastName, a.lastGroup, a.lastResNS = ra.Verb, ra.Name, ra.Group+"/"+ra.Resource, ra.Namespace
 		a.mu.Unlock()
-		sar.Status.Allowed = sar.Spec.User == "alice" && (ra.Verb == VerbCreate || ra.Verb == VerbGet)
+		sar.Status.Allowed = sar.Spec.User == "alice" && (ra.Verb == VerbCreate || ra.Verb == VerbGet ||
+			ra.Verb == VerbUse && ra.Resource == QueueResource && ra.Name == "team-a")
 		if !sar.Status.Allowed {
 			sar.Status.Reason = "no RBAC policy matched"
 		}

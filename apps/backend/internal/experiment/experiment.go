@@ -5,6 +5,7 @@
 //	{"experiment": {"id": "<experiment id>", "key": "<key>", ...}}
 //
 // Extra fields inside "experiment" are passed on to the runner untouched.
+// Beside it, an optional "queue" names the Kueue LocalQueue to wait in.
 package experiment
 
 import (
@@ -14,7 +15,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"unicode/utf8"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
@@ -42,6 +46,15 @@ type Experiment struct {
 	// Hash is the hex SHA-256 of Body, used to tell a retry of the same
 	// experiment from a different experiment reusing an ID.
 	Hash string
+	// Queue is the body's "queue", the Kueue LocalQueue asked for; empty
+	// for the default. It is not in Body: the runner does not get it, and
+	// a retry naming another queue is the same experiment.
+	Queue string
+	// Set is the experiment set it is submitted in (POST
+	// /experiment-sets), empty for POST /experiment. Decode never sets
+	// it: it is not part of the body, so the same experiment has the same
+	// Hash in a set and alone.
+	Set string
 }
 
 // inputErrorf is an error the client can fix: its message says what is
@@ -73,9 +86,13 @@ func Decode(r io.Reader) (Experiment, error) {
 		return Experiment{}, inputErrorf(`body must be a JSON object: {"experiment": {"id": "..."}}`)
 	}
 	for k := range top {
-		if k != "experiment" {
-			return Experiment{}, inputErrorf(`unknown field %q: the body holds only "experiment"`, k)
+		if k != "experiment" && k != "queue" {
+			return Experiment{}, inputErrorf(`unknown field %q: the body holds only "experiment" and "queue"`, k)
 		}
+	}
+	queue, err := decodeQueue(top)
+	if err != nil {
+		return Experiment{}, err
 	}
 	rawExp, ok := top["experiment"]
 	if !ok || rawExp == nil {
@@ -114,7 +131,36 @@ func Decode(r io.Reader) (Experiment, error) {
 		return Experiment{}, inputErrorf("the experiment re-encodes to %d bytes; the runner receives it as one argument, limited to %d bytes", len(body), MaxEncodedBytes)
 	}
 	sum := sha256.Sum256(body)
-	return Experiment{ID: id, Body: body, Hash: hex.EncodeToString(sum[:])}, nil
+	return Experiment{ID: id, Body: body, Hash: hex.EncodeToString(sum[:]), Queue: queue}, nil
+}
+
+// decodeQueue reads the optional top-level "queue": the name of a Kueue
+// LocalQueue, which becomes a label value, so a DNS-1123 label.
+func decodeQueue(top map[string]any) (string, error) {
+	raw, ok := top["queue"]
+	if !ok {
+		return "", nil
+	}
+	q, ok := raw.(string)
+	if !ok {
+		return "", inputErrorf(`"queue" must be a string, got %s`, jsonKind(raw))
+	}
+	if err := ValidateQueue(q); err != nil {
+		return "", err
+	}
+	return q, nil
+}
+
+// ValidateQueue checks that q can name a queue: a DNS-1123 label, as the
+// names of Kueue's LocalQueues and label values allow.
+func ValidateQueue(q string) error {
+	if q == "" {
+		return inputErrorf(`"queue" is empty: name a queue, or leave "queue" out for the default`)
+	}
+	if errs := validation.IsDNS1123Label(q); len(errs) > 0 {
+		return inputErrorf(`"queue" %s is not a valid queue name: %s`, failure.Quote(q), strings.Join(errs, "; "))
+	}
+	return nil
 }
 
 // ValidateID checks that id can name an experiment (jobspec.ValidateID);

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/experiment"
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
@@ -38,6 +39,8 @@ type Service struct {
 	// (the POST may still create it); an older one is a POST that gave up,
 	// and the DELETE closes its record. Default DefaultClaimGrace.
 	ClaimGrace time.Duration
+	// Queues are Kueue's queues; nil when none may be named.
+	Queues Queues
 	// Log notes what a request could not undo; default: discard.
 	Log *slog.Logger
 	// Now is the clock; default time.Now.
@@ -56,6 +59,9 @@ type Submitted struct {
 	// nothing was run again (Source history).
 	State  string
 	Source string
+	// Set is the experiment set the experiment belongs to: the one that
+	// first submitted it, whatever set (if any) this call named.
+	Set string
 }
 
 // Submit runs exp unless it ran or runs already. The same ID with another
@@ -68,6 +74,12 @@ type Submitted struct {
 // creates the Job held (suspended), reads the record again, and starts the
 // Job only if the record is still not final, else deletes it unstarted.
 func (s *Service) Submit(ctx context.Context, exp experiment.Experiment, submitter string) (Submitted, error) {
+	// Before the claim: a queue that cannot be used leaves nothing behind.
+	queue, err := s.Queue(ctx, exp.Queue)
+	if err != nil {
+		return Submitted{}, err
+	}
+	exp.Queue = queue
 	if s.History == nil {
 		return s.create(ctx, exp, submitter, s.now())
 	}
@@ -79,6 +91,7 @@ func (s *Service) Submit(ctx context.Context, exp experiment.Experiment, submitt
 		Submitter: submitter,
 		State:     history.StateSubmitted,
 		CreatedAt: s.now(),
+		Set:       exp.Set,
 	}
 	rec, created, err := s.History.Claim(ctx, claim)
 	if err != nil {
@@ -92,8 +105,10 @@ func (s *Service) Submit(ctx context.Context, exp experiment.Experiment, submitt
 	case !created && history.Final(rec.State):
 		return fromRecord(rec), nil
 	case !created:
-		// The Job carries the first claim's time, as the record does.
+		// The Job carries the first claim's time and set, as the record
+		// does.
 		claim.CreatedAt = rec.CreatedAt
+		exp.Set = rec.Set
 		return s.resubmit(ctx, exp, submitter, claim)
 	}
 	sub, err := s.create(ctx, exp, submitter, rec.CreatedAt)
@@ -154,6 +169,13 @@ func (s *Service) resubmit(ctx context.Context, exp experiment.Experiment, submi
 	job, err := s.Spawner.Resume(ctx, res.Job)
 	if err != nil {
 		s.discard(ctx, res.Job)
+		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			// Not the API server's failure but a race lost: a DELETE (or
+			// another POST) of this experiment removed the held Job since
+			// it was made. A retry finds where the experiment stands.
+			return Submitted{}, failure.Wrap(failure.Conflict, err,
+				"the held job of experiment %q was deleted or replaced while this request submitted it; retry to see its state", exp.ID)
+		}
 		return Submitted{}, err
 	}
 	res.Job = job
@@ -175,11 +197,12 @@ func (s *Service) discard(ctx context.Context, job *batchv1.Job) {
 const discardTimeout = 10 * time.Second
 
 func fromJob(id string, res spawn.Result) Submitted {
-	return Submitted{ID: id, Job: res.Job.Name, Namespace: res.Job.Namespace, Created: res.Created, Source: lifecycle.SourceJob}
+	return Submitted{ID: id, Job: res.Job.Name, Namespace: res.Job.Namespace, Created: res.Created, Source: lifecycle.SourceJob,
+		Set: res.Job.Labels[jobspec.LabelSet]}
 }
 
 func fromRecord(rec history.Record) Submitted {
-	return Submitted{ID: rec.ID, Job: rec.Job, Namespace: rec.Namespace, State: rec.State, Source: lifecycle.SourceHistory}
+	return Submitted{ID: rec.ID, Job: rec.Job, Namespace: rec.Namespace, State: rec.State, Source: lifecycle.SourceHistory, Set: rec.Set}
 }
 
 // Get returns the experiment's status: its live Job's while it exists,
@@ -244,7 +267,9 @@ func (s *Service) List(ctx context.Context, opts ListOptions) (lifecycle.Page, e
 		}
 		out := lifecycle.Page{Items: make([]lifecycle.Status, 0, len(page.Items)), Continue: page.Continue}
 		for _, rec := range page.Items {
-			out.Items = append(out.Items, FromRecord(rec))
+			st := FromRecord(rec)
+			s.describeRecord(ctx, rec, &st)
+			out.Items = append(out.Items, st)
 		}
 		return out, nil
 	}
@@ -319,6 +344,7 @@ func FromRecord(rec history.Record) lifecycle.Status {
 		CompletedAt: rec.FinishedAt,
 		ExitCode:    rec.ExitCode,
 		SubmittedBy: rec.Submitter,
+		Set:         rec.Set,
 		Source:      lifecycle.SourceHistory,
 	}
 }

@@ -34,11 +34,12 @@ const (
 	StateFailed    = state.Failed
 	StateCancelled = state.Cancelled
 	StateSuspended = state.Suspended
+	StateQueued    = state.Queued
 )
 
 // states lists the states a record can be stored in, in the order messages
 // name them; Deleting is a live Job's alone.
-var states = []string{StateSubmitted, StatePending, StateRunning, StateSucceeded, StateFailed, StateCancelled, StateSuspended}
+var states = []string{StateSubmitted, StateQueued, StatePending, StateRunning, StateSucceeded, StateFailed, StateCancelled, StateSuspended}
 
 // finalStatesSQL is the SQL list of the final states, for the statements
 // that refuse to change a final record.
@@ -72,6 +73,9 @@ type Record struct {
 	// HasLogs says the runner's output is stored; Logs reads it.
 	HasLogs   bool
 	UpdatedAt time.Time
+	// Set is the experiment set the experiment was submitted in, empty
+	// for none. The claim writes it; like the hash it is kept once set.
+	Set string
 }
 
 // ListOptions select a page of records.
@@ -82,6 +86,8 @@ type ListOptions struct {
 	Continue string
 	// State keeps only records in this state; empty keeps all.
 	State string
+	// Set keeps only the records of this experiment set; empty keeps all.
+	Set string
 }
 
 // Page is one page of records, newest first.
@@ -131,6 +137,9 @@ type Store interface {
 	// descending), without their output. Pages are cut by key, not offset:
 	// records added between two calls never shift the next page.
 	List(ctx context.Context, opts ListOptions) (Page, error)
+	// CountSet counts the records of experiment set set by state; an
+	// unknown set has none.
+	CountSet(ctx context.Context, set string) (map[string]int, error)
 	// Expire deletes, with their output, the records in a final state that
 	// finished before cutoff and the Submitted ones (a claim whose Job was
 	// never created) created before cutoff. It returns how many.
@@ -200,7 +209,7 @@ func prepare(rec Record, now time.Time) (Record, error) {
 	// Reason and message come from Kubernetes objects; a stray byte in
 	// them must not make the record unstorable (PostgreSQL refuses
 	// invalid UTF-8 and NUL in text).
-	for _, f := range []*string{&rec.Hash, &rec.Namespace, &rec.Job, &rec.JobUID, &rec.Submitter, &rec.Reason, &rec.Message} {
+	for _, f := range []*string{&rec.Hash, &rec.Namespace, &rec.Job, &rec.JobUID, &rec.Submitter, &rec.Reason, &rec.Message, &rec.Set} {
 		*f = cleanText(*f)
 	}
 	now = dbTime(now)

@@ -239,17 +239,19 @@ func TestPgKind(t *testing.T) {
 func TestListSQL(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		byState, after bool
-		want           string
+		byState, bySet, after bool
+		want                  string
 	}{
-		{false, false, "SELECT " + columns + " FROM experiments ORDER BY created_at DESC, id DESC LIMIT $1"},
-		{true, false, "SELECT " + columns + " FROM experiments WHERE state = $1 ORDER BY created_at DESC, id DESC LIMIT $2"},
-		{false, true, "SELECT " + columns + " FROM experiments WHERE (created_at, id) < ($1, $2) ORDER BY created_at DESC, id DESC LIMIT $3"},
-		{true, true, "SELECT " + columns + " FROM experiments WHERE state = $1 AND (created_at, id) < ($2, $3) ORDER BY created_at DESC, id DESC LIMIT $4"},
+		{false, false, false, "SELECT " + columns + " FROM experiments ORDER BY created_at DESC, id DESC LIMIT $1"},
+		{true, false, false, "SELECT " + columns + " FROM experiments WHERE state = $1 ORDER BY created_at DESC, id DESC LIMIT $2"},
+		{false, false, true, "SELECT " + columns + " FROM experiments WHERE (created_at, id) < ($1, $2) ORDER BY created_at DESC, id DESC LIMIT $3"},
+		{true, false, true, "SELECT " + columns + " FROM experiments WHERE state = $1 AND (created_at, id) < ($2, $3) ORDER BY created_at DESC, id DESC LIMIT $4"},
+		{false, true, false, "SELECT " + columns + " FROM experiments WHERE set_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"},
+		{true, true, true, "SELECT " + columns + " FROM experiments WHERE set_id = $1 AND state = $2 AND (created_at, id) < ($3, $4) ORDER BY created_at DESC, id DESC LIMIT $5"},
 	}
 	for _, tt := range tests {
-		if got := listSQL(tt.byState, tt.after); got != tt.want {
-			t.Errorf("listSQL(%v, %v) =\n%s\nwant\n%s", tt.byState, tt.after, got, tt.want)
+		if got := listSQL(tt.byState, tt.bySet, tt.after); got != tt.want {
+			t.Errorf("listSQL(%v, %v, %v) =\n%s\nwant\n%s", tt.byState, tt.bySet, tt.after, got, tt.want)
 		}
 	}
 }

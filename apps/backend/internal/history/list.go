@@ -18,6 +18,9 @@ func newListQuery(opts ListOptions, d dialect) (listQuery, error) {
 		return listQuery{}, err
 	}
 	var args []any
+	if opts.Set != "" {
+		args = append(args, opts.Set)
+	}
 	if opts.State != "" {
 		args = append(args, opts.State)
 	}
@@ -31,7 +34,7 @@ func newListQuery(opts ListOptions, d dialect) (listQuery, error) {
 	}
 	// One row more than the page tells whether another page follows.
 	args = append(args, limit+1)
-	return listQuery{sql: listSQL(opts.State != "", after), args: args, limit: limit}, nil
+	return listQuery{sql: listSQL(opts.State != "", opts.Set != "", after), args: args, limit: limit}, nil
 }
 
 // rows is what database/sql's and pgx's query results have in common.

@@ -63,7 +63,7 @@ const migrationLockKey int64 = 0x676d696e69686973 // "gminihis"
 // output is written only if the record was (it was not final yet).
 var finishSQL = "WITH up AS (" + upsertSQL(true) + `),
 logs AS (
-	INSERT INTO experiment_logs (id, output) SELECT id, $16::bytea FROM up WHERE $17::boolean
+	INSERT INTO experiment_logs (id, output) SELECT id, $17::bytea FROM up WHERE $18::boolean
 	ON CONFLICT (id) DO UPDATE SET output = excluded.output)
 SELECT ` + columns + " FROM up"
 
@@ -263,6 +263,19 @@ func (s *pgStore) List(ctx context.Context, opts ListOptions) (Page, error) {
 		return Page{}, s.fail(ctx, err, "list", "")
 	}
 	return page, nil
+}
+
+func (s *pgStore) CountSet(ctx context.Context, set string) (map[string]int, error) {
+	rows, err := s.fast.Query(ctx, countSetSQL, set)
+	if err != nil {
+		return nil, s.fail(ctx, err, "count the records of set", set)
+	}
+	defer rows.Close()
+	counts, err := readCounts(rows)
+	if err != nil {
+		return nil, s.fail(ctx, err, "count the records of set", set)
+	}
+	return counts, nil
 }
 
 func (s *pgStore) Expire(ctx context.Context, cutoff time.Time) (int64, error) {

@@ -205,15 +205,19 @@ func TestPostgresListUsesIndex(t *testing.T) {
 	}
 	defer conn.Exec(ctx, "RESET ALL")
 	for _, tt := range []struct {
-		byState, after bool
-		index          string
+		byState, bySet, after bool
+		index                 string
 	}{
-		{false, false, "experiments_created"},
-		{false, true, "experiments_created"},
-		{true, false, "experiments_state_created"},
-		{true, true, "experiments_state_created"},
+		{false, false, false, "experiments_created"},
+		{false, false, true, "experiments_created"},
+		{true, false, false, "experiments_state_created"},
+		{true, false, true, "experiments_state_created"},
+		{false, true, false, "experiments_set_created"},
+		{false, true, true, "experiments_set_created"},
+		{true, true, true, "experiments_set_created"},
 	} {
 		q, err := newListQuery(ListOptions{State: map[bool]string{true: StateRunning}[tt.byState],
+			Set:      map[bool]string{true: "sweep-1"}[tt.bySet],
 			Continue: map[bool]string{true: cursor{time.Now(), "x"}.encode()}[tt.after]}, pgDialect)
 		if err != nil {
 			t.Fatal(err)
@@ -230,5 +234,17 @@ func TestPostgresListUsesIndex(t *testing.T) {
 		if !strings.Contains(p, "Index Scan using "+tt.index) || strings.Contains(p, "Sort") {
 			t.Errorf("plan of %s:\n%s\nwant an index scan of %s and no sort", q.sql, p, tt.index)
 		}
+	}
+	// A set's counts read the set's records only.
+	rows, err := conn.Query(ctx, "EXPLAIN "+countSetSQL, "sweep-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := strings.Join(plan, "\n"); !strings.Contains(p, "experiments_set_created") {
+		t.Errorf("plan of %s:\n%s\nwant the set's index", countSetSQL, p)
 	}
 }

@@ -12,9 +12,9 @@ import (
 // epoch in SQLite (which has no time type).
 
 // columns of experiments, in the order of recordArgs and scanRecord.
-const columns = "id, hash, namespace, job, job_uid, submitter, state, reason, message, created_at, started_at, finished_at, exit_code, has_logs, updated_at"
+const columns = "id, hash, namespace, job, job_uid, submitter, state, reason, message, created_at, started_at, finished_at, exit_code, has_logs, updated_at, set_id"
 
-const values = "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+const values = "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
 
 // claimSQL inserts a new record and returns it; an existing ID returns no
 // row and is read with getSQL.
@@ -38,8 +38,9 @@ func upsertSQL(finish bool) string {
 	}
 	// Submitted only ever starts a record: a late "claimed" event must not
 	// take a record back from Pending or Running. Empty job names, UIDs
-	// and namespaces mean "not known to this writer", not "none". The hash
-	// and the submitter belong to the claim and are kept once set.
+	// and namespaces mean "not known to this writer", not "none". The
+	// hash, the submitter and the set belong to the claim and are kept
+	// once set.
 	return "INSERT INTO experiments AS e (" + columns + ") VALUES " + values + `
 ON CONFLICT (id) DO UPDATE SET
 	hash = CASE WHEN e.hash = '' THEN excluded.hash ELSE e.hash END,
@@ -47,6 +48,7 @@ ON CONFLICT (id) DO UPDATE SET
 	job = CASE WHEN excluded.job = '' THEN e.job ELSE excluded.job END,
 	job_uid = CASE WHEN excluded.job_uid = '' THEN e.job_uid ELSE excluded.job_uid END,
 	submitter = CASE WHEN e.submitter = '' THEN excluded.submitter ELSE e.submitter END,
+	set_id = COALESCE(e.set_id, excluded.set_id),
 	state = CASE WHEN excluded.state = '` + StateSubmitted + `' THEN e.state ELSE excluded.state END,
 	reason = CASE WHEN excluded.state = '` + StateSubmitted + `' AND e.state <> '` + StateSubmitted + `' THEN e.reason ELSE excluded.reason END,
 	message = CASE WHEN excluded.state = '` + StateSubmitted + `' AND e.state <> '` + StateSubmitted + `' THEN e.message ELSE excluded.message END,
@@ -78,13 +80,18 @@ var expireSQL = fmt.Sprintf(`DELETE FROM experiments WHERE id IN (
 
 // listSQL selects a page: limit+1 rows, the extra one saying whether
 // another page follows. Each variant matches one index, (created_at DESC,
-// id DESC) or (state, created_at DESC, id DESC), so a page costs the same
-// with 20 or 20,000,000 records.
-func listSQL(byState, after bool) string {
+// id DESC), (state, created_at DESC, id DESC) or, for a set, (set_id,
+// created_at DESC, id DESC), so a page costs the same with 20 or
+// 20,000,000 records (a set's page with a state filter reads the set's
+// records of other states too: at most the set's size).
+func listSQL(byState, bySet, after bool) string {
 	q := "SELECT " + columns + " FROM experiments"
 	n := 0
 	arg := func() string { n++; return fmt.Sprintf("$%d", n) }
 	var where []string
+	if bySet {
+		where = append(where, "set_id = "+arg())
+	}
 	if byState {
 		where = append(where, "state = "+arg())
 	}
@@ -99,6 +106,23 @@ func listSQL(byState, after bool) string {
 		}
 	}
 	return q + " ORDER BY created_at DESC, id DESC LIMIT " + arg()
+}
+
+// countSetSQL counts a set's records by state, through the set's index.
+const countSetSQL = "SELECT state, COUNT(*) FROM experiments WHERE set_id = $1 GROUP BY state"
+
+// readCounts reads countSetSQL's rows.
+func readCounts(rs rows) (map[string]int, error) {
+	counts := map[string]int{}
+	for rs.Next() {
+		var st string
+		var n int64
+		if err := rs.Scan(&st, &n); err != nil {
+			return nil, err
+		}
+		counts[st] = int(n)
+	}
+	return counts, rs.Err()
 }
 
 // dialect is what differs between the databases in binding values.
@@ -120,10 +144,15 @@ func (d dialect) recordArgs(rec Record) []any {
 	if rec.ExitCode != nil {
 		exit = int64(*rec.ExitCode)
 	}
+	// No set is NULL, not '': the set's index leaves NULLs out.
+	var set any
+	if rec.Set != "" {
+		set = rec.Set
+	}
 	return []any{rec.ID, rec.Hash, rec.Namespace, rec.Job, rec.JobUID, rec.Submitter,
 		rec.State, rec.Reason, rec.Message,
 		d.timeArg(rec.CreatedAt), d.timePtrArg(rec.StartedAt), d.timePtrArg(rec.FinishedAt),
-		exit, rec.HasLogs, d.timeArg(rec.UpdatedAt)}
+		exit, rec.HasLogs, d.timeArg(rec.UpdatedAt), set}
 }
 
 // row is a result row of database/sql or pgx.
@@ -135,8 +164,25 @@ func scanRecord(r row) (Record, error) {
 	err := r.Scan(&rec.ID, &rec.Hash, &rec.Namespace, &rec.Job, &rec.JobUID, &rec.Submitter,
 		&rec.State, &rec.Reason, &rec.Message,
 		timeScanner{&rec.CreatedAt}, nullTimeScanner{&rec.StartedAt}, nullTimeScanner{&rec.FinishedAt},
-		&rec.ExitCode, &rec.HasLogs, timeScanner{&rec.UpdatedAt})
+		&rec.ExitCode, &rec.HasLogs, timeScanner{&rec.UpdatedAt}, nullStringScanner{&rec.Set})
 	return rec, err
+}
+
+// nullStringScanner reads a nullable text column, NULL as "".
+type nullStringScanner struct{ s *string }
+
+func (n nullStringScanner) Scan(src any) error {
+	switch v := src.(type) {
+	case nil:
+		*n.s = ""
+	case string:
+		*n.s = v
+	case []byte:
+		*n.s = string(v)
+	default:
+		return fmt.Errorf("scan text: unexpected %T", src)
+	}
+	return nil
 }
 
 // timeScanner reads a time from either database: a time.Time from

@@ -435,6 +435,19 @@ func (s *sqliteStore) List(ctx context.Context, opts ListOptions) (Page, error) 
 	return page, nil
 }
 
+func (s *sqliteStore) CountSet(ctx context.Context, set string) (map[string]int, error) {
+	rows, err := s.r.QueryContext(ctx, countSetSQL, set)
+	if err != nil {
+		return nil, s.fail(ctx, err, "count the records of set", set)
+	}
+	defer rows.Close()
+	counts, err := readCounts(rows)
+	if err != nil {
+		return nil, s.fail(ctx, err, "count the records of set", set)
+	}
+	return counts, nil
+}
+
 func (s *sqliteStore) Expire(ctx context.Context, cutoff time.Time) (int64, error) {
 	var total int64
 	for {

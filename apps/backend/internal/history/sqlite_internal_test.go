@@ -123,6 +123,43 @@ func TestSQLiteMigratesOnce(t *testing.T) {
 	}
 }
 
+// TestSQLiteAddsSetsToAnOldDatabase opens a database made before
+// experiment sets (migrations 1 and 2 only): its records read back with no
+// set, and new claims keep theirs.
+func TestSQLiteAddsSetsToAnOldDatabase(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "history.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := loadMigrations(migrationFiles, "sqlite")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stmt := range []string{schemaMigrationsSQL, all[0].SQL, all[1].SQL,
+		"INSERT INTO schema_migrations VALUES (1, '" + all[0].Name + "', 'then'), (2, '" + all[1].Name + "', 'then')",
+		"INSERT INTO experiments (id, hash, state, created_at, updated_at) VALUES ('old', 'h', 'Succeeded', 1, 1)",
+	} {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatalf("%.60s: %v", stmt, err)
+		}
+	}
+	db.Close()
+
+	s := openSQLiteT(t, path)
+	ctx := context.Background()
+	if rec, err := s.Get(ctx, "old"); err != nil || rec.Set != "" || rec.State != StateSucceeded {
+		t.Errorf("old record = %+v, %v; want it as it was, in no set", rec, err)
+	}
+	if _, _, err := s.Claim(ctx, Record{ID: "new", Hash: "h", Set: "sweep"}); err != nil {
+		t.Fatal(err)
+	}
+	if counts, err := s.CountSet(ctx, "sweep"); err != nil || counts[StateSubmitted] != 1 {
+		t.Errorf("CountSet = %v, %v; want the new claim", counts, err)
+	}
+}
+
 func applied(t *testing.T, db *sql.DB) []string {
 	t.Helper()
 	rows, err := db.Query("SELECT version, name, applied_at FROM schema_migrations ORDER BY version")
@@ -147,15 +184,19 @@ func TestSQLiteListUsesIndex(t *testing.T) {
 	t.Parallel()
 	s := openSQLiteT(t, filepath.Join(t.TempDir(), "history.db"))
 	for _, tt := range []struct {
-		byState, after bool
-		index          string
+		byState, bySet, after bool
+		index                 string
 	}{
-		{false, false, "experiments_created"},
-		{false, true, "experiments_created"},
-		{true, false, "experiments_state_created"},
-		{true, true, "experiments_state_created"},
+		{false, false, false, "experiments_created"},
+		{false, false, true, "experiments_created"},
+		{true, false, false, "experiments_state_created"},
+		{true, false, true, "experiments_state_created"},
+		{false, true, false, "experiments_set_created"},
+		{false, true, true, "experiments_set_created"},
+		{true, true, true, "experiments_set_created"},
 	} {
 		q, err := newListQuery(ListOptions{State: map[bool]string{true: StateRunning}[tt.byState],
+			Set:      map[bool]string{true: "sweep-1"}[tt.bySet],
 			Continue: map[bool]string{true: cursor{time.Now(), "x"}.encode()}[tt.after]}, sqliteDialect)
 		if err != nil {
 			t.Fatal(err)
@@ -178,5 +219,14 @@ func TestSQLiteListUsesIndex(t *testing.T) {
 		if !strings.Contains(p, "USING INDEX "+tt.index) || strings.Contains(p, "TEMP B-TREE") {
 			t.Errorf("plan of %s:\n%s\nwant index %s and no sort", q.sql, p, tt.index)
 		}
+	}
+	// A set's counts read the set's records only.
+	var id, parent, unused int
+	var detail string
+	if err := s.r.QueryRow("EXPLAIN QUERY PLAN "+countSetSQL, "sweep-1").Scan(&id, &parent, &unused, &detail); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(detail, "USING INDEX experiments_set_created (set_id=?)") {
+		t.Errorf("plan of %s: %s; want a search of experiments_set_created", countSetSQL, detail)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
@@ -27,6 +28,8 @@ const (
 	StateFailed    = state.Failed
 	StateSuspended = state.Suspended
 	StateDeleting  = state.Deleting
+	StateQueued    = state.Queued
+	StateSubmitted = state.Submitted
 )
 
 // deleteAttempts bounds Delete's retries when the Job changes between the
@@ -51,7 +54,10 @@ const (
 // SuccessCriteriaMet and FailureTarget (Kubernetes 1.31+) come while the
 // last pods are still terminating, before Complete and Failed, so the state
 // goes Running → Succeeded, never back to Pending. A Job being deleted shows
-// as Deleting, with the outcome's reason if it had one.
+// as Deleting, with the outcome's reason if it had one. A Job the backend
+// holds (jobspec.HeldForSubmit) is Submitted, one waiting for Kueue's
+// admission (jobspec.Queued) Queued; a Job under a queue is never
+// Suspended: Kueue, not a person, resumes it.
 func FromJob(job *batchv1.Job) Status {
 	s := Status{
 		ID:          job.Annotations[jobspec.AnnotationID],
@@ -61,7 +67,11 @@ func FromJob(job *batchv1.Job) Status {
 		CreatedAt:   jobspec.SubmittedAt(job),
 		PodCounts:   &PodCounts{Active: job.Status.Active, Succeeded: job.Status.Succeeded, Failed: job.Status.Failed},
 		SubmittedBy: job.Annotations[jobspec.AnnotationSubmitter],
+		Set:         job.Labels[jobspec.LabelSet],
 		Source:      SourceJob,
+	}
+	if q := jobspec.QueueName(job); q != "" {
+		s.Queue = &wire.Queue{Name: q}
 	}
 	if t := job.Status.StartTime; t != nil {
 		v := t.UTC()
@@ -104,6 +114,16 @@ func FromJob(job *batchv1.Job) Status {
 			v = job.Status.CompletionTime.UTC()
 		}
 		s.CompletedAt = &v
+	case jobspec.HeldForSubmit(job):
+		// Suspended by the backend itself for a moment, not by anyone
+		// who would have to resume it.
+		s.State = StateSubmitted
+		s.Reason, s.Message = "HeldForSubmit", "created held until the experiment's record confirms it may still run"
+	case jobspec.Queued(job):
+		s.State = StateQueued
+	case s.Queue != nil:
+		// Admitted: Kueue set suspend to false; a Suspended condition
+		// left from the wait is the Job controller's lag.
 	case suspended != nil:
 		s.State = StateSuspended
 		s.Reason, s.Message = suspended.Reason, suspended.Message
@@ -118,6 +138,28 @@ func FromJob(job *batchv1.Job) Status {
 type Store struct {
 	Client    kubernetes.Interface
 	Namespace string
+	// Queues, when set, completes the queue of a status read from a Job
+	// (package queue): its ClusterQueue and, while Queued, Kueue's reason,
+	// position and an estimated start.
+	Queues QueueDescriber
+}
+
+// QueueDescriber describes the queue of a Job under one.
+type QueueDescriber interface {
+	// Describe returns what is known of LocalQueue name, where the Job
+	// of UID job waits (queued) or ran; name may be empty to find it
+	// from the Job's Workload. nil when there is no queue to speak of.
+	Describe(ctx context.Context, name string, job types.UID, queued bool) *wire.Queue
+}
+
+// describeQueue completes st.Queue from s.Queues.
+func (s *Store) describeQueue(ctx context.Context, job *batchv1.Job, st *Status) {
+	if s.Queues == nil || st.Queue == nil {
+		return
+	}
+	if q := s.Queues.Describe(ctx, st.Queue.Name, job.UID, st.State == StateQueued); q != nil {
+		st.Queue = q
+	}
 }
 
 // job fetches the experiment's Job and checks, by jobspec.Owns, that it is
@@ -143,7 +185,9 @@ func (s *Store) Get(ctx context.Context, id string) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	return FromJob(job), nil
+	st := FromJob(job)
+	s.describeQueue(ctx, job, &st)
+	return st, nil
 }
 
 // Page is one page of experiments read from the live Jobs.
@@ -160,11 +204,17 @@ type Page struct {
 // does instead. limit bounds the Jobs read, so memory stays bounded however
 // many Jobs exist; a state filter can make a page shorter than limit.
 func (s *Store) List(ctx context.Context, limit int64, cont, state string) (Page, error) {
+	return s.ListSelected(ctx, jobspec.ManagedSelector, limit, cont, state)
+}
+
+// ListSelected is List of the Jobs selector selects (narrower than
+// jobspec.ManagedSelector, such as jobspec.SetSelector).
+func (s *Store) ListSelected(ctx context.Context, selector string, limit int64, cont, state string) (Page, error) {
 	if len(cont) > maxContinueLen {
 		return Page{}, badContinue(cont, "is too long to be the API server's")
 	}
 	jobs, err := s.Client.BatchV1().Jobs(s.Namespace).List(ctx, metav1.ListOptions{
-		LabelSelector: jobspec.ManagedSelector,
+		LabelSelector: selector,
 		Limit:         limit,
 		Continue:      cont,
 	})
@@ -189,6 +239,7 @@ func (s *Store) List(ctx context.Context, limit int64, cont, state string) (Page
 			continue
 		}
 		if st := FromJob(&jobs.Items[i]); state == "" || st.State == state {
+			s.describeQueue(ctx, &jobs.Items[i], &st)
 			out.Items = append(out.Items, st)
 		}
 	}

@@ -15,6 +15,10 @@ type Metrics struct {
 	JobsCreated     prometheus.Counter
 	JobsExisting    prometheus.Counter
 	SpawnErrors     *prometheus.CounterVec
+	// Sets counts POST /experiment-sets that were read (each item then
+	// counts in SetItems, and in the three above as a POST would).
+	Sets     prometheus.Counter
+	SetItems *prometheus.CounterVec
 
 	// History, written by the recorder on the leader.
 	RecordsWritten *prometheus.CounterVec
@@ -72,6 +76,15 @@ func New() *Metrics {
 		Name: "gmini_history_leader",
 		Help: "1 while this replica holds the recorder's lease and records history, else 0.",
 	})
+	m.Sets = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gmini_experiment_sets_total",
+		Help: "POST /experiment-sets requests whose set was read and submitted, whatever its items' outcomes.",
+	})
+	m.SetItems = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gmini_experiment_set_items_total",
+		Help: "Items of experiment sets, by outcome (created, existing, conflict, invalid, error).",
+	}, []string{"outcome"})
+	m.Registry.MustRegister(m.Sets, m.SetItems)
 	m.Registry.MustRegister(m.RecordsWritten, m.WriteErrors, m.CaptureLag, m.RecordsExpired, m.Leader)
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),

@@ -392,7 +392,7 @@ func joinMessage(a, b string) string {
 // unfinishedStates are the states of a record whose Job the recorder
 // follows. Submitted is not among them: a claim belongs to its POST until
 // the Job is seen (the API's DELETE closes an abandoned one).
-var unfinishedStates = []string{history.StatePending, history.StateRunning, history.StateSuspended}
+var unfinishedStates = []string{history.StateQueued, history.StatePending, history.StateRunning, history.StateSuspended}
 
 // closeLost closes the records still unfinished whose Job is gone: Jobs
 // deleted without their finalizer while no replica recorded, so that no
@@ -483,6 +483,7 @@ func recordOf(id string, job *batchv1.Job) history.Record {
 		Job:       job.Name,
 		JobUID:    string(job.UID),
 		Submitter: job.Annotations[jobspec.AnnotationSubmitter],
+		Set:       job.Labels[jobspec.LabelSet],
 		CreatedAt: st.CreatedAt,
 		StartedAt: st.StartedAt,
 		Reason:    st.Reason,
@@ -505,6 +506,12 @@ func recordOf(id string, job *batchv1.Job) history.Record {
 		rec.State = history.StateRunning
 	case st.State == lifecycle.StateSuspended:
 		rec.State = history.StateSuspended
+	case st.State == lifecycle.StateQueued:
+		rec.State = history.StateQueued
+	case st.State == lifecycle.StateSubmitted:
+		// Held: the record says Submitted already, and the store never
+		// lets Submitted replace another state.
+		rec.State = history.StateSubmitted
 	default:
 		// Pending, or an outcome decided (SuccessCriteriaMet,
 		// FailureTarget) while the last pod still terminates: the record
@@ -544,8 +551,9 @@ func (c *cachedJob) job() *batchv1.Job {
 // keeping the constants as the cached maps' keys also stores each key once,
 // not once per Job.
 var (
-	recordedLabels      = []string{jobspec.LabelManagedBy, jobspec.LabelRecorded}
-	recordedAnnotations = []string{jobspec.AnnotationID, jobspec.AnnotationHash, jobspec.AnnotationTTL, jobspec.AnnotationSubmitter, jobspec.AnnotationSubmittedAt}
+	recordedLabels      = []string{jobspec.LabelManagedBy, jobspec.LabelRecorded, jobspec.LabelQueue, jobspec.LabelSet}
+	recordedAnnotations = []string{jobspec.AnnotationID, jobspec.AnnotationHash, jobspec.AnnotationTTL, jobspec.AnnotationSubmitter, jobspec.AnnotationSubmittedAt,
+		jobspec.AnnotationHeldForSubmit, jobspec.AnnotationHeldQueue}
 )
 
 // slimJob is the recorder's cache transform: a *batchv1.Job becomes a

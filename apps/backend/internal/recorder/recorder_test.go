@@ -304,6 +304,9 @@ func TestSlimJobKeepsWhatRecordingReads(t *testing.T) {
 			return j
 		}},
 		{"suspended", func() *batchv1.Job { j := base(); j.Spec.Suspend = ptr.To(true); return j }},
+		{"in a set", func() *batchv1.Job { j := base(); j.Labels[jobspec.LabelSet] = "sweep-1"; return j }},
+		{"queued", func() *batchv1.Job { j := base(); jobspec.SetQueue(j, "team-a"); return j }},
+		{"held under a queue", func() *batchv1.Job { j := base(); jobspec.SetQueue(j, "team-a"); jobspec.HoldForSubmit(j); return j }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -114,6 +115,12 @@ func (s *Spawner) create(ctx context.Context, exp experiment.Experiment, submitt
 		job.Annotations[jobspec.AnnotationSubmitter] = submitter
 	}
 	job.Annotations[jobspec.AnnotationSubmittedAt] = at.UTC().Format(jobspec.SubmittedAtFormat)
+	if exp.Queue != "" {
+		jobspec.SetQueue(job, exp.Queue)
+	}
+	if exp.Set != "" {
+		job.Labels[jobspec.LabelSet] = exp.Set
+	}
 	if s.Hold {
 		jobspec.HoldForHistory(job)
 	}
@@ -138,6 +145,10 @@ func (s *Spawner) create(ctx context.Context, exp experiment.Experiment, submitt
 			}
 		}
 		if !apierrors.IsAlreadyExists(err) {
+			if webhookFailed(err) {
+				return Result{}, nothingCreated(failure.Wrap(failure.Unavailable, err,
+					"create job %s/%s: an admission webhook (Kueue's, for a Job under a queue) could not be called; retry once it is back", s.Namespace, job.Name))
+			}
 			err = fmt.Errorf("create job %s/%s: %w", s.Namespace, job.Name, err)
 			if refused(err) {
 				err = nothingCreated(err)
@@ -187,6 +198,14 @@ func refused(err error) bool {
 	}
 	code := status.Status().Code
 	return code >= 400 && code < 500 && code != 408 && !apierrors.IsTimeout(err) && !apierrors.IsServerTimeout(err)
+}
+
+// webhookFailed reports the API server's 500 for an admission webhook it
+// could not call (with failurePolicy Fail, as Kueue's Job webhook has):
+// admission runs before the object is stored, so nothing was created, and
+// the webhook's server (Kueue's controller) is down or restarting.
+func webhookFailed(err error) bool {
+	return apierrors.IsInternalError(err) && strings.Contains(err.Error(), "failed calling webhook")
 }
 
 // createJob creates job, retrying a create the quota's concurrent updates

@@ -7,8 +7,13 @@ import "slices"
 
 // The states, in the order messages list them.
 const (
-	// Submitted: claimed by a POST (history), its Job not seen yet.
+	// Submitted: claimed by a POST (history), its Job not seen yet; or its
+	// Job exists but is held until the record says it may still run
+	// (jobspec.HeldForSubmit).
 	Submitted = "Submitted"
+	// Queued: the Job waits in a Kueue LocalQueue, suspended until Kueue
+	// admits it (then Pending, Running as any Job).
+	Queued = "Queued"
 	// Pending: the Job exists, no runner pod is ready yet.
 	Pending = "Pending"
 	// Running: a runner pod is ready.
@@ -17,14 +22,15 @@ const (
 	Succeeded = "Succeeded"
 	Failed    = "Failed"
 	Cancelled = "Cancelled"
-	// Suspended: the Job is suspended.
+	// Suspended: the Job is suspended, by its template or a person: not
+	// by a queue (Queued) nor by the backend's own hold (Submitted).
 	Suspended = "Suspended"
 	// Deleting: a DELETE is under way (a live Job only; its record says
 	// Cancelled once it is stored).
 	Deleting = "Deleting"
 )
 
-var all = []string{Submitted, Pending, Running, Succeeded, Failed, Cancelled, Suspended, Deleting}
+var all = []string{Submitted, Queued, Pending, Running, Succeeded, Failed, Cancelled, Suspended, Deleting}
 
 // All returns every state, in the order messages list them.
 func All() []string { return slices.Clone(all) }

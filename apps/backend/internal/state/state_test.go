@@ -7,7 +7,7 @@ func TestVocabulary(t *testing.T) {
 		s            string
 		known, final bool
 	}{
-		{Submitted, true, false}, {Pending, true, false}, {Running, true, false},
+		{Submitted, true, false}, {Queued, true, false}, {Pending, true, false}, {Running, true, false},
 		{Succeeded, true, true}, {Failed, true, true}, {Cancelled, true, true},
 		{Suspended, true, false}, {Deleting, true, false},
 		{"", false, false}, {"succeeded", false, false}, {"Sleeping", false, false},

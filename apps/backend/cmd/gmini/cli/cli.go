@@ -67,7 +67,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(
 	f.StringVarP(&o.output, "output", "o", "", "output format: json, yaml or wide (default: a table)")
 	f.DurationVar(&o.timeout, "timeout", 30*time.Second, "bound on the whole request")
 	envToken := getenv("GMINI_TOKEN")
-	root.AddCommand(submitCmd(o), getCmd(o), listCmd(o), logsCmd(o), cancelCmd(o))
+	root.AddCommand(submitCmd(o), getCmd(o), listCmd(o), logsCmd(o), cancelCmd(o), setCmd(o))
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
 		switch o.output {
 		case "", "json", "yaml", "wide":
@@ -123,7 +123,7 @@ func (o *options) call(cmd *cobra.Command, fn func(context.Context, *client.Clie
 }
 
 func submitCmd(o *options) *cobra.Command {
-	var file string
+	var file, queue string
 	cmd := &cobra.Command{
 		Use:   "submit -f experiment.json",
 		Short: "Submit an experiment: a JSON object with an id (from a file, or - for standard input)",
@@ -146,7 +146,11 @@ func submitCmd(o *options) *cobra.Command {
 				return usageError{fmt.Errorf("read the experiment from %s: %w", file, err)}
 			}
 			return o.call(cmd, func(ctx context.Context, c *client.Client) error {
-				sub, err := c.Submit(ctx, exp)
+				var opts []client.SubmitOption
+				if queue != "" {
+					opts = append(opts, client.InQueue(queue))
+				}
+				sub, err := c.Submit(ctx, exp, opts...)
 				if err != nil {
 					return err
 				}
@@ -164,6 +168,7 @@ func submitCmd(o *options) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&file, "filename", "f", "", "the experiment's JSON (- for standard input)")
+	cmd.Flags().StringVar(&queue, "queue", "", "the Kueue queue to wait in (default: the backend's)")
 	return cmd
 }
 
@@ -281,7 +286,7 @@ func (o *options) table(w io.Writer, items []wire.Status) {
 	defer tw.Flush()
 	wide := o.output == "wide"
 	if wide {
-		fmt.Fprintln(tw, "ID\tSTATE\tAGE\tJOB\tREASON\tEXIT\tSUBMITTED-BY\tSOURCE")
+		fmt.Fprintln(tw, "ID\tSTATE\tAGE\tJOB\tREASON\tEXIT\tSUBMITTED-BY\tSOURCE\tQUEUE\tPOSITION")
 	} else {
 		fmt.Fprintln(tw, "ID\tSTATE\tAGE\tJOB")
 	}
@@ -295,7 +300,8 @@ func (o *options) table(w io.Writer, items []wire.Status) {
 			if s.ExitCode != nil {
 				exit = fmt.Sprint(*s.ExitCode)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.State, age, s.Job, or(s.Reason, "-"), exit, or(s.SubmittedBy, "-"), s.Source)
+			queue, position := queueColumns(s.Queue)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.State, age, s.Job, or(s.Reason, "-"), exit, or(s.SubmittedBy, "-"), s.Source, queue, position)
 		} else {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.ID, s.State, age, s.Job)
 		}

@@ -49,6 +49,8 @@ func Run(t *testing.T, open Opener) {
 		{"ListDefaultAndMaxLimit", testListLimits},
 		{"ListState", testListState},
 		{"ListInvalid", testListInvalid},
+		{"Sets", testSets},
+		{"SetPages", testSetPages},
 		{"Expire", testExpire},
 		{"ExpireMany", testExpireMany},
 		{"ConcurrentClaims", testConcurrentClaims},
@@ -872,6 +874,90 @@ func testListInvalid(t *testing.T, open Opener) {
 				t.Errorf("message %q does not name %q", err, tt.word)
 			}
 		})
+	}
+}
+
+// testSets: the claim writes the set; later writes never change or drop
+// it; List and CountSet see a set's records only.
+func testSets(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	claim(t, s, history.Record{ID: "a", Hash: "h", Set: "sweep-1", CreatedAt: at(time.Second)})
+	claim(t, s, history.Record{ID: "b", Hash: "h", Set: "sweep-1", CreatedAt: at(2 * time.Second)})
+	claim(t, s, history.Record{ID: "c", Hash: "h", Set: "sweep-2", CreatedAt: at(3 * time.Second)})
+	claim(t, s, history.Record{ID: "d", Hash: "h", CreatedAt: at(4 * time.Second)})
+	// A second claim of a, naming another set, finds the first.
+	if got, created := claim(t, s, history.Record{ID: "a", Hash: "h", Set: "sweep-2"}); created || got.Set != "sweep-1" {
+		t.Errorf("claim of a in another set = %+v, created %v; want the record of sweep-1", got, created)
+	}
+	// The recorder writes what the Job says: no set, or (a Job edited by
+	// hand) another one. The claim's set stays.
+	update(t, s, history.Record{ID: "a", State: history.StateRunning})
+	update(t, s, history.Record{ID: "b", State: history.StatePending, Set: "other"})
+	finish(t, s, history.Record{ID: "b", State: history.StateSucceeded}, nil)
+	// A record the recorder makes (its claim lost) takes the Job's set.
+	update(t, s, history.Record{ID: "e", State: history.StatePending, Set: "sweep-2", CreatedAt: at(5 * time.Second)})
+
+	for id, want := range map[string]string{"a": "sweep-1", "b": "sweep-1", "c": "sweep-2", "d": "", "e": "sweep-2"} {
+		if got := get(t, s, id).Set; got != want {
+			t.Errorf("record %s: set %q, want %q", id, got, want)
+		}
+	}
+	for _, tt := range []struct {
+		opts history.ListOptions
+		want []string
+	}{
+		{history.ListOptions{Set: "sweep-1"}, []string{"b", "a"}},
+		{history.ListOptions{Set: "sweep-2"}, []string{"e", "c"}},
+		{history.ListOptions{Set: "sweep-1", State: history.StateSucceeded}, []string{"b"}},
+		{history.ListOptions{Set: "sweep-2", State: history.StateSucceeded}, nil},
+		{history.ListOptions{Set: "nope"}, nil},
+		{history.ListOptions{}, []string{"e", "d", "c", "b", "a"}},
+	} {
+		got, _ := walk(t, s, tt.opts, nil)
+		if d := cmp.Diff(tt.want, got); d != "" {
+			t.Errorf("List(%+v) (-want +got):\n%s", tt.opts, d)
+		}
+	}
+	for set, want := range map[string]map[string]int{
+		"sweep-1": {history.StateRunning: 1, history.StateSucceeded: 1},
+		"sweep-2": {history.StateSubmitted: 1, history.StatePending: 1},
+		"nope":    {},
+	} {
+		got, err := s.CountSet(ctx(t), set)
+		if err != nil {
+			t.Fatalf("CountSet(%s): %v", set, err)
+		}
+		if d := cmp.Diff(want, got); d != "" {
+			t.Errorf("CountSet(%s) (-want +got):\n%s", set, d)
+		}
+	}
+	// Expired records leave their set's counts.
+	if _, err := s.Expire(ctx(t), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.CountSet(ctx(t), "sweep-1"); err != nil || len(got) != 1 || got[history.StateRunning] != 1 {
+		t.Errorf("CountSet(sweep-1) after Expire = %v, %v; want only the running one", got, err)
+	}
+}
+
+// testSetPages: a set's pages hold its records newest first, without gaps
+// or repeats, whatever else the store holds.
+func testSetPages(t *testing.T, open Opener) {
+	s := newStore(t, open)
+	in := spread("in", 45)
+	for i := range in {
+		in[i].Set = "big"
+	}
+	want := seed(t, s, in)
+	seed(t, s, spread("out", 30))
+	for _, limit := range []int{1, 7, 45, 1000} {
+		got, pages := walk(t, s, history.ListOptions{Set: "big", Limit: limit}, nil)
+		if d := cmp.Diff(want, got); d != "" {
+			t.Errorf("limit %d: the set over all pages (-want +got):\n%s", limit, d)
+		}
+		if wantPages := (45 + limit - 1) / limit; pages != wantPages {
+			t.Errorf("limit %d: %d pages, want %d", limit, pages, wantPages)
+		}
 	}
 }
 
