@@ -1,0 +1,870 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/e2e-framework/pkg/envconf"
+	"sigs.k8s.io/e2e-framework/pkg/features"
+
+	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+	"github.com/gmini-dev/gmini/tools/deploy"
+	"github.com/gmini-dev/gmini/tools/internal/layout"
+	"github.com/gmini-dev/gmini/tools/internal/modbuild"
+	"github.com/gmini-dev/gmini/tools/queue"
+)
+
+var (
+	clusterQueues = schema.GroupVersionResource{Group: "kueue.x-k8s.io", Version: "v1beta2", Resource: "clusterqueues"}
+	localQueues   = schema.GroupVersionResource{Group: "kueue.x-k8s.io", Version: "v1beta2", Resource: "localqueues"}
+	workloads     = schema.GroupVersionResource{Group: "kueue.x-k8s.io", Version: "v1beta2", Resource: "workloads"}
+)
+
+// kueueOnce installs Kueue once per suite, for every test that needs it.
+var kueueOnce struct {
+	sync.Once
+	err error
+}
+
+// ensureKueue builds Kueue's controller (cached after the first build),
+// pushes it to the cluster's registry, installs it with the cluster's
+// side of gmini's queues (k8s/queue), and lets the backend read Kueue
+// (k8s/components/queue's Role).
+func ensureKueue(ctx context.Context, t *testing.T, cfg *envconf.Config) {
+	t.Helper()
+	kueueOnce.Do(func() { kueueOnce.err = installKueue(ctx, cfg) })
+	if kueueOnce.err != nil {
+		t.Fatalf("install Kueue: %v", kueueOnce.err)
+	}
+}
+
+func installKueue(ctx context.Context, cfg *envconf.Config) error {
+	l, err := layout.FromWorkingDir()
+	if err != nil {
+		return err
+	}
+	reg, err := provider.Registry()
+	if err != nil {
+		return fmt.Errorf("the suite's cluster has no registry: %w", err)
+	}
+	start := time.Now()
+	prog := modbuild.Kueue(l.KueueModule())
+	if err := modbuild.Build(ctx, logger, prog, l.Output("bin")); err != nil {
+		return err
+	}
+	ref, err := queue.Push(ctx, logger, prog, l.Output("bin"), reg)
+	if err != nil {
+		return err
+	}
+	objs, err := queue.Render(ctx, l, prog, ref)
+	if err != nil {
+		return err
+	}
+	rc := cfg.Client().RESTConfig()
+	// The backend's Role first, as an overlay with the Component has it
+	// before Kueue comes: the running backend then finds Kueue by itself.
+	rbac, err := readYAML(l.Path("k8s", "components", "queue", "rbac.yaml"))
+	if err != nil {
+		return err
+	}
+	for _, o := range rbac {
+		o.SetNamespace(ns)
+	}
+	if err := deploy.ApplyObjects(ctx, logger, rc, rbac); err != nil {
+		return err
+	}
+	if err := queue.Install(ctx, logger, rc, objs, 3*time.Minute); err != nil {
+		return err
+	}
+	if err := deploy.Apply(ctx, logger, rc, l.Path("k8s", "queue")); err != nil {
+		return err
+	}
+	// The backend, running since before Kueue was installed, looks for
+	// it again at least every 30 s: until then a queue is "not enabled".
+	b := deploy.Backend{Client: kubernetesClient(rc), Namespace: ns}
+	var last string
+	err = wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
+		res, err := b.Post(ctx, `{"queue": "no-such-queue", "experiment": {"id": "kueue-probe"}}`)
+		if err != nil {
+			return false, nil
+		}
+		last = fmt.Sprintf("%d %s", res.Code, res.Body)
+		return res.Code == http.StatusBadRequest && bytes.Contains(res.Body, []byte("no-such-queue")) && !bytes.Contains(res.Body, []byte("not enabled")), nil
+	})
+	if err != nil {
+		return fmt.Errorf("the backend did not take up Kueue within a minute: last answer to a POST naming an unknown queue: %s", last)
+	}
+	logger.Info("the backend takes queues", "after", time.Since(start).Round(100*time.Millisecond))
+	logger.Info("kueue ready for the suite", "elapsed", time.Since(start).Round(100*time.Millisecond))
+	return nil
+}
+
+// readYAML decodes every object of a YAML file.
+func readYAML(path string) ([]*unstructured.Unstructured, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var out []*unstructured.Unstructured
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); err == io.EOF {
+			return out, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if len(u.Object) > 0 {
+			out = append(out, u)
+		}
+	}
+}
+
+func kubernetesClient(rc *rest.Config) kubernetes.Interface { return kubernetes.NewForConfigOrDie(rc) }
+
+func resourceMust(s string) resource.Quantity { return resource.MustParse(s) }
+
+func dyn(t *testing.T, cfg *envconf.Config) dynamic.Interface {
+	t.Helper()
+	d, err := dynamic.NewForConfig(cfg.Client().RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// clusterQueue creates a ClusterQueue admitting slots runner pods at once
+// (the runner template requests 10m CPU and 16Mi), held (stopPolicy Hold:
+// nothing admitted) so a test can fill it before it starts.
+func clusterQueue(ctx context.Context, t *testing.T, cfg *envconf.Config, name string, slots int, fair bool) {
+	t.Helper()
+	spec := map[string]any{
+		"namespaceSelector": map[string]any{},
+		"stopPolicy":        "Hold",
+		"resourceGroups": []any{map[string]any{
+			"coveredResources": []any{"cpu", "memory", "pods"},
+			"flavors": []any{map[string]any{"name": "default", "resources": []any{
+				map[string]any{"name": "cpu", "nominalQuota": fmt.Sprintf("%dm", 10*slots)},
+				map[string]any{"name": "memory", "nominalQuota": fmt.Sprintf("%dMi", 16*slots)},
+				map[string]any{"name": "pods", "nominalQuota": int64(slots)},
+			}}},
+		}},
+	}
+	if fair {
+		spec["admissionScope"] = map[string]any{"admissionMode": "UsageBasedAdmissionFairSharing"}
+	}
+	cq := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue",
+		"metadata": map[string]any{"name": name}, "spec": spec,
+	}}
+	d := dyn(t, cfg)
+	_ = d.Resource(clusterQueues).Delete(ctx, name, metav1.DeleteOptions{})
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := d.Resource(clusterQueues).Create(ctx, cq, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			return false, nil // the old one is still being removed
+		}
+		return err == nil, err
+	})
+	if err != nil {
+		t.Fatalf("create ClusterQueue %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = d.Resource(clusterQueues).Delete(context.Background(), name, metav1.DeleteOptions{}) })
+}
+
+// release lets a held ClusterQueue admit.
+func release(ctx context.Context, t *testing.T, cfg *envconf.Config, name string) time.Time {
+	t.Helper()
+	patch := []byte(`{"spec":{"stopPolicy":"None"}}`)
+	if _, err := dyn(t, cfg).Resource(clusterQueues).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatalf("release ClusterQueue %s: %v", name, err)
+	}
+	return time.Now()
+}
+
+func localQueue(ctx context.Context, t *testing.T, cfg *envconf.Config, name, cq string) {
+	t.Helper()
+	lq := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
+		"metadata": map[string]any{"name": name, "namespace": ns},
+		"spec":     map[string]any{"clusterQueue": cq, "fairSharing": map[string]any{"weight": "1"}},
+	}}
+	d := dyn(t, cfg).Resource(localQueues).Namespace(ns)
+	_ = d.Delete(ctx, name, metav1.DeleteOptions{})
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := d.Create(ctx, lq, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			return false, nil
+		}
+		return err == nil, err
+	})
+	if err != nil {
+		t.Fatalf("create LocalQueue %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = d.Delete(context.Background(), name, metav1.DeleteOptions{}) })
+}
+
+// admissions follows the order in which Kueue admits the followed
+// experiments (their Workloads gaining QuotaReserved, from one watch:
+// the order Kueue wrote them; the Jobs' unsuspends, which its Job
+// reconcilers make in parallel, may land in another), and the most runner
+// pods of the followed experiments not yet ended at any moment.
+type admissions struct {
+	mu       sync.Mutex
+	follow   map[string]bool // experiment IDs
+	order    []string        // experiment IDs, in admission order
+	admitted map[string]bool
+	created  map[string]time.Time // each admitted Workload's creation time
+	live     map[types.UID]string // pods not ended, by pod UID -> ID
+	pods     map[string]int       // pods ever created, by ID
+	maxLive  int
+	stop     context.CancelFunc
+}
+
+func followAdmissions(ctx context.Context, t *testing.T, cfg *envconf.Config, ids []string) *admissions {
+	t.Helper()
+	ctx, stop := context.WithCancel(ctx)
+	a := &admissions{follow: map[string]bool{}, admitted: map[string]bool{}, created: map[string]time.Time{}, live: map[types.UID]string{}, pods: map[string]int{}, stop: stop}
+	for _, id := range ids {
+		a.follow[id] = true
+	}
+	byJob := map[string]string{} // Job name -> experiment ID
+	for _, id := range ids {
+		byJob[jobspec.JobName(id)] = id
+	}
+	cs := clientset(t, cfg)
+	f := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(ns))
+	pods := f.Core().V1().Pods().Informer()
+	wf := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn(t, cfg), 0, ns, nil)
+	wls := wf.ForResource(workloads).Informer()
+	onWorkload := func(obj any) {
+		w, ok := obj.(*unstructured.Unstructured)
+		if !ok {
+			return
+		}
+		reserved := false
+		conds, _, _ := unstructured.NestedSlice(w.Object, "status", "conditions")
+		for _, c := range conds {
+			m, _ := c.(map[string]any)
+			reserved = reserved || m["type"] == "QuotaReserved" && m["status"] == "True"
+		}
+		if !reserved {
+			return
+		}
+		for _, o := range w.GetOwnerReferences() {
+			id, ok := byJob[o.Name]
+			if !ok {
+				continue
+			}
+			a.mu.Lock()
+			if !a.admitted[id] {
+				a.admitted[id] = true
+				a.order = append(a.order, id)
+				a.created[id] = w.GetCreationTimestamp().Time
+			}
+			a.mu.Unlock()
+		}
+	}
+	onPod := func(obj any) {
+		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		p, ok := obj.(*corev1.Pod)
+		if !ok || !a.follow[p.Annotations[jobspec.AnnotationID]] {
+			return
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		ended := p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+		if _, seen := a.live[p.UID]; !seen && !ended {
+			a.pods[p.Annotations[jobspec.AnnotationID]]++
+		}
+		if ended {
+			delete(a.live, p.UID)
+		} else {
+			a.live[p.UID] = p.Annotations[jobspec.AnnotationID]
+		}
+		a.maxLive = max(a.maxLive, len(a.live))
+	}
+	_, _ = wls.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: onWorkload, UpdateFunc: func(_, o any) { onWorkload(o) }})
+	_, _ = pods.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: onPod, UpdateFunc: func(_, o any) { onPod(o) }, DeleteFunc: onPod})
+	f.Start(ctx.Done())
+	wf.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), wls.HasSynced, pods.HasSynced) {
+		t.Fatal("admissions: informers did not sync")
+	}
+	return a
+}
+
+func (a *admissions) snapshot() (order []string, maxLive int, pods map[string]int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.order), a.maxLive, maps.Clone(a.pods)
+}
+
+// queued is the status fields the queue tests read.
+type queued struct {
+	ID    string `json:"id"`
+	State string `json:"state"`
+	Queue *struct {
+		Name         string     `json:"name"`
+		ClusterQueue string     `json:"clusterQueue"`
+		Position     *int       `json:"position"`
+		Reason       string     `json:"reason"`
+		ETA          *time.Time `json:"eta"`
+	} `json:"queue"`
+}
+
+func getStatus(ctx context.Context, t *testing.T, cfg *envconf.Config, id string) queued {
+	t.Helper()
+	res, err := backend(t, cfg).Do(ctx, http.MethodGet, "/experiments/"+id, "", nil)
+	if err != nil || res.Code != http.StatusOK {
+		t.Fatalf("GET /experiments/%s = %d %s (%v)", id, res.Code, res.Body, err)
+	}
+	var q queued
+	if err := json.Unmarshal(res.Body, &q); err != nil {
+		t.Fatalf("status %s: %v", res.Body, err)
+	}
+	return q
+}
+
+func postQueued(ctx context.Context, t *testing.T, cfg *envconf.Config, id, lq string) {
+	t.Helper()
+	body := fmt.Sprintf(`{"queue": %q, "experiment": {"id": %q}}`, lq, id)
+	res, err := backend(t, cfg).Post(ctx, body)
+	if err != nil || res.Code != http.StatusCreated {
+		t.Fatalf("POST %s to queue %s = %d %s (%v)", id, lq, res.Code, res.Body, err)
+	}
+}
+
+// waitSucceeded waits until every experiment's status says Succeeded.
+func waitSucceeded(ctx context.Context, t *testing.T, cfg *envconf.Config, ids []string, timeout time.Duration) {
+	t.Helper()
+	left := slices.Clone(ids)
+	err := wait.PollUntilContextTimeout(ctx, time.Second, timeout, true, func(ctx context.Context) (bool, error) {
+		left = slices.DeleteFunc(left, func(id string) bool { return getStatus(ctx, t, cfg, id).State == "Succeeded" })
+		return len(left) == 0, nil
+	})
+	if err != nil {
+		t.Fatalf("%d experiments not Succeeded after %s: %v\n%s", len(left), timeout, left, explain(ctx, t, cfg))
+	}
+}
+
+// TestQueueFIFO: a ClusterQueue with room for 2 runners and a sweep of 20
+// experiments in one LocalQueue.
+func TestQueueFIFO(t *testing.T) {
+	const n, slots = 20, 2
+	const cq, lq = "e2e-fifo", "e2e-fifo"
+	var ids []string
+	for i := range n {
+		ids = append(ids, fmt.Sprintf("fifo-%02d", i))
+	}
+	var adm *admissions
+	f := features.New("Kueue admits a queue's experiments in submission order, never more than its quota at once").
+		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			ensureKueue(ctx, t, cfg)
+			clusterQueue(ctx, t, cfg, cq, slots, false)
+			localQueue(ctx, t, cfg, lq, cq)
+			adm = followAdmissions(ctx, t, cfg, ids)
+			t.Cleanup(adm.stop)
+			return ctx
+		}).
+		Assess("submitted while the ClusterQueue holds, each is Queued with its position", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			// Kueue orders a queue by its Workloads' creation time, which
+			// the API keeps in whole seconds (ties: by UID): one second
+			// between submissions makes submission order Kueue's order.
+			for i, id := range ids {
+				if i > 0 {
+					time.Sleep(1100 * time.Millisecond)
+				}
+				postQueued(ctx, t, cfg, id, lq)
+			}
+			var positions []int
+			err := wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
+				positions = positions[:0]
+				for _, id := range ids {
+					st := getStatus(ctx, t, cfg, id)
+					if st.State != "Queued" || st.Queue == nil || st.Queue.Position == nil {
+						return false, nil
+					}
+					positions = append(positions, *st.Queue.Position)
+				}
+				return true, nil
+			})
+			if err != nil {
+				t.Fatalf("not every experiment Queued with a position: %v (positions so far %v)", err, positions)
+			}
+			for i, p := range positions {
+				if p != i {
+					t.Errorf("positions %v, want 0..%d in submission order", positions, n-1)
+					break
+				}
+			}
+			st := getStatus(ctx, t, cfg, ids[n-1])
+			if st.Queue.Name != lq || st.Queue.ClusterQueue != cq || st.Queue.Reason == "" {
+				t.Errorf("queue of the last: %+v, want name %s, clusterQueue %s and a reason", *st.Queue, lq, cq)
+			}
+			if _, _, pods := adm.snapshot(); len(pods) != 0 {
+				t.Errorf("pods while the ClusterQueue holds: %v", pods)
+			}
+			return ctx
+		}).
+		Assess("released, at most 2 run at once, all succeed, admitted in submission order, positions only go down", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			released := release(ctx, t, cfg, cq)
+			last := map[string]int{}
+			rose := []string{}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for ctx.Err() == nil {
+					order, _, _ := adm.snapshot()
+					if len(order) == n {
+						return
+					}
+					for _, id := range ids {
+						if slices.Contains(order, id) {
+							continue
+						}
+						st := getStatus(ctx, t, cfg, id)
+						if st.Queue == nil || st.Queue.Position == nil {
+							continue
+						}
+						if p, ok := last[id]; ok && *st.Queue.Position > p {
+							rose = append(rose, fmt.Sprintf("%s %d->%d", id, p, *st.Queue.Position))
+						}
+						last[id] = *st.Queue.Position
+					}
+					time.Sleep(500 * time.Millisecond)
+				}
+			}()
+			waitSucceeded(ctx, t, cfg, ids, 5*time.Minute)
+			<-done
+			order, maxLive, pods := adm.snapshot()
+			t.Logf("all %d Succeeded %s after the release; admission order %v; most runner pods alive at once: %d", n, time.Since(released).Round(100*time.Millisecond), order, maxLive)
+			if !slices.Equal(order, ids) {
+				t.Errorf("admitted in order %v, want submission order %v", order, ids)
+			}
+			if maxLive > slots {
+				t.Errorf("%d runner pods alive at once, the ClusterQueue admits %d", maxLive, slots)
+			}
+			for _, id := range ids {
+				if pods[id] != 1 {
+					t.Errorf("experiment %s had %d runner pods, want 1", id, pods[id])
+				}
+			}
+			if len(rose) > 0 {
+				t.Errorf("positions went up: %v", rose)
+			}
+			return ctx
+		}).
+		Feature()
+	testenv.Test(t, f)
+}
+
+// TestKueueInstalled: Kueue from its module serves, and only Jobs that
+// name a queue are its: one created running is suspended by its webhook
+// and admitted; one naming no queue is left alone.
+func TestKueueInstalled(t *testing.T) {
+	const cq, lq = "e2e-smoke", "e2e-smoke"
+	f := features.New("Kueue built from its module admits Jobs naming a queue, and only those").
+		Assess("a Job naming a queue gets a Workload and is admitted; a Job naming none gets none", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			ensureKueue(ctx, t, cfg)
+			clusterQueue(ctx, t, cfg, cq, 1, false)
+			localQueue(ctx, t, cfg, lq, cq)
+			cs := clientset(t, cfg)
+			job := func(name string, labels map[string]string) *batchv1.Job {
+				return &batchv1.Job{
+					ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
+					Spec: batchv1.JobSpec{
+						// Never to run: suspended by the test or by Kueue.
+						Suspend: ptr.To(true),
+						Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+							RestartPolicy: corev1.RestartPolicyNever,
+							Containers: []corev1.Container{{Name: "c", Image: "gmini-runner:dev", Resources: corev1.ResourceRequirements{
+								Requests: corev1.ResourceList{corev1.ResourceCPU: resourceMust("10m"), corev1.ResourceMemory: resourceMust("16Mi")},
+								Limits:   corev1.ResourceList{corev1.ResourceCPU: resourceMust("10m"), corev1.ResourceMemory: resourceMust("16Mi")},
+							}}},
+						}},
+					},
+				}
+			}
+			queuedJob := job("kueue-smoke-queued", map[string]string{"kueue.x-k8s.io/queue-name": lq})
+			plain := job("kueue-smoke-plain", nil)
+			for _, j := range []*batchv1.Job{queuedJob, plain} {
+				if _, err := cs.BatchV1().Jobs(ns).Create(ctx, j, metav1.CreateOptions{}); err != nil {
+					t.Fatalf("create Job %s: %v", j.Name, err)
+				}
+				name := j.Name
+				t.Cleanup(func() {
+					bg := metav1.DeletePropagationBackground
+					_ = cs.BatchV1().Jobs(ns).Delete(context.Background(), name, metav1.DeleteOptions{PropagationPolicy: &bg})
+				})
+			}
+			release(ctx, t, cfg, cq)
+			var wl string
+			err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+				list, err := dyn(t, cfg).Resource(workloads).Namespace(ns).List(ctx, metav1.ListOptions{})
+				if err != nil {
+					return false, nil
+				}
+				for _, w := range list.Items {
+					for _, o := range w.GetOwnerReferences() {
+						if o.Name == plain.Name {
+							return false, fmt.Errorf("Workload %s for the Job that names no queue", w.GetName())
+						}
+						if o.Name == queuedJob.Name {
+							wl = w.GetName()
+						}
+					}
+				}
+				j, err := cs.BatchV1().Jobs(ns).Get(ctx, queuedJob.Name, metav1.GetOptions{})
+				return err == nil && wl != "" && !ptr.Deref(j.Spec.Suspend, true), nil
+			})
+			if err != nil {
+				t.Fatalf("the queued Job not admitted (Workload %q): %v", wl, err)
+			}
+			if j, err := cs.BatchV1().Jobs(ns).Get(ctx, plain.Name, metav1.GetOptions{}); err != nil || !ptr.Deref(j.Spec.Suspend, false) {
+				t.Errorf("the Job naming no queue changed: %v", err)
+			}
+			return ctx
+		}).
+		Feature()
+	testenv.Test(t, f)
+}
+
+// TestQueueFairShare: two teams' LocalQueues of equal weight on one
+// ClusterQueue with room for 2, 20 experiments each submitted at once.
+func TestQueueFairShare(t *testing.T) {
+	const n, slots = 20, 2
+	const cq = "e2e-fair"
+	teams := []string{"team-a", "team-b"}
+	ids := map[string][]string{}
+	var all []string
+	for _, team := range teams {
+		for i := range n {
+			id := fmt.Sprintf("%s-%02d", team, i)
+			ids[team] = append(ids[team], id)
+			all = append(all, id)
+		}
+	}
+	var adm *admissions
+	f := features.New("two teams' queues of equal weight share the ClusterQueue: admissions alternate").
+		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			ensureKueue(ctx, t, cfg)
+			clusterQueue(ctx, t, cfg, cq, slots, true)
+			for _, team := range teams {
+				localQueue(ctx, t, cfg, team, cq)
+			}
+			adm = followAdmissions(ctx, t, cfg, all)
+			t.Cleanup(adm.stop)
+			return ctx
+		}).
+		Assess("after any prefix of admissions the two teams' counts differ by at most 2", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			var wg sync.WaitGroup
+			for _, team := range teams {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for _, id := range ids[team] {
+						postQueued(ctx, t, cfg, id, team)
+					}
+				}()
+			}
+			wg.Wait()
+			released := release(ctx, t, cfg, cq)
+			waitSucceeded(ctx, t, cfg, all, 5*time.Minute)
+			order, maxLive, pods := adm.snapshot()
+			t.Logf("all %d Succeeded %s after the release; most runner pods alive at once: %d; admission order %v",
+				len(all), time.Since(released).Round(100*time.Millisecond), maxLive, order)
+			counts := map[string]int{}
+			worst := 0
+			for _, id := range order {
+				counts[id[:len("team-a")]]++
+				worst = max(worst, abs(counts["team-a"]-counts["team-b"]))
+			}
+			if worst > 2 {
+				t.Errorf("admissions did not alternate: the counts differed by %d after some prefix (order %v)", worst, order)
+			}
+			t.Logf("largest difference between the teams' admissions after any prefix: %d", worst)
+			if maxLive > slots {
+				t.Errorf("%d runner pods alive at once, the ClusterQueue admits %d", maxLive, slots)
+			}
+			for _, id := range all {
+				if pods[id] != 1 {
+					t.Errorf("experiment %s had %d runner pods, want 1", id, pods[id])
+				}
+			}
+			return ctx
+		}).
+		Feature()
+	testenv.Test(t, f)
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+// TestQueuedCancel: an experiment cancelled while Queued never runs.
+func TestQueuedCancel(t *testing.T) {
+	const cq, lq, id = "e2e-cancel", "e2e-cancel", "queued-cancel"
+	var adm *admissions
+	f := features.New("a queued experiment cancelled never gets a pod, and its record says Cancelled").
+		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			ensureKueue(ctx, t, cfg)
+			clusterQueue(ctx, t, cfg, cq, 1, false)
+			localQueue(ctx, t, cfg, lq, cq)
+			adm = followAdmissions(ctx, t, cfg, []string{id})
+			t.Cleanup(adm.stop)
+			return ctx
+		}).
+		Assess("POST, Queued, DELETE, the queue released: Cancelled, no pod", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			postQueued(ctx, t, cfg, id, lq)
+			err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+				return getStatus(ctx, t, cfg, id).State == "Queued", nil
+			})
+			if err != nil {
+				t.Fatalf("never Queued: %+v", getStatus(ctx, t, cfg, id))
+			}
+			res, err := backend(t, cfg).Do(ctx, http.MethodDelete, "/experiments/"+id, "", nil)
+			if err != nil || res.Code >= 300 {
+				t.Fatalf("DELETE = %d %s (%v)", res.Code, res.Body, err)
+			}
+			release(ctx, t, cfg, cq)
+			err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+				return getStatus(ctx, t, cfg, id).State == "Cancelled", nil
+			})
+			if err != nil {
+				t.Fatalf("not Cancelled: %+v", getStatus(ctx, t, cfg, id))
+			}
+			time.Sleep(5 * time.Second) // room for a wrongly admitted Job to make its pod
+			if _, _, pods := adm.snapshot(); pods[id] != 0 {
+				t.Errorf("the cancelled experiment got %d pods", pods[id])
+			}
+			return ctx
+		}).
+		Feature()
+	testenv.Test(t, f)
+}
+
+// scaleKueue sets Kueue's replicas; 0 with its pod force-deleted is a
+// crash of the controller as far as admission is concerned.
+func scaleKueue(ctx context.Context, t *testing.T, cfg *envconf.Config, replicas int32) {
+	t.Helper()
+	cs := clientset(t, cfg)
+	patch := []byte(fmt.Sprintf(`{"spec":{"replicas":%d}}`, replicas))
+	if _, err := cs.AppsV1().Deployments(queue.Namespace).Patch(ctx, queue.Deployment, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatalf("scale Kueue to %d: %v", replicas, err)
+	}
+	if replicas > 0 {
+		if err := queue.WaitServing(ctx, cfg.Client().RESTConfig(), 3*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if err := cs.CoreV1().Pods(queue.Namespace).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}, metav1.ListOptions{}); err != nil {
+		t.Fatalf("kill Kueue's pod: %v", err)
+	}
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		pods, err := cs.CoreV1().Pods(queue.Namespace).List(ctx, metav1.ListOptions{})
+		return err == nil && len(pods.Items) == 0, nil
+	})
+	if err != nil {
+		t.Fatalf("Kueue's pod still there: %v", err)
+	}
+}
+
+// TestKueueDown: Kueue's controller killed mid-sweep and started again.
+func TestKueueDown(t *testing.T) {
+	const cq, lq, slots = "e2e-down", "e2e-down", 2
+	var before, during []string
+	for i := range 6 {
+		before = append(before, fmt.Sprintf("down-before-%d", i))
+		during = append(during, fmt.Sprintf("down-during-%d", i))
+	}
+	all := append(slices.Clone(before), during...)
+	var adm *admissions
+	f := features.New("Kueue killed mid-sweep: POSTs still answer 201, nothing runs until it is back, then everything runs once, never over the quota").
+		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			ensureKueue(ctx, t, cfg)
+			clusterQueue(ctx, t, cfg, cq, slots, false)
+			localQueue(ctx, t, cfg, lq, cq)
+			release(ctx, t, cfg, cq)
+			adm = followAdmissions(ctx, t, cfg, all)
+			t.Cleanup(adm.stop)
+			t.Cleanup(func() { scaleKueue(context.Background(), t, cfg, 1) })
+			return ctx
+		}).
+		Assess("killed after the first 6 were submitted, 6 more submitted while it is down", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			for _, id := range before {
+				postQueued(ctx, t, cfg, id, lq)
+			}
+			scaleKueue(ctx, t, cfg, 0)
+			for _, id := range during {
+				postQueued(ctx, t, cfg, id, lq)
+			}
+			for _, id := range during {
+				if st := getStatus(ctx, t, cfg, id); st.State != "Queued" {
+					t.Errorf("%s submitted while Kueue is down: state %s, want Queued", id, st.State)
+				}
+			}
+			time.Sleep(10 * time.Second)
+			_, _, pods := adm.snapshot()
+			for _, id := range during {
+				if pods[id] != 0 {
+					t.Errorf("%s got a pod while Kueue was down", id)
+				}
+			}
+			return ctx
+		}).
+		Assess("once it is back, all 12 run once, never more than 2 at a time", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			back := time.Now()
+			scaleKueue(ctx, t, cfg, 1)
+			t.Logf("Kueue serving again %s after it was started", time.Since(back).Round(100*time.Millisecond))
+			waitSucceeded(ctx, t, cfg, all, 5*time.Minute)
+			_, maxLive, pods := adm.snapshot()
+			t.Logf("all %d Succeeded %s after Kueue was started again; most runner pods alive at once: %d", len(all), time.Since(back).Round(100*time.Millisecond), maxLive)
+			if maxLive > slots {
+				t.Errorf("%d runner pods alive at once, the ClusterQueue admits %d", maxLive, slots)
+			}
+			for _, id := range all {
+				if pods[id] != 1 {
+					t.Errorf("experiment %s had %d runner pods, want 1", id, pods[id])
+				}
+			}
+			return ctx
+		}).
+		Feature()
+	testenv.Test(t, f)
+}
+
+// TestQueueSet: a sweep of 20 submitted as one experiment set to a queue
+// with room for 2.
+func TestQueueSet(t *testing.T) {
+	const n, slots = 20, 2
+	const cq, lq, set = "e2e-set", "e2e-set", "e2e-sweep"
+	var ids []string
+	var items []string
+	for i := range n {
+		id := fmt.Sprintf("sweep-%02d", i)
+		ids = append(ids, id)
+		items = append(items, fmt.Sprintf(`{"queue": %q, "experiment": {"id": %q, "lr": %d}}`, lq, id, i))
+	}
+	var adm *admissions
+	setCounts := func(ctx context.Context, t *testing.T, cfg *envconf.Config) map[string]int {
+		t.Helper()
+		res, err := backend(t, cfg).Do(ctx, http.MethodGet, "/experiment-sets/"+set, "", nil)
+		if err != nil || res.Code != http.StatusOK {
+			t.Fatalf("GET /experiment-sets/%s = %d %s (%v)", set, res.Code, res.Body, err)
+		}
+		var got struct {
+			Total  int            `json:"total"`
+			Counts map[string]int `json:"counts"`
+		}
+		if err := json.Unmarshal(res.Body, &got); err != nil || got.Total != n {
+			t.Fatalf("set status %s (%v), want total %d", res.Body, err, n)
+		}
+		return got.Counts
+	}
+	f := features.New("a set of 20 to a queue with room for 2: one request, all Queued, then all Succeeded, never more than 2 at once").
+		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			ensureKueue(ctx, t, cfg)
+			clusterQueue(ctx, t, cfg, cq, slots, false)
+			localQueue(ctx, t, cfg, lq, cq)
+			adm = followAdmissions(ctx, t, cfg, ids)
+			t.Cleanup(adm.stop)
+			return ctx
+		}).
+		Assess("POST /experiment-sets creates all 20, each its own Job, Queued; sent again it creates nothing", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			body := fmt.Sprintf(`{"id": %q, "items": [%s]}`, set, strings.Join(items, ","))
+			for round, want := range []string{"created", "existing"} {
+				t0 := time.Now()
+				res, err := backend(t, cfg).Do(ctx, http.MethodPost, "/experiment-sets", "application/json", []byte(body))
+				if err != nil || res.Code != http.StatusOK {
+					t.Fatalf("POST /experiment-sets = %d %s (%v)", res.Code, res.Body, err)
+				}
+				var sub struct {
+					Items []struct {
+						Index   int    `json:"index"`
+						ID      string `json:"id"`
+						Outcome string `json:"outcome"`
+					} `json:"items"`
+				}
+				if err := json.Unmarshal(res.Body, &sub); err != nil || len(sub.Items) != n {
+					t.Fatalf("answer %s (%v)", res.Body, err)
+				}
+				for i, it := range sub.Items {
+					if it.Index != i || it.ID != ids[i] || it.Outcome != want {
+						t.Errorf("round %d item %d: %+v, want %s %s", round, i, it, ids[i], want)
+					}
+				}
+				t.Logf("round %d: the set answered in %s", round, time.Since(t0).Round(time.Millisecond))
+			}
+			if c := setCounts(ctx, t, cfg); c["Queued"] != n {
+				t.Errorf("set counts %v, want %d Queued", c, n)
+			}
+			if jobs := managedJobs(ctx, t, cfg); len(jobs) < n {
+				t.Errorf("%d Jobs", len(jobs))
+			}
+			return ctx
+		}).
+		Assess("released: all 20 Succeeded, at most 2 at once, admitted in the order Kueue keeps (its Workloads' creation seconds)", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			released := release(ctx, t, cfg, cq)
+			waitSucceeded(ctx, t, cfg, ids, 5*time.Minute)
+			order, maxLive, pods := adm.snapshot()
+			t.Logf("all %d Succeeded %s after the release; most runner pods alive at once: %d; admission order %v", n, time.Since(released).Round(100*time.Millisecond), maxLive, order)
+			if c := setCounts(ctx, t, cfg); c["Succeeded"] != n {
+				t.Errorf("set counts %v, want %d Succeeded", c, n)
+			}
+			if maxLive > slots {
+				t.Errorf("%d runner pods alive at once, the ClusterQueue admits %d", maxLive, slots)
+			}
+			adm.mu.Lock()
+			defer adm.mu.Unlock()
+			for i := 1; i < len(order); i++ {
+				if adm.created[order[i]].Before(adm.created[order[i-1]]) {
+					t.Errorf("%s (Workload created %s) admitted after %s (created %s)", order[i], adm.created[order[i]], order[i-1], adm.created[order[i-1]])
+				}
+			}
+			for _, id := range ids {
+				if pods[id] != 1 {
+					t.Errorf("experiment %s had %d runner pods, want 1", id, pods[id])
+				}
+			}
+			return ctx
+		}).
+		Feature()
+	testenv.Test(t, f)
+}
