@@ -32,7 +32,8 @@ var applications = schema.GroupVersionResource{Group: "argoproj.io", Version: "v
 // cluster running Argo CD would. Argo CD itself does not run.
 func TestArgoCDExample(t *testing.T) {
 	var app *unstructured.Unstructured
-	f := features.New("the Argo CD example is a valid Application").
+	var kueueApps []*unstructured.Unstructured
+	f := features.New("the Argo CD examples are valid Applications").
 		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			l, err := layout.FromWorkingDir()
 			if err != nil {
@@ -46,6 +47,9 @@ func TestArgoCDExample(t *testing.T) {
 				t.Fatalf("want one Application in examples/gitops/argocd, got %d objects", len(objs))
 			}
 			app = objs[0]
+			if kueueApps, err = gitops.ReadObjects(l.Path("examples", "gitops", "kueue", "argocd")); err != nil || len(kueueApps) != 2 {
+				t.Fatalf("examples/gitops/kueue/argocd: %d objects, %v; want 2 Applications", len(kueueApps), err)
+			}
 			start := time.Now()
 			crd, err := gitops.ArgoCDApplicationCRD(ctx)
 			if err != nil {
@@ -64,6 +68,11 @@ func TestArgoCDExample(t *testing.T) {
 		Assess("a server-side dry-run create accepts the example", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			if err := dryRunCreate(ctx, cfg, app); err != nil {
 				t.Fatalf("the API server refuses examples/gitops/argocd/application.yaml: %v", err)
+			}
+			for _, a := range kueueApps {
+				if err := dryRunCreate(ctx, cfg, a); err != nil {
+					t.Errorf("the API server refuses Application %s of examples/gitops/kueue/argocd: %v", a.GetName(), err)
+				}
 			}
 			return ctx
 		}).

@@ -201,6 +201,18 @@ func (g *gitopsRun) setup(ctx context.Context, t *testing.T, cfg *envconf.Config
 	}
 	g.timing(t, "install Flux (CRDs established, both controllers available)", time.Since(start))
 
+	// overlays/prod puts its experiments under Kueue: the cluster's owner
+	// installs Kueue and k8s/queue before the overlay arrives.
+	start = time.Now()
+	ensureKueue(ctx, t, cfg)
+	g.timing(t, "install Kueue and the ClusterQueue gmini (once per suite)", time.Since(start))
+	// The Flux example that installs Kueue the same way fetches from
+	// GitHub, which this machine cannot reach: its objects are checked
+	// against Flux's CRDs (strict server-side dry run), not synced.
+	if err := dryRunFlux(ctx, cfg, g.l.Path("examples", "gitops", "kueue", "flux")); err != nil {
+		t.Fatal(err)
+	}
+
 	// The history's PostgreSQL, on the node address, trusting pods.
 	dir := filepath.Join(os.TempDir(), "gmini-"+clusterName+"-postgres")
 	g.db, err = postgres.Start(ctx, dir, postgres.WithNetNS(g.node.Namespace),
@@ -519,7 +531,8 @@ func (g *gitopsRun) post(ctx context.Context, t *testing.T, cfg *envconf.Config,
 }
 
 // clientToken is a token of the frontend's ServiceAccount for the audience
-// gmini, the account bound to gmini-submitter in the prod namespace.
+// gmini, the account bound to gmini-submitter and gmini-queue-user in the
+// prod namespace.
 func (g *gitopsRun) clientToken(ctx context.Context, t *testing.T, cs kubernetes.Interface) string {
 	t.Helper()
 	for _, obj := range []func() error{
@@ -535,6 +548,15 @@ func (g *gitopsRun) clientToken(ctx context.Context, t *testing.T, cs kubernetes
 			_, err := cs.RbacV1().RoleBindings(prodNS).Create(ctx, &rbacv1.RoleBinding{
 				ObjectMeta: metav1.ObjectMeta{Name: "gitops-frontend-submits"},
 				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "gmini-submitter"},
+				Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: clientSA, Namespace: clientNS}},
+			}, metav1.CreateOptions{})
+			return err
+		},
+		// prod's experiments wait in its LocalQueue default (k8s/components/queue).
+		func() error {
+			_, err := cs.RbacV1().RoleBindings(prodNS).Create(ctx, &rbacv1.RoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Name: "gitops-frontend-queues"},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "gmini-queue-user"},
 				Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: clientSA, Namespace: clientNS}},
 			}, metav1.CreateOptions{})
 			return err
@@ -769,4 +791,35 @@ func editYAML(path string, edit func(*kyaml.RNode) error) error {
 		return err
 	}
 	return os.WriteFile(path, out.Bytes(), 0o644)
+}
+
+// dryRunFlux creates every object of the Flux example in dir with a strict
+// server-side dry run, against the CRDs of the Flux installed here.
+func dryRunFlux(ctx context.Context, cfg *envconf.Config, dir string) error {
+	objs, err := gitops.ReadObjects(dir)
+	if err != nil {
+		return err
+	}
+	d, err := dynamic.NewForConfig(cfg.Client().RESTConfig())
+	if err != nil {
+		return err
+	}
+	resources := map[string]string{"GitRepository": "gitrepositories", "OCIRepository": "ocirepositories", "Kustomization": "kustomizations"}
+	for _, o := range objs {
+		gv, err := schema.ParseGroupVersion(o.GetAPIVersion())
+		if err != nil {
+			return err
+		}
+		res, ok := resources[o.GetKind()]
+		if !ok {
+			return fmt.Errorf("%s: unexpected kind %s %s", dir, o.GetKind(), o.GetName())
+		}
+		_, err = d.Resource(gv.WithResource(res)).Namespace(o.GetNamespace()).Create(ctx, o, metav1.CreateOptions{
+			DryRun: []string{metav1.DryRunAll}, FieldValidation: metav1.FieldValidationStrict,
+		})
+		if err != nil {
+			return fmt.Errorf("the API server refuses %s %s of %s: %w", o.GetKind(), o.GetName(), dir, err)
+		}
+	}
+	return nil
 }

@@ -46,10 +46,11 @@ var builds = []struct {
 }{
 	{dir: ".", namespace: "gmini-dev", kinds: overlayKinds("PersistentVolumeClaim")},
 	{dir: "overlays/dev", namespace: "gmini-dev", kinds: overlayKinds("PersistentVolumeClaim")},
-	{dir: "overlays/prod", namespace: "gmini", kinds: overlayKinds("PodDisruptionBudget", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "NetworkPolicy")},
+	{dir: "overlays/prod", namespace: "gmini", kinds: overlayKinds("PodDisruptionBudget", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "NetworkPolicy",
+		"LocalQueue", "Role", "RoleBinding")}, // the last three: k8s/components/queue
 	{dir: "k8s/base", kinds: []string{"Deployment", "Service", "ServiceAccount"}},
 	{dir: "k8s/runner", kinds: []string{"CronJob", "Role", "RoleBinding", "ServiceAccount"}},
-	{dir: "k8s/auth", kinds: []string{"ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding"}},
+	{dir: "k8s/auth", kinds: []string{"ClusterRole", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding"}},
 	{dir: "k8s/policy", kinds: []string{"NetworkPolicy", "NetworkPolicy"}},
 	{dir: "k8s/queue", kinds: []string{"ClusterQueue", "ResourceFlavor"}},
 }
@@ -80,6 +81,7 @@ var overlays = []struct {
 	pullPolicy    corev1.PullPolicy // "" means left to the API server default
 	replicas      int32
 	ttlAfterFinal int32
+	queue         bool // uses k8s/components/queue
 }{
 	{
 		dir: "overlays/dev", namespace: "gmini-dev",
@@ -89,7 +91,7 @@ var overlays = []struct {
 	{
 		dir: "overlays/prod", namespace: "gmini",
 		backendImage: "ghcr.io/gmini-dev/gmini-backend:v0.1.0", runnerImage: "ghcr.io/gmini-dev/gmini-runner:v0.1.0",
-		replicas: 2, ttlAfterFinal: 3600,
+		replicas: 2, ttlAfterFinal: 3600, queue: true,
 	},
 }
 
