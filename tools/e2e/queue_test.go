@@ -245,6 +245,7 @@ type admissions struct {
 	order    []string        // experiment IDs, in admission order
 	admitted map[string]bool
 	created  map[string]time.Time // each admitted Workload's creation time
+	at       map[string]time.Time // when the watch saw it admitted
 	live     map[types.UID]string // pods not ended, by pod UID -> ID
 	pods     map[string]int       // pods ever created, by ID
 	maxLive  int
@@ -254,7 +255,7 @@ type admissions struct {
 func followAdmissions(ctx context.Context, t *testing.T, cfg *envconf.Config, ids []string) *admissions {
 	t.Helper()
 	ctx, stop := context.WithCancel(ctx)
-	a := &admissions{follow: map[string]bool{}, admitted: map[string]bool{}, created: map[string]time.Time{}, live: map[types.UID]string{}, pods: map[string]int{}, stop: stop}
+	a := &admissions{follow: map[string]bool{}, admitted: map[string]bool{}, created: map[string]time.Time{}, at: map[string]time.Time{}, live: map[types.UID]string{}, pods: map[string]int{}, stop: stop}
 	for _, id := range ids {
 		a.follow[id] = true
 	}
@@ -291,6 +292,7 @@ func followAdmissions(ctx context.Context, t *testing.T, cfg *envconf.Config, id
 				a.admitted[id] = true
 				a.order = append(a.order, id)
 				a.created[id] = w.GetCreationTimestamp().Time
+				a.at[id] = time.Now()
 			}
 			a.mu.Unlock()
 		}
@@ -443,6 +445,10 @@ func TestQueueFIFO(t *testing.T) {
 			released := release(ctx, t, cfg, cq)
 			last := map[string]int{}
 			rose := []string{}
+			// The first estimate of each experiment's start, to compare
+			// with when it was admitted: eta needs 3 admissions of the
+			// LocalQueue first.
+			eta := map[string]time.Time{}
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
@@ -463,6 +469,9 @@ func TestQueueFIFO(t *testing.T) {
 							rose = append(rose, fmt.Sprintf("%s %d->%d", id, p, *st.Queue.Position))
 						}
 						last[id] = *st.Queue.Position
+						if _, ok := eta[id]; !ok && st.Queue.ETA != nil {
+							eta[id] = *st.Queue.ETA
+						}
 					}
 					time.Sleep(500 * time.Millisecond)
 				}
@@ -484,6 +493,67 @@ func TestQueueFIFO(t *testing.T) {
 			}
 			if len(rose) > 0 {
 				t.Errorf("positions went up: %v", rose)
+			}
+			// How good the estimates were: a figure, not a bound.
+			adm.mu.Lock()
+			var sum, worst time.Duration
+			for id, e := range eta {
+				d := adm.at[id].Sub(e).Abs()
+				sum += d
+				worst = max(worst, d)
+			}
+			adm.mu.Unlock()
+			if len(eta) == 0 {
+				t.Errorf("no experiment ever had an eta")
+			} else {
+				t.Logf("eta: the first estimate of %d experiments against when Kueue admitted them: mean error %s, worst %s",
+					len(eta), (sum / time.Duration(len(eta))).Round(100*time.Millisecond), worst.Round(100*time.Millisecond))
+			}
+			return ctx
+		}).
+		Feature()
+	testenv.Test(t, f)
+}
+
+// TestLocalQueueDeleted: a LocalQueue removed under waiting experiments.
+func TestLocalQueueDeleted(t *testing.T) {
+	const cq, lq, id = "e2e-gone", "e2e-gone", "queue-gone"
+	f := features.New("a LocalQueue deleted: POSTs naming it are 400 saying so, and what waits in it says why").
+		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			ensureKueue(ctx, t, cfg)
+			clusterQueue(ctx, t, cfg, cq, 1, false)
+			localQueue(ctx, t, cfg, lq, cq)
+			return ctx
+		}).
+		Assess("the waiting experiment stays Queued with Kueue's reason; a new POST naming the queue is refused, nothing created", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			postQueued(ctx, t, cfg, id, lq)
+			// It would wait for ever: cancel it after the test.
+			t.Cleanup(func() {
+				_, _ = backend(t, cfg).Do(context.Background(), http.MethodDelete, "/experiments/"+id, "", nil)
+			})
+			if err := dyn(t, cfg).Resource(localQueues).Namespace(ns).Delete(ctx, lq, metav1.DeleteOptions{}); err != nil {
+				t.Fatalf("delete LocalQueue %s: %v", lq, err)
+			}
+			var last queued
+			err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+				last = getStatus(ctx, t, cfg, id)
+				return last.State == "Queued" && last.Queue != nil && strings.Contains(last.Queue.Reason, lq), nil
+			})
+			if err != nil {
+				t.Errorf("the experiment in the deleted queue: %+v (reason %v); want Queued with a reason naming %s", last, last.Queue, lq)
+			} else {
+				t.Logf("the experiment in the deleted queue says: %s", last.Queue.Reason)
+			}
+			before := len(managedJobs(ctx, t, cfg))
+			err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+				res, err := backend(t, cfg).Post(ctx, fmt.Sprintf(`{"queue": %q, "experiment": {"id": "queue-gone-2"}}`, lq))
+				return err == nil && res.Code == http.StatusBadRequest && strings.Contains(string(res.Body), "does not exist"), nil
+			})
+			if err != nil {
+				t.Errorf("a POST naming the deleted queue is not refused with 400 within 30 s")
+			}
+			if after := len(managedJobs(ctx, t, cfg)); after != before {
+				t.Errorf("%d Jobs after the refused POSTs, %d before", after, before)
 			}
 			return ctx
 		}).
