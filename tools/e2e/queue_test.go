@@ -170,7 +170,10 @@ func clusterQueue(ctx context.Context, t *testing.T, cfg *envconf.Config, name s
 	t.Helper()
 	spec := map[string]any{
 		"namespaceSelector": map[string]any{},
-		"stopPolicy":        "Hold",
+		// As k8s/queue: BestEffortFIFO lets Kueue move equivalent
+		// Workloads aside when the head does not fit, and the order goes.
+		"queueingStrategy": "StrictFIFO",
+		"stopPolicy":       "Hold",
 		"resourceGroups": []any{map[string]any{
 			"coveredResources": []any{"cpu", "memory", "pods"},
 			"flavors": []any{map[string]any{"name": "default", "resources": []any{
@@ -441,7 +444,7 @@ func TestQueueFIFO(t *testing.T) {
 			}
 			return ctx
 		}).
-		Assess("released, at most 2 run at once, all succeed, admitted in submission order, positions only go down", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+		Assess("released, at most 2 run at once, all succeed, admitted in submission order (give or take two written at once), positions only go down", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			released := release(ctx, t, cfg, cq)
 			last := map[string]int{}
 			rose := []string{}
@@ -480,8 +483,14 @@ func TestQueueFIFO(t *testing.T) {
 			<-done
 			order, maxLive, pods := adm.snapshot()
 			t.Logf("all %d Succeeded %s after the release; admission order %v; most runner pods alive at once: %d", n, time.Since(released).Round(100*time.Millisecond), order, maxLive)
-			if !slices.Equal(order, ids) {
-				t.Errorf("admitted in order %v, want submission order %v", order, ids)
+			// Kueue schedules in order but writes each admission from a
+			// goroutine of its own: two admitted moments apart may land
+			// in either order, nothing further.
+			for rank, id := range order {
+				if d := abs(rank - slices.Index(ids, id)); d > 1 {
+					t.Errorf("admitted in order %v: %s is %d places from its submission order %v", order, id, d, ids)
+					break
+				}
 			}
 			if maxLive > slots {
 				t.Errorf("%d runner pods alive at once, the ClusterQueue admits %d", maxLive, slots)

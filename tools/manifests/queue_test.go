@@ -92,6 +92,9 @@ func TestQueueComponent(t *testing.T) {
 // it orders its LocalQueues by fair share.
 func TestClusterQueueFitsTheTemplate(t *testing.T) {
 	cq := only[*kueue.ClusterQueue](t, typed(t, "k8s/queue"), "gmini")
+	if cq.Spec.QueueingStrategy != kueue.StrictFIFO {
+		t.Errorf("queueingStrategy %q, want StrictFIFO: first in, first out within a LocalQueue", cq.Spec.QueueingStrategy)
+	}
 	if cq.Spec.AdmissionScope == nil || cq.Spec.AdmissionScope.AdmissionMode != kueue.UsageBasedAdmissionFairSharing {
 		t.Errorf("admissionScope %+v, want UsageBasedAdmissionFairSharing", cq.Spec.AdmissionScope)
 	}
