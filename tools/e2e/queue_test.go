@@ -385,10 +385,12 @@ func waitSucceeded(ctx context.Context, t *testing.T, cfg *envconf.Config, ids [
 	}
 }
 
-// TestQueueFIFO: a ClusterQueue with room for 2 runners and a sweep of 20
-// experiments in one LocalQueue.
+// TestQueueFIFO: a ClusterQueue with room for 2 runners and 10
+// experiments in one LocalQueue, submitted one a second.
 func TestQueueFIFO(t *testing.T) {
-	const n, slots = 20, 2
+	// 10, one a second: the set of 20 (TestQueueSet) is submitted in one
+	// request, within a second or two, where Kueue's order is by UID.
+	const n, slots = 10, 2
 	const cq, lq = "e2e-fifo", "e2e-fifo"
 	var ids []string
 	for i := range n {
@@ -642,9 +644,9 @@ func TestKueueInstalled(t *testing.T) {
 }
 
 // TestQueueFairShare: two teams' LocalQueues of equal weight on one
-// ClusterQueue with room for 2, 20 experiments each submitted at once.
+// ClusterQueue with room for 4, 20 experiments each submitted at once.
 func TestQueueFairShare(t *testing.T) {
-	const n, slots = 20, 2
+	const n, slots = 20, 4
 	const cq = "e2e-fair"
 	teams := []string{"team-a", "team-b"}
 	ids := map[string][]string{}
@@ -789,7 +791,7 @@ func scaleKueue(ctx context.Context, t *testing.T, cfg *envconf.Config, replicas
 func TestKueueDown(t *testing.T) {
 	const cq, lq, slots = "e2e-down", "e2e-down", 2
 	var before, during []string
-	for i := range 6 {
+	for i := range 4 {
 		before = append(before, fmt.Sprintf("down-before-%d", i))
 		during = append(during, fmt.Sprintf("down-during-%d", i))
 	}
@@ -806,7 +808,7 @@ func TestKueueDown(t *testing.T) {
 			t.Cleanup(func() { scaleKueue(context.Background(), t, cfg, 1) })
 			return ctx
 		}).
-		Assess("killed after the first 6 were submitted, 6 more submitted while it is down", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+		Assess("killed after the first 4 were submitted, 4 more submitted while it is down", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			for _, id := range before {
 				postQueued(ctx, t, cfg, id, lq)
 			}
@@ -828,7 +830,7 @@ func TestKueueDown(t *testing.T) {
 			}
 			return ctx
 		}).
-		Assess("once it is back, all 12 run once, never more than 2 at a time", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+		Assess("once it is back, all 8 run once, never more than 2 at a time", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			back := time.Now()
 			scaleKueue(ctx, t, cfg, 1)
 			t.Logf("Kueue serving again %s after it was started", time.Since(back).Round(100*time.Millisecond))
