@@ -366,7 +366,16 @@ func getStatus(ctx context.Context, t *testing.T, cfg *envconf.Config, id string
 func postQueued(ctx context.Context, t *testing.T, cfg *envconf.Config, id, lq string) {
 	t.Helper()
 	body := fmt.Sprintf(`{"queue": %q, "experiment": {"id": %q}}`, lq, id)
-	res, err := backend(t, cfg).Post(ctx, body)
+	// A LocalQueue created a moment ago is unknown until the backend's
+	// informer has seen it (a 400 that names no queue of that name).
+	var res deploy.Response
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		res, err = backend(t, cfg).Post(ctx, body)
+		if err != nil || res.Code != http.StatusBadRequest || !strings.Contains(string(res.Body), "does not exist") || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil || res.Code != http.StatusCreated {
 		t.Fatalf("POST %s to queue %s = %d %s (%v)", id, lq, res.Code, res.Body, err)
 	}
