@@ -97,7 +97,20 @@ func endToEnd(ctx context.Context, log *slog.Logger, l layout.Layout, c *local.C
 	if err != nil {
 		return err
 	}
+	if o.parts[partE2E] && o.e2eN > 0 {
+		if err := oneAtATime(ctx, log, client, url, o, rep); err != nil {
+			return err
+		}
+	}
+	if o.parts[partQueue] {
+		return queueBenchmarks(ctx, log, l, c, client, url, o, rep)
+	}
+	return nil
+}
 
+// oneAtATime POSTs -e2e experiments one after the other, each once the
+// one before is Complete, and times each step.
+func oneAtATime(ctx context.Context, log *slog.Logger, client kubernetes.Interface, url string, o options, rep *report) error {
 	tl := &timeline{seen: map[string]map[string]time.Time{}}
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()

@@ -12,9 +12,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	batchv1client "k8s.io/client-go/kubernetes/typed/batch/v1"
 
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 	"github.com/gmini-dev/gmini/tools/internal/jobstatus"
@@ -45,6 +47,15 @@ func completeJobs(ctx context.Context, client kubernetes.Interface, namespace st
 					return
 				}
 				j := &list.Items[i]
+				if j.Status.StartTime == nil {
+					var err error
+					if j, err = waitStarted(ctx, jobs, j.Name); err != nil {
+						mu.Lock()
+						firstErr = cmp.Or(firstErr, err)
+						mu.Unlock()
+						return
+					}
+				}
 				if err := jobstatus.Complete(ctx, jobs, j.Name, j, "set by gmini-bench: the benchmark's cluster has no node to run the pod"); err != nil {
 					mu.Lock()
 					firstErr = cmp.Or(firstErr, err)
@@ -56,6 +67,27 @@ func completeJobs(ctx context.Context, client kubernetes.Interface, namespace st
 	}
 	wg.Wait()
 	return cmp.Or(firstErr, ctx.Err())
+}
+
+// waitStarted waits until the Job controller has started the Job (its
+// startTime set), which the status write needs. It lags behind creates
+// well above a few hundred Jobs (the controller-manager's own client
+// limit), longer than jobstatus.Complete waits by itself. One GET of the
+// Job every 250 ms, counted in the row's API-server CPU.
+func waitStarted(ctx context.Context, jobs batchv1client.JobInterface, name string) (*batchv1.Job, error) {
+	var job *batchv1.Job
+	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
+		j, err := jobs.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		job = j
+		return j.Status.StartTime != nil, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("job %s not started by the Job controller: %w", name, err)
+	}
+	return job, nil
 }
 
 // waitRecorded waits until the backend of namespace has recorded and

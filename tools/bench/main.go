@@ -11,6 +11,13 @@
 // Beside Jobs/s and latency it reads, per row, the CPU time the backend and
 // kube-apiserver + etcd spent per created Job. The second has a node and the dev overlay
 // deployed, for POST-to-Complete times. These figures are not tests.
+//
+// -only picks parts (default spawn,e2e: the above). sets, on the node-less
+// cluster: one POST /experiment-sets of -set-items beside direct creates
+// and single POSTs at the backend's --set-concurrency. queue, on the
+// cluster with a node: -queue-n experiments POSTed at once, without Kueue
+// (the dev overlay's ResourceQuota) and then with it (installed as
+// tools/e2e does), for makespan, completion order, warnings and pods.
 package main
 
 import (
@@ -51,6 +58,46 @@ type options struct {
 	listN, inFlight  int
 	spawnName, e2eNm string
 	splitCPUs        bool
+	// parts are the measurements asked for (-only): partSpawn, partE2E,
+	// partSets, partQueue.
+	parts          map[string]bool
+	setItems       int // items of the one POST /experiment-sets
+	setConcurrency int // the backend's --set-concurrency, and the other rows' concurrency beside it
+	queueN         int // experiments POSTed at once, with and without Kueue
+}
+
+// Parts of the benchmark, for -only. spawn is the spawn rows, the list
+// benchmark and the cost (the node-less cluster); e2e POST-to-Complete one
+// at a time (the cluster with a node); sets one POST /experiment-sets
+// beside direct creates and single POSTs (node-less cluster); queue the
+// same batch POSTed at once with and without Kueue (cluster with a node).
+const (
+	partSpawn = "spawn"
+	partE2E   = "e2e"
+	partSets  = "sets"
+	partQueue = "queue"
+)
+
+// parseOnly reads -only: comma-separated parts, "all" for every one.
+func parseOnly(s string) (map[string]bool, error) {
+	parts := map[string]bool{}
+	for _, p := range strings.Split(s, ",") {
+		switch p = strings.TrimSpace(p); p {
+		case partSpawn, partE2E, partSets, partQueue:
+			parts[p] = true
+		case "all":
+			for _, q := range []string{partSpawn, partE2E, partSets, partQueue} {
+				parts[q] = true
+			}
+		case "":
+		default:
+			return nil, fmt.Errorf("-only %q: want a comma-separated list of spawn, e2e, sets, queue (or all)", p)
+		}
+	}
+	if len(parts) == 0 {
+		return nil, fmt.Errorf("-only %q: name at least one part", s)
+	}
+	return parts, nil
 }
 
 func main() {
@@ -84,9 +131,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	fs.BoolVar(&o.splitCPUs, "split-cpus", false, "run the control plane (etcd, kube-apiserver, kube-controller-manager) on one half of the CPUs and the benchmark, backends and PostgreSQL on the other, as in a cluster where the backend does not share the API server's CPUs (spawn and list benchmarks)")
 	fs.StringVar(&o.spawnName, "cluster", "gmini-bench", "name of the node-less cluster")
 	fs.StringVar(&o.e2eNm, "node-cluster", "gmini-bench-node", "name of the cluster with a node")
+	var only string
+	fs.StringVar(&only, "only", "spawn,e2e", "parts to run, comma-separated: spawn (spawn rows, list, cost), e2e (POST to Complete one at a time), sets (one POST /experiment-sets beside direct creates and single POSTs), queue (a batch POSTed at once with and without Kueue), or all")
+	fs.IntVar(&o.setItems, "set-items", 1000, "items of the one POST /experiment-sets per round of the sets part (the backend takes at most 1000)")
+	fs.IntVar(&o.setConcurrency, "set-concurrency", 16, "the reference backend's --set-concurrency in the sets part, and the concurrency of the direct and single-POST rows measured beside it")
+	fs.IntVar(&o.queueN, "queue-n", 60, "experiments POSTed at once in the queue part, with and without Kueue")
 	timeout := fs.Duration("timeout", 45*time.Minute, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	parts, err := parseOnly(only)
+	if err != nil {
+		return err
+	}
+	o.parts = parts
+	if o.skipE2E {
+		delete(o.parts, partE2E)
+	}
+	if o.setItems < 1 || o.setItems > 1000 || o.setConcurrency < 1 || o.setConcurrency > 256 || o.queueN < 2 || o.queueN > 500 {
+		return fmt.Errorf("set-items must be 1-1000, set-concurrency 1-256, queue-n 2-500")
 	}
 	for _, s := range strings.Split(conc, ",") {
 		c, err := strconv.Atoi(strings.TrimSpace(s))
@@ -141,7 +204,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return err
 	}
-	node, err := cluster.Prepare(ctx, log, l)
+	var features []cluster.Feature
+	if o.parts[partQueue] {
+		// Kueue's controller is pushed to the node's registry.
+		features = append(features, cluster.Registry)
+	}
+	node, err := cluster.Prepare(ctx, log, l, features...)
 	if err != nil {
 		return fmt.Errorf("prepare the machine: %w", err)
 	}
@@ -154,15 +222,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 
-	rep := &report{machine: info.machine, command: info.command, commit: info.commit}
-	spawnCluster := cluster.NewLocal(l, node, o.spawnName, log, local.WithoutNode())
-	if err := spawnBenchmarks(ctx, log, l, spawnCluster, o, backendBin, rep); err != nil {
-		return err
+	rep := &report{machine: info.machine, command: info.command, commit: info.commit, spawn: o.parts[partSpawn]}
+	if o.parts[partSpawn] || o.parts[partSets] {
+		// No registry without a node: only the queue part's cluster has one.
+		spawnNode := node
+		spawnNode.Registry = ""
+		spawnCluster := cluster.NewLocal(l, spawnNode, o.spawnName, log, local.WithoutNode())
+		if err := spawnBenchmarks(ctx, log, l, spawnCluster, o, backendBin, rep); err != nil {
+			return err
+		}
 	}
-	if err := imageSizes(images.Archives(), rep); err != nil {
-		return err
+	if o.parts[partSpawn] {
+		if err := imageSizes(images.Archives(), rep); err != nil {
+			return err
+		}
 	}
-	if !o.skipE2E && o.e2eN > 0 {
+	if o.parts[partE2E] && o.e2eN > 0 || o.parts[partQueue] {
 		if err := endToEnd(ctx, log, l, cluster.NewLocal(l, node, o.e2eNm, log), o, images, rep); err != nil {
 			return err
 		}

@@ -33,6 +33,8 @@ func TestOutNotWrittenForRefusedFlags(t *testing.T) {
 		{"concurrency", []string{"-concurrency", "0"}, "concurrency"},
 		{"variant", []string{"-variants", "mysql"}, "variant"},
 		{"rounds", []string{"-rounds", "0"}, "rounds"},
+		{"only", []string{"-only", "sets,lists"}, "-only"},
+		{"set-items", []string{"-only", "sets", "-set-items", "1001"}, "set-items"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 )
@@ -31,6 +33,10 @@ type report struct {
 	e2eStages        []stage
 	e2eTotal         []time.Duration
 	lists            []listRow
+	spawn            bool          // the spawn part ran: its tables and the cost
+	sets             []row         // the sets part: direct, single POSTs, the set
+	queue            []queueRow    // the queue part: without, then with Kueue
+	kueueInstall     time.Duration // Kueue's build (cached), push, install and take-up
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
@@ -41,6 +47,26 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "\n## gmini benchmarks\n\nCommand: `%s`  \nCommit: %s  \nMachine: %s  \nCPUs (spawn and list): %s  \nTotal time: %s\n",
 		r.command, r.commit, r.machine, r.cpus, r.elapsed.Round(time.Second))
 
+	if r.spawn {
+		r.printSpawn(w)
+	}
+	r.printSets(w)
+	r.printQueue(w)
+	if len(r.e2eTotal) > 0 {
+		fmt.Fprintf(w, "\n### End to end: POST to Job Complete, %d experiments one at a time (cluster with a node)\n\n", len(r.e2eTotal))
+		fmt.Fprintln(w, "| step (time since the previous step, first seen by a watch) | samples | p50 | p99 |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|")
+		for _, s := range r.e2eStages {
+			fmt.Fprintf(w, "| %s | %d | %s | %s |\n", s.name, len(s.d), ms(pct(s.d, 50)), ms(pct(s.d, 99)))
+		}
+		fmt.Fprintf(w, "| **total: POST sent to Job Complete** | %d | **%s** | **%s** |\n", len(r.e2eTotal), ms(pct(r.e2eTotal, 50)), ms(pct(r.e2eTotal, 99)))
+	}
+	if r.spawn {
+		r.printCost(w)
+	}
+}
+
+func (r *report) printSpawn(w io.Writer) {
 	fmt.Fprintf(w, "\n### Spawn: Jobs created per second (cluster without a node)\n\n")
 	fmt.Fprint(w, "Each row pools its rounds: Jobs/s is all its Jobs over all its time; p50/p99 are over all its requests.\n\n")
 	fmt.Fprintln(w, "| concurrency | row | Jobs | errors | Jobs/s | p50 | p99 | throughput vs direct | p99 vs direct |")
@@ -108,16 +134,9 @@ func (r *report) print(w io.Writer) {
 		}
 	}
 
-	if len(r.e2eTotal) > 0 {
-		fmt.Fprintf(w, "\n### End to end: POST to Job Complete, %d experiments one at a time (cluster with a node)\n\n", len(r.e2eTotal))
-		fmt.Fprintln(w, "| step (time since the previous step, first seen by a watch) | samples | p50 | p99 |")
-		fmt.Fprintln(w, "|---|---:|---:|---:|")
-		for _, s := range r.e2eStages {
-			fmt.Fprintf(w, "| %s | %d | %s | %s |\n", s.name, len(s.d), ms(pct(s.d, 50)), ms(pct(s.d, 99)))
-		}
-		fmt.Fprintf(w, "| **total: POST sent to Job Complete** | %d | **%s** | **%s** |\n", len(r.e2eTotal), ms(pct(r.e2eTotal, 50)), ms(pct(r.e2eTotal, 99)))
-	}
+}
 
+func (r *report) printCost(w io.Writer) {
 	fmt.Fprintf(w, "\n### Cost\n\n| what | value |\n|---|---:|\n")
 	fmt.Fprintf(w, "| backend RSS, idle (after warm-up) | %s |\n", mib(r.rssIdle))
 	fmt.Fprintf(w, "| backend RSS, peak under gmini load at concurrency %d | %s |\n", r.rssLoadConc, mib(r.rssLoad))
@@ -132,4 +151,74 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(w, "| image %s: archive / layers compressed / uncompressed (%d layer) | %s / %s / %s |\n",
 			im.name, im.layers, mib(im.archive), mib(im.compressed), mib(im.uncompressed))
 	}
+}
+
+// printSets prints the sets part: Jobs/s of one set beside direct creates
+// and single POSTs at the backend's --set-concurrency.
+func (r *report) printSets(w io.Writer) {
+	if len(r.sets) == 0 {
+		return
+	}
+	var direct row
+	for _, x := range r.sets {
+		if x.name == rowDirect {
+			direct = x
+		}
+	}
+	fmt.Fprintf(w, "\n### Sets: Jobs created per second, one POST /experiment-sets of %d items (cluster without a node)\n\n", r.sets[0].n/max(r.sets[0].rounds, 1))
+	fmt.Fprintf(w, "At API-server concurrency %d: the direct and single-POST rows with %d workers, the set with the backend's --set-concurrency %d. "+
+		"Each row pools its rounds (%d); a set's latency is its whole request.\n\n", r.sets[0].concurrency, r.sets[0].concurrency, r.sets[0].concurrency, r.sets[0].rounds)
+	fmt.Fprintln(w, "| row | concurrency | Jobs | requests | Jobs/s | request p50 | request p99 | Jobs/s vs direct | backend CPU/Job | kube-apiserver + etcd CPU/Job |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, x := range r.sets {
+		ratio := "-"
+		if direct.n > 0 {
+			ratio = fmt.Sprintf("%.2f", x.rate()/direct.rate())
+		}
+		backend := "-"
+		if x.backendCPU > 0 {
+			backend = ms(x.perJob(x.backendCPU))
+		}
+		fmt.Fprintf(w, "| %s | %d | %d | %d | %.1f | %s | %s | %s | %s | %s |\n", x.name, x.concurrency, x.n, len(x.lat), x.rate(),
+			ms(pct(x.lat, 50)), ms(pct(x.lat, 99)), ratio, backend, ms(x.perJob(x.apiCPU)))
+	}
+}
+
+// printQueue prints the queue part: the same batch POSTed at once without
+// and with Kueue.
+func (r *report) printQueue(w io.Writer) {
+	if len(r.queue) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n### Queue: %d experiments POSTed at once, without and with Kueue (cluster with a node, overlays/dev)\n\n", r.queue[0].n)
+	fmt.Fprintln(w, "The dev overlay's ResourceQuota admits 20 pods; Kueue's ClusterQueue gmini (k8s/queue) admits 16 runners at once. "+
+		"Submission order: the order of the 201 answers; completion order: a Job first seen Complete by a watch; "+
+		"warnings: Warning events of the namespace during the run, by their count field.")
+	if r.kueueInstall > 0 {
+		fmt.Fprintf(w, "Kueue built (cached), pushed, installed and taken up by the backend in %s, between the two runs.\n", r.kueueInstall.Round(100*time.Millisecond))
+	}
+	fmt.Fprintln(w, "\n| run | experiments | all POSTs answered | makespan: first POST to last Job Complete | Spearman ρ, completion vs submission order | Warning events (by reason) | most runner pods alive at once | runner pods created | 201 to first pod, p50 / max |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---|---:|---:|---:|")
+	for _, q := range r.queue {
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %.2f | %s | %d | %d | %s / %s |\n", q.name, q.n, ms(q.answered), ms(q.makespan), q.spearman,
+			warningsText(q.warnings, q.reasons), q.maxLive, q.pods, ms(pct(q.waits, 50)), ms(pct(q.waits, 100)))
+	}
+}
+
+func warningsText(total int, reasons map[string]int) string {
+	if total == 0 {
+		return "0"
+	}
+	keys := slices.Collect(maps.Keys(reasons))
+	slices.SortFunc(keys, func(a, b string) int {
+		if reasons[a] != reasons[b] {
+			return reasons[b] - reasons[a]
+		}
+		return strings.Compare(a, b)
+	})
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %d", k, reasons[k]))
+	}
+	return fmt.Sprintf("%d (%s)", total, strings.Join(parts, ", "))
 }

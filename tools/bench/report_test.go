@@ -33,6 +33,17 @@ func TestReportPrint(t *testing.T) {
 		},
 		coldStarts: []time.Duration{200 * time.Millisecond, 100 * time.Millisecond, 150 * time.Millisecond},
 		rssIdle:    50 << 20, rssLoad: 64 << 20, rssLoadConc: 8,
+		spawn: true,
+		sets: []row{
+			// 1000 Jobs in 2 s: 500 Jobs/s; 4 ms of API CPU per Job.
+			fixed(rowDirect, 16, 1000, 2*time.Second, 30*time.Millisecond, 0, 4*time.Second),
+			// one request of 1000 Jobs in 2.5 s: 400 Jobs/s.
+			{name: rowSet, concurrency: 16, n: 1000, wall: 2500 * time.Millisecond, lat: []time.Duration{2500 * time.Millisecond},
+				backendCPU: time.Second, apiCPU: 5 * time.Second, rounds: 1},
+		},
+		queue: []queueRow{{name: queueRowWithout, n: 60, answered: 800 * time.Millisecond, makespan: 54 * time.Second, spearman: 0.21,
+			warnings: 170, reasons: map[string]int{"FailedCreate": 166, "BackoffLimitExceeded": 4}, maxLive: 20, pods: 60,
+			waits: []time.Duration{time.Second, 3 * time.Second, 40 * time.Second}}},
 	}
 	var b strings.Builder
 	rep.print(&b)
@@ -53,13 +64,17 @@ func TestReportPrint(t *testing.T) {
 		"| 8 | " + sqlite + " | 100.0 | 60.0 ms | 0.50 | 2.00 |",
 		"| backend cold start, exec to /readyz 200 (p50 of 3: 200.0 ms, 100.0 ms, 150.0 ms) | 150.0 ms |",
 		"| backend RSS, peak under gmini load at concurrency 8 | 64.0 MiB |",
+		// Sets: Jobs/s against direct, a set's one request.
+		"| " + rowDirect + " | 16 | 1000 | 1000 | 500.0 | 30.0 ms | 30.0 ms | 1.00 | - | 4.0 ms |",
+		"| " + rowSet + " | 16 | 1000 | 1 | 400.0 | 2500.0 ms | 2500.0 ms | 0.80 | 1.0 ms | 5.0 ms |",
+		"| " + queueRowWithout + " | 60 | 800.0 ms | 54000.0 ms | 0.21 | 170 (FailedCreate 166, BackoffLimitExceeded 4) | 20 | 60 | 3000.0 ms / 40000.0 ms |",
 	} {
 		if !strings.Contains(out, want+"\n") {
 			t.Errorf("report lacks the line\n%s\n--- report:\n%s", want, out)
 		}
 	}
 	against := out[strings.Index(out, "Against gmini"):]
-	against = against[:strings.Index(against, "### Cost")]
+	against = against[:strings.Index(against, "###")] // the next section
 	for _, not := range []string{rowDirect, rowNaive, "| " + rowGmini} {
 		if strings.Contains(against, not) {
 			t.Errorf("the table against gmini holds %q:\n%s", not, against)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -125,6 +126,7 @@ type spawnBench struct {
 	off           *backendRun   // gmini without history or auth: the reference row
 	backends      []*backendRun // off first
 	rep           *report
+	inSets        bool // the sets part runs: no RSS for the cost table
 }
 
 // spawnRun is one row's work at one concurrency.
@@ -160,19 +162,30 @@ func spawnBenchmarks(ctx context.Context, log *slog.Logger, l layout.Layout, c *
 		return err
 	}
 	defer s.stopBackends(context.WithoutCancel(ctx))
-	for _, step := range []func(context.Context) error{s.startReference, s.coldStarts, s.startOthers, s.warmUp} {
+	steps := []func(context.Context) error{s.startReference}
+	if o.parts[partSpawn] {
+		steps = append(steps, s.coldStarts, s.startOthers)
+	}
+	for _, step := range append(steps, s.warmUp) {
 		if err := step(ctx); err != nil {
 			return err
 		}
 	}
-	for _, conc := range o.concurrency {
-		rows, err := s.measure(ctx, conc)
-		if err != nil {
+	if o.parts[partSpawn] {
+		for _, conc := range o.concurrency {
+			rows, err := s.measure(ctx, conc)
+			if err != nil {
+				return err
+			}
+			rep.rows = append(rep.rows, rows...)
+		}
+	}
+	if o.parts[partSets] {
+		if err := s.measureSets(ctx); err != nil {
 			return err
 		}
-		rep.rows = append(rep.rows, rows...)
 	}
-	if o.listN > 0 {
+	if o.parts[partSpawn] && o.listN > 0 {
 		return listBenchmarks(ctx, s.env, s.backends, o.listN, o.inFlight, rep)
 	}
 	return nil
@@ -250,7 +263,12 @@ func (s *spawnBench) stopBackends(ctx context.Context) {
 // startReference starts gmini without history or auth, the reference row,
 // in the dev overlay's namespace, and reads the Job template it deploys.
 func (s *spawnBench) startReference(ctx context.Context) error {
-	off, err := s.env.backend(ctx, "", "", deploy.Namespace, nil)
+	var args []string
+	if s.o.parts[partSets] {
+		// Said, not assumed: the sets part compares at this concurrency.
+		args = []string{"--set-concurrency", strconv.Itoa(s.o.setConcurrency)}
+	}
+	off, err := s.env.backend(ctx, "", "", deploy.Namespace, args)
 	if err != nil {
 		return err
 	}
@@ -358,13 +376,19 @@ func (s *spawnBench) runs() (runs []spawnRun, naive spawnRun) {
 // records every Job it deletes, may still weigh on the next row); once
 // appends the row that runs in the first round only.
 func roundOrder[T any](rows []T, once T, round int) []T {
+	order := rotated(rows, round)
+	if round == 0 {
+		order = append(order, once)
+	}
+	return order
+}
+
+// rotated is rows rotated by round, reversed every other round.
+func rotated[T any](rows []T, round int) []T {
 	k := round % len(rows)
 	order := append(append([]T(nil), rows[k:]...), rows[:k]...)
 	if round%2 == 1 {
 		slices.Reverse(order)
-	}
-	if round == 0 {
-		order = append(order, once)
 	}
 	return order
 }
@@ -401,7 +425,7 @@ func (s *spawnBench) measure(ctx context.Context, conc int) ([]row, error) {
 // Jobs. The throughput and latency are of the creates alone.
 func (s *spawnBench) runRow(ctx context.Context, conc, round int, r spawnRun) (row, error) {
 	var stopRSS func() int64
-	if r.backend == s.off && conc == s.o.concurrency[len(s.o.concurrency)-1] {
+	if r.backend == s.off && conc == s.o.concurrency[len(s.o.concurrency)-1] && !s.inSets {
 		stopRSS = s.off.proc.PeakRSS()
 	}
 	var backendCPU0 time.Duration
@@ -417,8 +441,12 @@ func (s *spawnBench) runRow(ctx context.Context, conc, round int, r spawnRun) (r
 	if err != nil {
 		return res, err
 	}
-	if err := completeJobs(ctx, s.admin, r.namespace, conc); err != nil {
-		return res, fmt.Errorf("%s at concurrency %d: %w", r.name, conc, err)
+	// The sets part counts the creates alone (see runSet): its Jobs are
+	// deleted before the Job controller has started them all.
+	if !s.inSets {
+		if err := completeJobs(ctx, s.admin, r.namespace, conc); err != nil {
+			return res, fmt.Errorf("%s at concurrency %d: %w", r.name, conc, err)
+		}
 	}
 	if r.backend != nil && r.backend.records {
 		if err := waitRecorded(ctx, s.admin, r.namespace); err != nil {
