@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
-	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -30,7 +29,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -41,7 +39,7 @@ import (
 	"github.com/gmini-dev/gmini/tools/cluster/local"
 	"github.com/gmini-dev/gmini/tools/deploy"
 	"github.com/gmini-dev/gmini/tools/internal/layout"
-	"github.com/gmini-dev/gmini/tools/internal/modbuild"
+	"github.com/gmini-dev/gmini/tools/manifests"
 	"github.com/gmini-dev/gmini/tools/queue"
 )
 
@@ -368,35 +366,10 @@ func installKueue(ctx context.Context, log *slog.Logger, l layout.Layout, c *loc
 	if err != nil {
 		return 0, fmt.Errorf("the node cluster has no registry: %w", err)
 	}
-	prog := modbuild.Kueue(l.KueueModule())
-	if err := modbuild.Build(ctx, log, prog, l.Output("bin")); err != nil {
+	if err := queue.Setup(ctx, log, l, reg, rc, deploy.Namespace); err != nil {
 		return 0, err
 	}
-	ref, err := queue.Push(ctx, log, prog, l.Output("bin"), reg)
-	if err != nil {
-		return 0, err
-	}
-	objs, err := queue.Render(ctx, l, prog, ref)
-	if err != nil {
-		return 0, err
-	}
-	rbac, err := readYAML(l.Path("k8s", "components", "queue", "rbac.yaml"))
-	if err != nil {
-		return 0, err
-	}
-	for _, o := range rbac {
-		o.SetNamespace(deploy.Namespace)
-	}
-	if err := deploy.ApplyObjects(ctx, log, rc, rbac); err != nil {
-		return 0, err
-	}
-	if err := queue.Install(ctx, log, rc, objs, 3*time.Minute); err != nil {
-		return 0, err
-	}
-	if err := deploy.Apply(ctx, log, rc, l.Path("k8s", "queue")); err != nil {
-		return 0, err
-	}
-	lq, err := readYAML(l.Path("k8s", "components", "queue", "localqueue.yaml"))
+	lq, err := manifests.ReadFile(l.Path("k8s", "components", "queue", "localqueue.yaml"))
 	if err != nil {
 		return 0, err
 	}
@@ -442,25 +415,4 @@ func installKueue(ctx context.Context, log *slog.Logger, l layout.Layout, c *loc
 	took := time.Since(start)
 	log.Info("queue part: Kueue installed and the backend takes queues", "elapsed", took.Round(100*time.Millisecond))
 	return took, nil
-}
-
-// readYAML decodes every object of a YAML file.
-func readYAML(path string) ([]*unstructured.Unstructured, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-	var out []*unstructured.Unstructured
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); err == io.EOF {
-			return out, nil
-		} else if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		if len(u.Object) > 0 {
-			out = append(out, u)
-		}
-	}
 }

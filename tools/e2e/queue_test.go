@@ -7,10 +7,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -26,7 +24,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
@@ -40,7 +37,6 @@ import (
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 	"github.com/gmini-dev/gmini/tools/deploy"
 	"github.com/gmini-dev/gmini/tools/internal/layout"
-	"github.com/gmini-dev/gmini/tools/internal/modbuild"
 	"github.com/gmini-dev/gmini/tools/queue"
 )
 
@@ -78,35 +74,8 @@ func installKueue(ctx context.Context, cfg *envconf.Config) error {
 		return fmt.Errorf("the suite's cluster has no registry: %w", err)
 	}
 	start := time.Now()
-	prog := modbuild.Kueue(l.KueueModule())
-	if err := modbuild.Build(ctx, logger, prog, l.Output("bin")); err != nil {
-		return err
-	}
-	ref, err := queue.Push(ctx, logger, prog, l.Output("bin"), reg)
-	if err != nil {
-		return err
-	}
-	objs, err := queue.Render(ctx, l, prog, ref)
-	if err != nil {
-		return err
-	}
 	rc := cfg.Client().RESTConfig()
-	// The backend's Role first, as an overlay with the Component has it
-	// before Kueue comes: the running backend then finds Kueue by itself.
-	rbac, err := readYAML(l.Path("k8s", "components", "queue", "rbac.yaml"))
-	if err != nil {
-		return err
-	}
-	for _, o := range rbac {
-		o.SetNamespace(ns)
-	}
-	if err := deploy.ApplyObjects(ctx, logger, rc, rbac); err != nil {
-		return err
-	}
-	if err := queue.Install(ctx, logger, rc, objs, 3*time.Minute); err != nil {
-		return err
-	}
-	if err := deploy.Apply(ctx, logger, rc, l.Path("k8s", "queue")); err != nil {
+	if err := queue.Setup(ctx, logger, l, reg, rc, ns); err != nil {
 		return err
 	}
 	// The backend, running since before Kueue was installed, looks for
@@ -127,27 +96,6 @@ func installKueue(ctx context.Context, cfg *envconf.Config) error {
 	logger.Info("the backend takes queues", "after", time.Since(start).Round(100*time.Millisecond))
 	logger.Info("kueue ready for the suite", "elapsed", time.Since(start).Round(100*time.Millisecond))
 	return nil
-}
-
-// readYAML decodes every object of a YAML file.
-func readYAML(path string) ([]*unstructured.Unstructured, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-	var out []*unstructured.Unstructured
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); err == io.EOF {
-			return out, nil
-		} else if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		if len(u.Object) > 0 {
-			out = append(out, u)
-		}
-	}
 }
 
 func kubernetesClient(rc *rest.Config) kubernetes.Interface { return kubernetes.NewForConfigOrDie(rc) }

@@ -4,9 +4,14 @@
 package manifests
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/api/resmap"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -98,4 +103,27 @@ func InNamespace(objs []*unstructured.Unstructured, namespace string) []*unstruc
 		out = append(out, o)
 	}
 	return out
+}
+
+// ReadFile decodes every object of one YAML file as it is on disk, not
+// through kustomize: the single files of a Component (its LocalQueue, its
+// Role) that a test applies into a namespace of its choosing.
+func ReadFile(path string) ([]*unstructured.Unstructured, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var out []*unstructured.Unstructured
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
+			return out, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if len(u.Object) > 0 {
+			out = append(out, u)
+		}
+	}
 }

@@ -173,3 +173,37 @@ func WaitServing(ctx context.Context, cfg *rest.Config, timeout time.Duration) e
 	}
 	return nil
 }
+
+// Setup installs what gmini's queues need on a test cluster, in the order
+// a cluster's owner and an overlay with k8s/components/queue would: the
+// Component's Role for the backend in namespace first (so a running
+// backend finds Kueue readable the moment it is served), then Kueue
+// (built from tools/kueue, pushed to reg), then k8s/queue.
+func Setup(ctx context.Context, log *slog.Logger, l layout.Layout, reg images.Registry, rc *rest.Config, namespace string) error {
+	prog := modbuild.Kueue(l.KueueModule())
+	if err := modbuild.Build(ctx, log, prog, l.Output("bin")); err != nil {
+		return err
+	}
+	ref, err := Push(ctx, log, prog, l.Output("bin"), reg)
+	if err != nil {
+		return err
+	}
+	objs, err := Render(ctx, l, prog, ref)
+	if err != nil {
+		return err
+	}
+	rbac, err := manifests.ReadFile(l.Path("k8s", "components", "queue", "rbac.yaml"))
+	if err != nil {
+		return err
+	}
+	for _, o := range rbac {
+		o.SetNamespace(namespace)
+	}
+	if err := deploy.ApplyObjects(ctx, log, rc, rbac); err != nil {
+		return err
+	}
+	if err := Install(ctx, log, rc, objs, 3*time.Minute); err != nil {
+		return err
+	}
+	return deploy.Apply(ctx, log, rc, l.Path("k8s", "queue"))
+}
