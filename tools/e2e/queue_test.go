@@ -285,6 +285,20 @@ func (a *admissions) snapshot() (order []string, maxLive int, pods map[string]in
 	return slices.Clone(a.order), a.maxLive, maps.Clone(a.pods)
 }
 
+// checkRuns fails t unless at most slots runner pods were ever alive at
+// once and every experiment of ids had exactly one pod.
+func checkRuns(t *testing.T, maxLive, slots int, pods map[string]int, ids []string) {
+	t.Helper()
+	if maxLive > slots {
+		t.Errorf("%d runner pods alive at once, the ClusterQueue admits %d", maxLive, slots)
+	}
+	for _, id := range ids {
+		if pods[id] != 1 {
+			t.Errorf("experiment %s had %d runner pods, want 1", id, pods[id])
+		}
+	}
+}
+
 // queued is the status fields the queue tests read.
 type queued struct {
 	ID    string `json:"id"`
@@ -451,14 +465,7 @@ func TestQueueFIFO(t *testing.T) {
 					break
 				}
 			}
-			if maxLive > slots {
-				t.Errorf("%d runner pods alive at once, the ClusterQueue admits %d", maxLive, slots)
-			}
-			for _, id := range ids {
-				if pods[id] != 1 {
-					t.Errorf("experiment %s had %d runner pods, want 1", id, pods[id])
-				}
-			}
+			checkRuns(t, maxLive, slots, pods, ids)
 			if len(rose) > 0 {
 				t.Errorf("positions went up: %v", rose)
 			}
@@ -654,14 +661,7 @@ func TestQueueFairShare(t *testing.T) {
 				t.Errorf("admissions did not alternate: the counts differed by %d after some prefix (order %v)", worst, order)
 			}
 			t.Logf("largest difference between the teams' admissions after any prefix: %d", worst)
-			if maxLive > slots {
-				t.Errorf("%d runner pods alive at once, the ClusterQueue admits %d", maxLive, slots)
-			}
-			for _, id := range all {
-				if pods[id] != 1 {
-					t.Errorf("experiment %s had %d runner pods, want 1", id, pods[id])
-				}
-			}
+			checkRuns(t, maxLive, slots, pods, all)
 			return ctx
 		}).
 		Feature()
@@ -794,14 +794,7 @@ func TestKueueDown(t *testing.T) {
 			waitSucceeded(ctx, t, cfg, all, 5*time.Minute)
 			_, maxLive, pods := adm.snapshot()
 			t.Logf("all %d Succeeded %s after Kueue was started again; most runner pods alive at once: %d", len(all), time.Since(back).Round(100*time.Millisecond), maxLive)
-			if maxLive > slots {
-				t.Errorf("%d runner pods alive at once, the ClusterQueue admits %d", maxLive, slots)
-			}
-			for _, id := range all {
-				if pods[id] != 1 {
-					t.Errorf("experiment %s had %d runner pods, want 1", id, pods[id])
-				}
-			}
+			checkRuns(t, maxLive, slots, pods, all)
 			return ctx
 		}).
 		Feature()
@@ -886,19 +879,12 @@ func TestQueueSet(t *testing.T) {
 			if c := setCounts(ctx, t, cfg); c["Succeeded"] != n {
 				t.Errorf("set counts %v, want %d Succeeded", c, n)
 			}
-			if maxLive > slots {
-				t.Errorf("%d runner pods alive at once, the ClusterQueue admits %d", maxLive, slots)
-			}
+			checkRuns(t, maxLive, slots, pods, ids)
 			adm.mu.Lock()
 			defer adm.mu.Unlock()
 			for i := 1; i < len(order); i++ {
 				if adm.created[order[i]].Before(adm.created[order[i-1]]) {
 					t.Errorf("%s (Workload created %s) admitted after %s (created %s)", order[i], adm.created[order[i]], order[i-1], adm.created[order[i-1]])
-				}
-			}
-			for _, id := range ids {
-				if pods[id] != 1 {
-					t.Errorf("experiment %s had %d runner pods, want 1", id, pods[id])
 				}
 			}
 			return ctx
