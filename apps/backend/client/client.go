@@ -26,6 +26,8 @@ type Client struct {
 	base  *url.URL
 	http  *http.Client
 	token string
+	// reconnect overrides the backend's reconnection delay of a follow.
+	reconnect time.Duration
 }
 
 // Option configures a Client.
@@ -188,6 +190,11 @@ const maxErrorBody = 64 << 10
 // send sends a request; an answer other than 2xx is an *Error, its body
 // read and closed.
 func (c *Client) send(ctx context.Context, method, path string, q url.Values, body []byte) (*http.Response, error) {
+	return c.sendWith(ctx, method, path, q, body, nil)
+}
+
+// sendWith is send with headers of its own (Accept, Last-Event-ID).
+func (c *Client) sendWith(ctx context.Context, method, path string, q url.Values, body []byte, header http.Header) (*http.Response, error) {
 	// path's segments are escaped already; joined as text, an ID such as
 	// ".." reaches the backend as sent (and is refused there) instead of
 	// being resolved away.
@@ -207,6 +214,9 @@ func (c *Client) send(ctx context.Context, method, path string, q url.Values, bo
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	for k, v := range header {
+		req.Header[k] = v
+	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}

@@ -82,3 +82,16 @@ type Cancellation struct {
 type Error struct {
 	Error string `json:"error"`
 }
+
+// LogEnd is the data of the `done` event that ends an SSE log follow
+// (GET /experiments/{id}/logs?follow=true): how the experiment ended, as
+// far as the follow saw it.
+type LogEnd struct {
+	State    string `json:"state"`
+	Reason   string `json:"reason,omitempty"`
+	Message  string `json:"message,omitempty"`
+	ExitCode *int32 `json:"exitCode,omitempty"`
+	// Source is "job" when the live Job ended the follow, "history" when
+	// the record did.
+	Source string `json:"source"`
+}

@@ -66,6 +66,19 @@ type Config struct {
 	// up to lifecycle.MaxLogBytes. Beyond it, 429 at once. 0 means no
 	// bound.
 	MaxLogReads int
+	// MaxLogFollows bounds the GET .../logs?follow=true being served at
+	// once, apart from MaxLogReads: follows last as long as experiments.
+	// Beyond it, 429 at once. 0 means no bound.
+	MaxLogFollows int
+	// Heartbeat is the pause between the comments that keep an SSE log
+	// follow alive; default DefaultHeartbeat, negative for none.
+	Heartbeat time.Duration
+	// FollowPoll is how often a follow looks at the Job while no log
+	// streams; default 1s.
+	FollowPoll time.Duration
+	// Done, closed when the server shuts down, ends the log follows, which
+	// would otherwise hold the drain until their experiments end.
+	Done <-chan struct{}
 	// MaxSetBytes bounds POST /experiment-sets; default
 	// DefaultMaxSetBytes. Each item is still held to MaxBodyBytes.
 	MaxSetBytes int64
@@ -83,8 +96,8 @@ const DefaultMaxLogReads = 16
 
 type server struct {
 	Config
-	inflight, logReads, setSlots chan struct{}
-	sets                         *sets.Service
+	inflight, logReads, logFollows, setSlots chan struct{}
+	sets                                     *sets.Service
 }
 
 // NewHandler returns the backend's routes. Every error it answers is JSON.
@@ -104,6 +117,12 @@ func NewHandler(cfg Config) http.Handler {
 	}
 	if cfg.MaxLogReads > 0 {
 		s.logReads = make(chan struct{}, cfg.MaxLogReads)
+	}
+	if cfg.MaxLogFollows > 0 {
+		s.logFollows = make(chan struct{}, cfg.MaxLogFollows)
+	}
+	if s.Heartbeat == 0 {
+		s.Heartbeat = DefaultHeartbeat
 	}
 	if s.MaxSetBytes <= 0 {
 		s.MaxSetBytes = DefaultMaxSetBytes
@@ -132,7 +151,7 @@ func NewHandler(cfg Config) http.Handler {
 	r.POST("/experiment", bounded(s.inflight, s.tooManyPOSTs), s.authorize(auth.VerbCreate), s.createExperiment)
 	r.GET("/experiments", s.authorize(auth.VerbList), s.listExperiments)
 	r.GET("/experiments/:id", s.authorize(auth.VerbGet), s.getExperiment)
-	r.GET("/experiments/:id/logs", s.authorize(auth.VerbGet), bounded(s.logReads, s.tooManyLogReads), s.experimentLogs)
+	r.GET("/experiments/:id/logs", s.authorize(auth.VerbGet), s.boundLogs, s.experimentLogs)
 	r.DELETE("/experiments/:id", s.authorize(auth.VerbDelete), s.deleteExperiment)
 	s.setsRoutes(r)
 
@@ -285,6 +304,10 @@ func (s *server) getExperiment(c *gin.Context) {
 func (s *server) experimentLogs(c *gin.Context) {
 	id, ok := s.experimentID(c)
 	if !ok {
+		return
+	}
+	if follow, _ := followParam(c); follow {
+		s.followLogs(c, id)
 		return
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), s.APITimeout)

@@ -110,11 +110,16 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		}
 	}
 
+	shuttingDown := make(chan struct{})
 	gin.SetMode(gin.ReleaseMode)
 	handler := api.NewHandler(api.Config{
-		Auth:        reviewer,
-		MaxInflight: cfg.MaxInflight,
-		MaxLogReads: cfg.MaxLogReads,
+		Auth:          reviewer,
+		MaxInflight:   cfg.MaxInflight,
+		MaxLogReads:   cfg.MaxLogReads,
+		MaxLogFollows: cfg.MaxLogFollows,
+		// Follows end when the server shuts down; clients resume on
+		// another replica.
+		Done:        shuttingDown,
 		Experiments: svc,
 		Metrics:     m,
 		Logger:      log,
@@ -145,6 +150,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    api.MaxHeaderBytes,
 	}
+	srv.RegisterOnShutdown(func() { close(shuttingDown) })
 	log.Info("backend listening", "addr", ln.Addr().String(), "namespace", cfg.Namespace,
 		"template", cfg.Template, "qps", cfg.QPS, "burst", cfg.Burst, "history", cfg.HistoryDSN != "", "auth", cfg.Auth)
 	if ready != nil {

@@ -97,6 +97,17 @@ func TestParseConfig(t *testing.T) {
 			}
 		}},
 		{name: "negative log reads bound", args: []string{"--max-log-reads", "-1"}, wantErr: "max-log-reads"},
+		{name: "log follows bounded apart", env: map[string]string{"GMINI_MAX_LOG_READS": "3"}, check: func(t *testing.T, c Config) {
+			if c.MaxLogFollows != 500 || c.MaxLogReads != 3 {
+				t.Errorf("max log follows = %d, reads %d; want 500 and 3", c.MaxLogFollows, c.MaxLogReads)
+			}
+		}},
+		{name: "log follows from a flag", args: []string{"--max-log-follows", "7"}, check: func(t *testing.T, c Config) {
+			if c.MaxLogFollows != 7 {
+				t.Errorf("max log follows = %d, want 7", c.MaxLogFollows)
+			}
+		}},
+		{name: "bad log follows bound", args: []string{"--max-log-follows", "many"}, wantErr: "max-log-follows"},
 		{name: "experiment sets bounded by default", check: func(t *testing.T, c Config) {
 			if c.MaxSetBytes != 8<<20 || c.MaxInflightSets != 2 || c.SetConcurrency != 16 {
 				t.Errorf("sets: max bytes %d, inflight %d, concurrency %d; want 8 MiB, 2, 16", c.MaxSetBytes, c.MaxInflightSets, c.SetConcurrency)

@@ -24,6 +24,7 @@ import (
 	"github.com/gmini-dev/gmini/apps/backend/internal/spawn"
 	"github.com/gmini-dev/gmini/apps/backend/internal/state"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+	"github.com/gmini-dev/gmini/apps/backend/wire"
 )
 
 // Service is the experiments of one namespace.
@@ -368,4 +369,119 @@ func (s *Service) now() time.Time {
 		return s.Now()
 	}
 	return time.Now()
+}
+
+// FollowLogs streams the runner's output to sink from from on until the
+// experiment ends (see lifecycle.Store.Follow): from the live pods while
+// the Job exists, then, with history on, from the output stored with the
+// record, continuing at the position the sink reached, so nothing is sent
+// twice across the switch. It waits while the Job is gone and the record
+// is not final yet (the recorder stores the outcome and output a moment
+// after the Job ends or is deleted). It returns how the experiment ended;
+// an error before sink.Begin is the request's (404, 503).
+func (s *Service) FollowLogs(ctx context.Context, id string, from lifecycle.Position, sink lifecycle.LogSink, opts lifecycle.FollowOptions) (wire.LogEnd, error) {
+	t := &trackedSink{LogSink: sink, pos: from}
+	for {
+		end, err := s.Live.Follow(ctx, id, t.pos, t, opts)
+		if failure.KindOf(err) != failure.NotFound {
+			return end, err
+		}
+		if s.History == nil {
+			if t.begun {
+				// The Job went (a DELETE, its TTL) and nothing kept its
+				// output: the follow ends with what it saw.
+				return end, nil
+			}
+			return end, err
+		}
+		rec, herr := s.historyGet(ctx, id, opts)
+		switch {
+		case failure.KindOf(herr) == failure.NotFound:
+			if t.begun {
+				return end, nil
+			}
+			return end, err
+		case herr != nil:
+			return end, fmt.Errorf("experiment %q has no job; read its record to follow its logs: %w", id, herr)
+		}
+		if err := t.Begin(); err != nil {
+			return end, err
+		}
+		abandoned := rec.State == history.StateSubmitted && s.now().Sub(rec.CreatedAt) > s.claimGrace()
+		if !history.Final(rec.State) && !abandoned {
+			if err := sleep(ctx, opts.Poll); err != nil {
+				return end, err
+			}
+			continue
+		}
+		out, lerr := s.historyLogs(ctx, id, opts)
+		if lerr != nil && failure.KindOf(lerr) != failure.NotFound {
+			return end, fmt.Errorf("experiment %q: read its stored output to follow its logs: %w", id, lerr)
+		}
+		if err := lifecycle.Replay(out, t.pos, t); err != nil {
+			return end, err
+		}
+		return wire.LogEnd{State: rec.State, Reason: rec.Reason, Message: rec.Message, ExitCode: rec.ExitCode, Source: lifecycle.SourceHistory}, nil
+	}
+}
+
+func (s *Service) historyGet(ctx context.Context, id string, opts lifecycle.FollowOptions) (history.Record, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout(opts))
+	defer cancel()
+	return s.History.Get(ctx, id)
+}
+
+func (s *Service) historyLogs(ctx context.Context, id string, opts lifecycle.FollowOptions) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout(opts))
+	defer cancel()
+	return s.History.Logs(ctx, id)
+}
+
+func callTimeout(opts lifecycle.FollowOptions) time.Duration {
+	if opts.CallTimeout > 0 {
+		return opts.CallTimeout
+	}
+	return 10 * time.Second
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		d = time.Second
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// trackedSink remembers the position its sink reached, for the switch to
+// the record, and calls Begin once whichever source calls it.
+type trackedSink struct {
+	lifecycle.LogSink
+	pos   lifecycle.Position
+	begun bool
+}
+
+func (t *trackedSink) Begin() error {
+	if t.begun {
+		return nil
+	}
+	t.begun = true
+	return t.LogSink.Begin()
+}
+
+func (t *trackedSink) Header(at lifecycle.Position, line string) error {
+	t.pos = at
+	return t.LogSink.Header(at, line)
+}
+
+func (t *trackedSink) Output(end lifecycle.Position, p []byte) error {
+	if end.Known() {
+		t.pos = end
+	}
+	return t.LogSink.Output(end, p)
 }

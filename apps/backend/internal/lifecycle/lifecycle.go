@@ -142,6 +142,9 @@ type Store struct {
 	// (package queue): its ClusterQueue and, while Queued, Kueue's reason,
 	// position and an estimated start.
 	Queues QueueDescriber
+	// PodLogs opens the runner's log for Follow; nil: the API server's
+	// pods/log.
+	PodLogs PodLogs
 }
 
 // QueueDescriber describes the queue of a Job under one.

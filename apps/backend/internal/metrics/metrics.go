@@ -26,6 +26,9 @@ type Metrics struct {
 	CaptureLag     prometheus.Histogram
 	RecordsExpired prometheus.Counter
 	Leader         prometheus.Gauge
+
+	// LogFollowers counts the log follows being served.
+	LogFollowers prometheus.Gauge
 }
 
 // New creates the instruments and registers them, with the Go runtime and
@@ -84,7 +87,11 @@ func New() *Metrics {
 		Name: "gmini_experiment_set_items_total",
 		Help: "Items of experiment sets, by outcome (created, existing, conflict, invalid, error).",
 	}, []string{"outcome"})
-	m.Registry.MustRegister(m.Sets, m.SetItems)
+	m.LogFollowers = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "gmini_log_followers",
+		Help: "GET /experiments/{id}/logs?follow=true being served.",
+	})
+	m.Registry.MustRegister(m.Sets, m.SetItems, m.LogFollowers)
 	m.Registry.MustRegister(m.RecordsWritten, m.WriteErrors, m.CaptureLag, m.RecordsExpired, m.Leader)
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),

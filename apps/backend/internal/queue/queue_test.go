@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
 	"github.com/gmini-dev/gmini/apps/backend/internal/template"
@@ -253,17 +254,13 @@ func TestResolve(t *testing.T) {
 // Until the LocalQueues are listed nothing proves a queue exists: 503.
 func TestResolveBeforeTheQueuesAreLoaded(t *testing.T) {
 	f := newFixture(t, options{served: true, objects: []runtime.Object{localQueueObj("team-a", "cq")}})
-	lists := atomic.Int32{}
-	block := make(chan struct{})
-	t.Cleanup(func() { close(block) })
-	// The check's probe lists; the informer's list then hangs.
-	f.dyn.PrependReactor("list", "localqueues", func(k8stesting.Action) (bool, runtime.Object, error) {
-		if lists.Add(1) > 1 {
-			<-block
-		}
-		return false, nil, nil
-	})
 	f.checked(t)
+	// An informer that has not listed yet: one never started (blocking
+	// the fake client's list and watch left a window in which client-go's
+	// reflector still synced, now and then).
+	f.q.mu.Lock()
+	f.q.lqs = cache.NewSharedIndexInformer(&cache.ListWatch{}, &unstructured.Unstructured{}, 0, cache.Indexers{})
+	f.q.mu.Unlock()
 	_, err := f.q.Resolve(context.Background(), "team-a")
 	if failure.KindOf(err) != failure.Unavailable || !strings.Contains(err.Error(), "not loaded yet") {
 		t.Fatalf("Resolve before the informer synced = %v, want Unavailable, not loaded yet", err)

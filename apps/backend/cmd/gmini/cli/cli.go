@@ -107,15 +107,23 @@ func or(a, b string) string {
 	return b
 }
 
-// call runs fn with a client and the request's deadline.
-func (o *options) call(cmd *cobra.Command, fn func(context.Context, *client.Client) error) error {
+func (o *options) client() (*client.Client, error) {
 	var opts []client.Option
 	if o.token != "" {
 		opts = append(opts, client.WithToken(o.token))
 	}
 	c, err := client.New(o.server, opts...)
 	if err != nil {
-		return usageError{err}
+		return nil, usageError{err}
+	}
+	return c, nil
+}
+
+// call runs fn with a client and the request's deadline.
+func (o *options) call(cmd *cobra.Command, fn func(context.Context, *client.Client) error) error {
+	c, err := o.client()
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
 	defer cancel()
@@ -226,16 +234,45 @@ func listCmd(o *options) *cobra.Command {
 }
 
 func logsCmd(o *options) *cobra.Command {
-	return &cobra.Command{
+	var follow bool
+	cmd := &cobra.Command{
 		Use:   "logs ID",
-		Short: "Print the runner's output",
+		Short: "Print the runner's output; with -f, follow it until the experiment ends",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if follow {
+				return o.follow(cmd, args[0])
+			}
 			return o.call(cmd, func(ctx context.Context, c *client.Client) error {
 				return c.Logs(ctx, args[0], o.stdout)
 			})
 		},
 	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "stream the output as it is written until the experiment ends, resuming after a dropped connection (not bound by --timeout; Ctrl-C stops)")
+	return cmd
+}
+
+// follow streams an experiment's output until it ends. It is bound by
+// the user, not --timeout: an experiment may run for hours.
+func (o *options) follow(cmd *cobra.Command, id string) error {
+	c, err := o.client()
+	if err != nil {
+		return err
+	}
+	err = c.FollowLogsSSE(cmd.Context(), id, "", func(ev client.LogEvent) error {
+		var err error
+		switch ev.Type {
+		case client.EventOutput:
+			_, err = o.stdout.Write(ev.Data)
+		case client.EventAttempt:
+			_, err = fmt.Fprintf(o.stdout, "%s\n", ev.Data)
+		}
+		return err
+	})
+	if err != nil && cmd.Context().Err() != nil {
+		return nil // Ctrl-C: the user stopped following
+	}
+	return err
 }
 
 func cancelCmd(o *options) *cobra.Command {
