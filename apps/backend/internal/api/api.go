@@ -256,15 +256,26 @@ func (s *server) logFailure(c *gin.Context, msg, id string, code int, err error)
 	s.Logger.Log(c.Request.Context(), level, msg, attrs...)
 }
 
-func (s *server) listExperiments(c *gin.Context) {
+// listOptions reads a page's query (limit, continue, state) as GET
+// /experiments and GET /experiment-sets/{id} take it; a bad limit is
+// answered 400 here, the rest by the store.
+func (s *server) listOptions(c *gin.Context) (experiments.ListOptions, bool) {
 	opts := experiments.ListOptions{Continue: c.Query("continue"), State: c.Query("state")}
 	if v, ok := c.GetQuery("limit"); ok {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
 			s.fail(c, failure.New(failure.Invalid, "limit %s: want a positive integer (at most %d)", failure.Quote(v), history.MaxPageSize))
-			return
+			return opts, false
 		}
 		opts.Limit = n
+	}
+	return opts, true
+}
+
+func (s *server) listExperiments(c *gin.Context) {
+	opts, ok := s.listOptions(c)
+	if !ok {
+		return
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), s.APITimeout)
 	defer cancel()

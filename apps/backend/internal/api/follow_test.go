@@ -568,7 +568,7 @@ func TestFollowIsAuthorizedAsGet(t *testing.T) {
 			t.Errorf("token %q: %d %s, want %d", tt.token, rec.Code, rec.Body, tt.code)
 		}
 	}
-	if got := api.reviews(); len(got) != 1 || got[0] != auth.VerbGet+" e1" {
+	if got := api.reviews(); len(got) != 1 || got[0] != auth.VerbGet+" experiments e1" {
 		t.Errorf("reviews = %v, want one get of e1", got)
 	}
 }

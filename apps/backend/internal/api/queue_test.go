@@ -8,17 +8,13 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/go-cmp/cmp"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
-	"k8s.io/client-go/rest"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/auth"
 	"github.com/gmini-dev/gmini/apps/backend/internal/experiments"
@@ -64,57 +60,12 @@ func (q stubQueues) Describe(_ context.Context, name string, _ types.UID, queued
 	return out
 }
 
-// queueReviewServer authenticates the token "good" as alice, who may
-// create experiments and use queue team-a, not team-b.
-type queueReviewServer struct {
-	client *kubernetes.Clientset
-	mu     sync.Mutex
-	asked  []string
-}
-
-func newQueueReviewServer(t *testing.T) *queueReviewServer {
-	a := &queueReviewServer{}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /apis/authentication.k8s.io/v1/tokenreviews", func(w http.ResponseWriter, r *http.Request) {
-		var tr authenticationv1.TokenReview
-		if err := json.NewDecoder(r.Body).Decode(&tr); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		if tr.Spec.Token == "good" {
-			tr.Status = authenticationv1.TokenReviewStatus{Authenticated: true, User: authenticationv1.UserInfo{Username: "alice"}, Audiences: []string{"gmini"}}
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(tr)
+// newQueueReviewServer: alice may create experiments and use queue
+// team-a, not team-b.
+func newQueueReviewServer(t *testing.T) *reviewServer {
+	return newReviewServerAllowing(t, func(_ string, ra *authorizationv1.ResourceAttributes) bool {
+		return ra.Verb == auth.VerbCreate || ra.Verb == auth.VerbUse && ra.Name == "team-a"
 	})
-	mux.HandleFunc("POST /apis/authorization.k8s.io/v1/subjectaccessreviews", func(w http.ResponseWriter, r *http.Request) {
-		var sar authorizationv1.SubjectAccessReview
-		if err := json.NewDecoder(r.Body).Decode(&sar); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		ra := sar.Spec.ResourceAttributes
-		a.mu.Lock()
-		a.asked = append(a.asked, ra.Verb+" "+ra.Resource+" "+ra.Name)
-		a.mu.Unlock()
-		sar.Status.Allowed = ra.Verb == auth.VerbCreate || ra.Verb == auth.VerbUse && ra.Name == "team-a"
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(sar)
-	})
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	client, err := kubernetes.NewForConfig(&rest.Config{Host: srv.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.client = client
-	return a
-}
-
-func (a *queueReviewServer) reviews() []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return append([]string(nil), a.asked...)
 }
 
 // queueFixture is the handler with history, queues, and optionally auth.
@@ -190,7 +141,7 @@ func TestCreateExperimentQueueRefused(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var reviewer *auth.Reviewer
-			var reviews *queueReviewServer
+			var reviews *reviewServer
 			if tt.withAuth {
 				reviews = newQueueReviewServer(t)
 				var err error

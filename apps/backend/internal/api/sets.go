@@ -9,9 +9,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/auth"
-	"github.com/gmini-dev/gmini/apps/backend/internal/experiments"
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
-	"github.com/gmini-dev/gmini/apps/backend/internal/history"
 	"github.com/gmini-dev/gmini/apps/backend/internal/sets"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 	"github.com/gmini-dev/gmini/apps/backend/wire"
@@ -188,14 +186,9 @@ func (s *server) getSet(c *gin.Context) {
 	if !ok {
 		return
 	}
-	opts := experiments.ListOptions{Continue: c.Query("continue"), State: c.Query("state")}
-	if v, ok := c.GetQuery("limit"); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			s.fail(c, failure.New(failure.Invalid, "limit %s: want a positive integer (at most %d)", failure.Quote(v), history.MaxPageSize))
-			return
-		}
-		opts.Limit = n
+	opts, ok := s.listOptions(c)
+	if !ok {
+		return
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), s.APITimeout)
 	defer cancel()

@@ -371,7 +371,7 @@ func TestSetsAreAuthorizedOnce(t *testing.T) {
 	if msg := errorMessage(t, rec); rec.Code != http.StatusForbidden || !strings.Contains(msg, "may not delete experiments.gmini.dev") {
 		t.Errorf("DELETE by a user who may not delete = %d %q, want 403", rec.Code, msg)
 	}
-	want := []string{"create ", "list ", "delete "}
+	want := []string{"create experiments ", "list experiments ", "delete experiments "}
 	if d := cmp.Diff(want, api.reviews()); d != "" {
 		t.Errorf("access reviews, verb and name (-want +got):\n%s", d)
 	}
@@ -387,8 +387,8 @@ func TestSetsAreAuthorizedOnce(t *testing.T) {
 }
 
 // reviewServer answers TokenReviews (one token, "good", of alice) and
-// SubjectAccessReviews (alice may create, get and list), recording each
-// access review's verb and name.
+// SubjectAccessReviews as allow decides, recording each access review as
+// "verb resource name".
 type reviewServer struct {
 	client *kubernetes.Clientset
 	mu     sync.Mutex
@@ -401,7 +401,14 @@ func (a *reviewServer) reviews() []string {
 	return append([]string(nil), a.asked...)
 }
 
+// newReviewServer: alice may create, get and list experiments.
 func newReviewServer(t *testing.T) *reviewServer {
+	return newReviewServerAllowing(t, func(user string, ra *authorizationv1.ResourceAttributes) bool {
+		return user == "alice" && ra.Verb != auth.VerbDelete
+	})
+}
+
+func newReviewServerAllowing(t *testing.T, allow func(user string, ra *authorizationv1.ResourceAttributes) bool) *reviewServer {
 	a := &reviewServer{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /apis/authentication.k8s.io/v1/tokenreviews", func(w http.ResponseWriter, r *http.Request) {
@@ -424,9 +431,9 @@ func newReviewServer(t *testing.T) *reviewServer {
 		}
 		ra := sar.Spec.ResourceAttributes
 		a.mu.Lock()
-		a.asked = append(a.asked, ra.Verb+" "+ra.Name)
+		a.asked = append(a.asked, ra.Verb+" "+ra.Resource+" "+ra.Name)
 		a.mu.Unlock()
-		sar.Status.Allowed = sar.Spec.User == "alice" && ra.Verb != auth.VerbDelete
+		sar.Status.Allowed = allow(sar.Spec.User, ra)
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(sar)
 	})
