@@ -226,11 +226,17 @@ func listCmd(o *options) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringVar(&lo.State, "state", "", "only experiments in this state")
+	pageFlags(cmd, &lo, &all, "only experiments in this state")
+	return cmd
+}
+
+// pageFlags are the flags of a command that reads pages: --state,
+// --limit, --continue and -A.
+func pageFlags(cmd *cobra.Command, lo *client.ListOptions, all *bool, stateHelp string) {
+	cmd.Flags().StringVar(&lo.State, "state", "", stateHelp)
 	cmd.Flags().IntVar(&lo.Limit, "limit", 0, "page size (default: the backend's)")
 	cmd.Flags().StringVar(&lo.Continue, "continue", "", "the previous page's continue token")
-	cmd.Flags().BoolVarP(&all, "all", "A", false, "read every page")
-	return cmd
+	cmd.Flags().BoolVarP(all, "all", "A", false, "read every page")
 }
 
 func logsCmd(o *options) *cobra.Command {

@@ -246,10 +246,7 @@ func setGetCmd(o *options) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringVar(&lo.State, "state", "", "only experiments in this state (the counts are the whole set's)")
-	cmd.Flags().IntVar(&lo.Limit, "limit", 0, "page size (default: the backend's)")
-	cmd.Flags().StringVar(&lo.Continue, "continue", "", "the previous page's continue token")
-	cmd.Flags().BoolVarP(&all, "all", "A", false, "read every page")
+	pageFlags(cmd, &lo, &all, "only experiments in this state (the counts are the whole set's)")
 	return cmd
 }
 
