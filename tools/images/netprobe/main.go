@@ -5,6 +5,10 @@
 //	netprobe [flags] post URL BODY   POST BODY as application/json; open = any HTTP answer
 //	netprobe [flags] dial HOST:PORT  open a TCP connection
 //	netprobe serve ADDR              answer every HTTP request with 200 "ok"
+//	netprobe [-count N -every D] tick [ARG...]
+//	                                 print "tick <i> <time>" N times, D apart, then exit 0:
+//	                                 the log-follow test's runner (it ignores the
+//	                                 experiment, its ARG)
 //
 // With -expect open it tries every -interval until a try gets through or
 // -within passes: an engine lets a new pod's traffic through only once it
@@ -62,12 +66,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	interval := fs.Duration("interval", 500*time.Millisecond, "pause between tries")
 	within := fs.Duration("within", 60*time.Second, "how long to wait for the expected outcome")
 	hold := fs.Duration("hold", 5*time.Second, "-expect blocked: how long every try must keep failing")
+	count := fs.Int("count", 10, "tick: lines to print")
+	every := fs.Duration("every", time.Second, "tick: pause between lines")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	rest := fs.Args()
 	if len(rest) == 2 && rest[0] == "serve" {
 		return serve(rest[1], stderr)
+	}
+	if len(rest) >= 1 && rest[0] == "tick" {
+		return tick(*count, *every, stdout)
 	}
 	var try func(context.Context, *Result) error
 	switch {
@@ -78,7 +87,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		addr := rest[1]
 		try = func(ctx context.Context, r *Result) error { return dial(ctx, addr) }
 	default:
-		fmt.Fprintln(stderr, "usage: netprobe [flags] post URL BODY | dial HOST:PORT | serve ADDR")
+		fmt.Fprintln(stderr, "usage: netprobe [flags] post URL BODY | dial HOST:PORT | serve ADDR | tick [ARG...]")
 		return 2
 	}
 	if *expect != "open" && *expect != "blocked" {
@@ -196,4 +205,18 @@ func serve(addr string, stderr io.Writer) int {
 	err := srv.ListenAndServe()
 	fmt.Fprintf(stderr, "netprobe serve %s: %v\n", addr, err)
 	return 1
+}
+
+// tick prints count numbered, time-stamped lines, every apart: a runner
+// whose output a follower can time.
+func tick(count int, every time.Duration, stdout io.Writer) int {
+	for i := range count {
+		if i > 0 {
+			time.Sleep(every)
+		}
+		if _, err := fmt.Fprintf(stdout, "tick %d %s\n", i, time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
+			return 2
+		}
+	}
+	return 0
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -131,5 +132,30 @@ func TestUsage(t *testing.T) {
 		if code := run(args, &out, &errOut); code != 2 || errOut.Len() == 0 {
 			t.Errorf("run(%q) = %d, stderr %q; want 2 and a message", args, code, errOut.String())
 		}
+	}
+}
+
+func TestTick(t *testing.T) {
+	var out, errOut strings.Builder
+	start := time.Now()
+	if code := run([]string{"-count", "3", "-every", "20ms", "tick", `{"experiment":{"id":"x"}}`}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("lines %q, want 3", lines)
+	}
+	for i, l := range lines {
+		var n int
+		var ts string
+		if _, err := fmt.Sscanf(l, "tick %d %s", &n, &ts); err != nil || n != i {
+			t.Errorf("line %d %q: %v", i, l, err)
+		}
+		if _, err := time.Parse(time.RFC3339Nano, ts); err != nil {
+			t.Errorf("line %d time %q: %v", i, ts, err)
+		}
+	}
+	if d := time.Since(start); d < 40*time.Millisecond {
+		t.Errorf("3 lines 20ms apart took %s", d)
 	}
 }
