@@ -144,6 +144,22 @@ func (l *lazyStore) CountSet(ctx context.Context, set string) (map[string]int, e
 	return s.CountSet(ctx, set)
 }
 
+func (l *lazyStore) Events(ctx context.Context, q history.EventQuery) ([]history.Event, error) {
+	s, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return s.Events(ctx, q)
+}
+
+func (l *lazyStore) LastEvent(ctx context.Context) (int64, error) {
+	s, err := l.get()
+	if err != nil {
+		return 0, err
+	}
+	return s.LastEvent(ctx)
+}
+
 func (l *lazyStore) Expire(ctx context.Context, cutoff time.Time) (int64, error) {
 	s, err := l.get()
 	if err != nil {

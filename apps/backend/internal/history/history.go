@@ -140,7 +140,11 @@ type Store interface {
 	// CountSet counts the records of experiment set set by state; an
 	// unknown set has none.
 	CountSet(ctx context.Context, set string) (map[string]int, error)
-	// Expire deletes, with their output, the records in a final state that
+	// Events returns stored state changes, oldest first (see Event).
+	Events(ctx context.Context, q EventQuery) ([]Event, error)
+	// LastEvent returns the newest event's Seq, 0 when there is none.
+	LastEvent(ctx context.Context) (int64, error)
+	// Expire deletes, with their output and events, the records in a final state that
 	// finished before cutoff and the Submitted ones (a claim whose Job was
 	// never created) created before cutoff. It returns how many.
 	Expire(ctx context.Context, cutoff time.Time) (int64, error)

@@ -265,6 +265,31 @@ func (s *pgStore) List(ctx context.Context, opts ListOptions) (Page, error) {
 	return page, nil
 }
 
+func (s *pgStore) Events(ctx context.Context, q EventQuery) ([]Event, error) {
+	query, args, err := eventsSQL(q)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.fast.Query(ctx, query, args...)
+	if err != nil {
+		return nil, s.fail(ctx, err, "read events", q.ID)
+	}
+	defer rows.Close()
+	evs, err := readEvents(rows)
+	if err != nil {
+		return nil, s.fail(ctx, err, "read events", q.ID)
+	}
+	return evs, nil
+}
+
+func (s *pgStore) LastEvent(ctx context.Context) (int64, error) {
+	var seq int64
+	if err := s.fast.QueryRow(ctx, lastEventSQL).Scan(&seq); err != nil {
+		return 0, s.fail(ctx, err, "read the last event", "")
+	}
+	return seq, nil
+}
+
 func (s *pgStore) CountSet(ctx context.Context, set string) (map[string]int, error) {
 	rows, err := s.fast.Query(ctx, countSetSQL, set)
 	if err != nil {

@@ -435,6 +435,31 @@ func (s *sqliteStore) List(ctx context.Context, opts ListOptions) (Page, error) 
 	return page, nil
 }
 
+func (s *sqliteStore) Events(ctx context.Context, q EventQuery) ([]Event, error) {
+	query, args, err := eventsSQL(q)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.r.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, s.fail(ctx, err, "read events", q.ID)
+	}
+	defer rows.Close()
+	evs, err := readEvents(rows)
+	if err != nil {
+		return nil, s.fail(ctx, err, "read events", q.ID)
+	}
+	return evs, nil
+}
+
+func (s *sqliteStore) LastEvent(ctx context.Context) (int64, error) {
+	var seq int64
+	if err := s.r.QueryRowContext(ctx, lastEventSQL).Scan(&seq); err != nil {
+		return 0, s.fail(ctx, err, "read the last event", "")
+	}
+	return seq, nil
+}
+
 func (s *sqliteStore) CountSet(ctx context.Context, set string) (map[string]int, error) {
 	rows, err := s.r.QueryContext(ctx, countSetSQL, set)
 	if err != nil {

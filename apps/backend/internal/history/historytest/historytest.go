@@ -59,6 +59,9 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentOpen", testConcurrentOpen},
 		{"Text", testText},
 		{"PingClose", testPingClose},
+		{"Events", testEvents},
+		{"EventsDeleted", testEventsDeleted},
+		{"EventsInOrder", testEventsInOrder},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,203 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gmini-dev/gmini/apps/backend/internal/history"
+)
+
+// memSource is a store of events in memory.
+type memSource struct {
+	mu   sync.Mutex
+	evs  []history.Event
+	fail error
+}
+
+func (m *memSource) add(id, set, state string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.evs = append(m.evs, history.Event{Seq: int64(len(m.evs) + 1), ID: id, Set: set, State: state})
+}
+
+func (m *memSource) Events(_ context.Context, q history.EventQuery) ([]history.Event, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return nil, m.fail
+	}
+	limit := q.Limit
+	if limit == 0 {
+		limit = history.DefaultEventBatch
+	}
+	f := Filter{ID: q.ID, Set: q.Set, Submitter: q.Submitter, State: q.State}
+	var out []history.Event
+	for _, e := range m.evs {
+		if e.Seq > q.After && f.match(e) && len(out) < limit {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+func (m *memSource) LastEvent(context.Context) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return 0, m.fail
+	}
+	return int64(len(m.evs)), nil
+}
+
+func startHub(t *testing.T, src Source, o Options) *Hub {
+	t.Helper()
+	if o.Poll == 0 {
+		o.Poll = 5 * time.Millisecond
+	}
+	h := NewHub(src, o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return h
+}
+
+// collect runs a stream until it has n events or fails.
+func collect(t *testing.T, h *Hub, f Filter, after int64, n int, slow time.Duration) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []string
+	var seqs []int64
+	err := h.Stream(ctx, f, after, func(e history.Event) error {
+		got = append(got, fmt.Sprintf("%s:%s", e.ID, e.State))
+		seqs = append(seqs, e.Seq)
+		time.Sleep(slow)
+		if len(got) == n {
+			return ErrStop
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Stream: %v (got %v)", err, got)
+	}
+	if !slices.IsSorted(seqs) || len(slices.Compact(slices.Clone(seqs))) != len(seqs) {
+		t.Errorf("seqs %v: not increasing", seqs)
+	}
+	return got
+}
+
+func TestStream(t *testing.T) {
+	tests := []struct {
+		name  string
+		f     Filter
+		after int64
+		live  [][3]string // added once the stream runs
+		want  []string
+	}{
+		{"stored, then live", Filter{}, 0, [][3]string{{"b", "", "Running"}}, []string{"a:Submitted", "b:Submitted", "a:Running", "b:Running"}},
+		{"resumed after a seq", Filter{}, 2, [][3]string{{"c", "", "Submitted"}}, []string{"a:Running", "c:Submitted"}},
+		{"one experiment", Filter{ID: "a"}, 0, [][3]string{{"b", "", "Failed"}, {"a", "s", "Succeeded"}}, []string{"a:Submitted", "a:Running", "a:Succeeded"}},
+		{"one set", Filter{Set: "s"}, 0, [][3]string{{"d", "s", "Submitted"}}, []string{"a:Submitted", "a:Running", "d:Submitted"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := &memSource{}
+			src.add("a", "s", "Submitted")
+			src.add("b", "", "Submitted")
+			src.add("a", "s", "Running")
+			h := startHub(t, src, Options{})
+			go func() {
+				// Once the stream has subscribed.
+				for h.Subscribers() == 0 {
+					time.Sleep(time.Millisecond)
+				}
+				for _, e := range tt.live {
+					src.add(e[0], e[1], e[2])
+				}
+			}()
+			if got := collect(t, h, tt.f, tt.after, len(tt.want), 0); !slices.Equal(got, tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// A client slower than the events: the subscription overflows, the stream
+// reads the rest from the store, and nothing is lost or repeated.
+func TestStreamSlowReader(t *testing.T) {
+	src := &memSource{}
+	h := startHub(t, src, Options{Buffer: 2, Poll: time.Millisecond})
+	const n = 200
+	go func() {
+		for h.Subscribers() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		for i := range n {
+			src.add(fmt.Sprint(i), "", "Submitted")
+		}
+	}()
+	got := collect(t, h, Filter{}, 0, n, 200*time.Microsecond)
+	for i, g := range got {
+		if want := fmt.Sprintf("%d:Submitted", i); g != want {
+			t.Fatalf("event %d is %s, want %s", i, g, want)
+		}
+	}
+}
+
+// A stream that ends, however it ends, leaves no subscription behind.
+func TestStreamReleases(t *testing.T) {
+	src := &memSource{}
+	src.add("a", "", "Submitted")
+	h := startHub(t, src, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- h.Stream(ctx, Filter{}, 0, func(history.Event) error { return nil }) }()
+	for h.Subscribers() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Errorf("Stream after cancel = %v", err)
+	}
+	boom := errors.New("client gone")
+	if err := h.Stream(context.Background(), Filter{}, 0, func(history.Event) error { return boom }); !errors.Is(err, boom) {
+		t.Errorf("Stream = %v, want the send error", err)
+	}
+	if n := h.Subscribers(); n != 0 {
+		t.Errorf("%d subscriptions left", n)
+	}
+}
+
+// A store that fails: the stream says so at once; the Hub keeps trying and
+// serves once the store is back.
+func TestStreamStoreDown(t *testing.T) {
+	src := &memSource{}
+	src.add("a", "", "Submitted")
+	h := startHub(t, src, Options{})
+	collect(t, h, Filter{}, 0, 1, 0) // the Hub is ready
+	src.mu.Lock()
+	src.fail = errors.New("database is down")
+	src.mu.Unlock()
+	err := h.Stream(context.Background(), Filter{}, 0, func(history.Event) error { return nil })
+	if err == nil || err.Error() != "database is down" {
+		t.Fatalf("Stream with the store down = %v", err)
+	}
+	src.mu.Lock()
+	src.fail = nil
+	src.mu.Unlock()
+	go func() {
+		for h.Subscribers() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		src.add("b", "", "Submitted")
+	}()
+	if got := collect(t, h, Filter{}, 1, 1, 0); !slices.Equal(got, []string{"b:Submitted"}) {
+		t.Errorf("after the store is back: %v", got)
+	}
+}
