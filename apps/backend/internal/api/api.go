@@ -88,6 +88,9 @@ type Config struct {
 	// SetConcurrency bounds the items of one set submitted or cancelled
 	// at once; default sets.DefaultConcurrency.
 	SetConcurrency int
+	// UI, when set, serves the status page under /ui/ (package ui), and
+	// / redirects to it.
+	UI http.Handler
 }
 
 // DefaultMaxLogReads keeps concurrent log reads to a few tens of MiB,
@@ -154,6 +157,11 @@ func NewHandler(cfg Config) http.Handler {
 	r.GET("/experiments/:id/logs", s.authorize(auth.VerbGet), s.boundLogs, s.experimentLogs)
 	r.DELETE("/experiments/:id", s.authorize(auth.VerbDelete), s.deleteExperiment)
 	s.setsRoutes(r)
+	if cfg.UI != nil {
+		r.Any("/ui/*path", gin.WrapH(cfg.UI))
+		r.GET("/", toUI)
+		r.GET("/ui", toUI)
+	}
 
 	// Probes and load balancers also use HEAD; net/http drops the body.
 	healthz := func(c *gin.Context) { c.String(http.StatusOK, "ok\n") }
@@ -371,6 +379,14 @@ func (s *server) deleteExperiment(c *gin.Context) {
 	c.JSON(http.StatusOK, wire.Cancellation{ID: id, Job: res.Job, Deleted: res.Deleted, State: res.State})
 }
 
+// toUI redirects to the status page. The Location is relative, as every
+// link of the page is: the API server's service proxy (make proxy) would
+// rewrite an absolute one to its own address.
+func toUI(c *gin.Context) {
+	c.Header("Location", "ui/")
+	c.Status(http.StatusFound)
+}
+
 // readyz answers 200 only when a POST would work now; otherwise 503 with
 // the reason, whatever kind of error the check met.
 func (s *server) readyz(c *gin.Context) {
@@ -432,7 +448,13 @@ func (s *server) authorize(verb string) gin.HandlerFunc {
 		if id != "" && experiment.ValidateID(id) != nil {
 			return // the handler refuses the ID with a 400
 		}
-		who, err := s.Auth.Check(c.Request, verb, id)
+		req := c.Request
+		if req.Method == http.MethodGet || req.Method == http.MethodHead {
+			// The status page's EventSources cannot send a header, only
+			// the page's cookie; reads may use it, changes never (CSRF).
+			req = auth.WithCookieToken(req)
+		}
+		who, err := s.Auth.Check(req, verb, id)
 		if err != nil {
 			if failure.KindOf(err) == failure.Unauthenticated {
 				c.Header("WWW-Authenticate", `Bearer realm="gmini"`)

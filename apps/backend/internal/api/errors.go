@@ -32,6 +32,10 @@ var codes = map[failure.Kind]int{
 // an informer needs to see a fixed template, or an API server to restart.
 const retryAfterSeconds = "5"
 
+// StatusOf is the HTTP status for err, for the handlers beside this
+// package's that answer the same failures (the status page, package ui).
+func StatusOf(err error) int { return statusOf(err) }
+
 // statusOf is the HTTP status for err.
 func statusOf(err error) int {
 	if code, ok := codes[failure.KindOf(err)]; ok {
