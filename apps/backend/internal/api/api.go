@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/auth"
+	"github.com/gmini-dev/gmini/apps/backend/internal/events"
 	"github.com/gmini-dev/gmini/apps/backend/internal/experiment"
 	"github.com/gmini-dev/gmini/apps/backend/internal/experiments"
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
@@ -70,6 +71,14 @@ type Config struct {
 	// once, apart from MaxLogReads: follows last as long as experiments.
 	// Beyond it, 429 at once. 0 means no bound.
 	MaxLogFollows int
+	// Events serves the status event streams from History, the store
+	// they come from; both nil without a history store (the streams then
+	// answer 404).
+	Events  *events.Hub
+	History history.Store
+	// MaxEventStreams bounds the status event streams served at once;
+	// beyond it, 429 at once. 0 means no bound.
+	MaxEventStreams int
 	// Heartbeat is the pause between the comments that keep an SSE log
 	// follow alive; default DefaultHeartbeat, negative for none.
 	Heartbeat time.Duration
@@ -100,6 +109,7 @@ const DefaultMaxLogReads = 16
 type server struct {
 	Config
 	inflight, logReads, logFollows, setSlots chan struct{}
+	eventStreams                             chan struct{}
 	sets                                     *sets.Service
 }
 
@@ -123,6 +133,9 @@ func NewHandler(cfg Config) http.Handler {
 	}
 	if cfg.MaxLogFollows > 0 {
 		s.logFollows = make(chan struct{}, cfg.MaxLogFollows)
+	}
+	if cfg.MaxEventStreams > 0 {
+		s.eventStreams = make(chan struct{}, cfg.MaxEventStreams)
 	}
 	if s.Heartbeat == 0 {
 		s.Heartbeat = DefaultHeartbeat
@@ -157,6 +170,7 @@ func NewHandler(cfg Config) http.Handler {
 	r.GET("/experiments/:id/logs", s.authorize(auth.VerbGet), s.boundLogs, s.experimentLogs)
 	r.DELETE("/experiments/:id", s.authorize(auth.VerbDelete), s.deleteExperiment)
 	s.setsRoutes(r)
+	s.eventsRoutes(r)
 	if cfg.UI != nil {
 		r.Any("/ui/*path", gin.WrapH(cfg.UI))
 		r.GET("/", toUI)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/api"
 	"github.com/gmini-dev/gmini/apps/backend/internal/auth"
+	"github.com/gmini-dev/gmini/apps/backend/internal/events"
 	"github.com/gmini-dev/gmini/apps/backend/internal/experiments"
 	"github.com/gmini-dev/gmini/apps/backend/internal/lifecycle"
 	"github.com/gmini-dev/gmini/apps/backend/internal/metrics"
@@ -84,10 +85,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		ClaimGrace: 2 * cfg.APITimeout,
 		Log:        log,
 	}
+	var hub *events.Hub
 	if cfg.HistoryDSN != "" {
 		store := openHistory(informerCtx, cfg.HistoryDSN, cfg.Namespace, log)
 		defer store.Close()
 		svc.History = store
+		hub = events.NewHub(store, events.Options{Log: log})
+		go hub.Run(informerCtx)
 		svc.Spawner.Hold = true
 		recorderDone := make(chan struct{})
 		go func() {
@@ -113,10 +117,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 	shuttingDown := make(chan struct{})
 	gin.SetMode(gin.ReleaseMode)
 	handler := api.NewHandler(api.Config{
-		Auth:          reviewer,
-		MaxInflight:   cfg.MaxInflight,
-		MaxLogReads:   cfg.MaxLogReads,
-		MaxLogFollows: cfg.MaxLogFollows,
+		Auth:            reviewer,
+		MaxInflight:     cfg.MaxInflight,
+		MaxLogReads:     cfg.MaxLogReads,
+		MaxLogFollows:   cfg.MaxLogFollows,
+		MaxEventStreams: cfg.MaxEventStreams,
+		Events:          hub,
+		History:         svc.History,
 		// Follows end when the server shuts down; clients resume on
 		// another replica.
 		Done:        shuttingDown,

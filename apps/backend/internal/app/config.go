@@ -44,6 +44,7 @@ type Config struct {
 	MaxInflight        int
 	MaxLogReads        int
 	MaxLogFollows      int
+	MaxEventStreams    int
 	// Experiment sets: the body limit, the sets processed at once, the
 	// items of one set submitted at once.
 	MaxSetBytes     int64
@@ -76,7 +77,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return def
 	}
 	var cfg Config
-	var qps, burst, maxBody, apiTimeout, shutdownTimeout, level, retention, inflight, logReads, logFollows string
+	var qps, burst, maxBody, apiTimeout, shutdownTimeout, level, retention, inflight, logReads, logFollows, eventStreams string
 	var maxSet, inflightSets, setConcurrency string
 	fs.StringVar(&cfg.Listen, "listen", env("GMINI_LISTEN", ":8080"), "address to serve HTTP on (GMINI_LISTEN)")
 	fs.StringVar(&cfg.Namespace, "namespace", env("GMINI_NAMESPACE", getenv("POD_NAMESPACE")), "namespace for Jobs and the template; default: the pod's own namespace, else the kubeconfig's (GMINI_NAMESPACE, POD_NAMESPACE)")
@@ -99,6 +100,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&cfg.AuthAudience, "auth-audience", env("GMINI_AUTH_AUDIENCE", "gmini"), "with --auth kubernetes, the audience client tokens must be issued for (GMINI_AUTH_AUDIENCE)")
 	fs.StringVar(&inflight, "max-inflight", env("GMINI_MAX_INFLIGHT", "64"), "POST /experiment requests processed at once; beyond it, 429 at once; 0: no bound (GMINI_MAX_INFLIGHT)")
 	fs.StringVar(&logReads, "max-log-reads", env("GMINI_MAX_LOG_READS", strconv.Itoa(api.DefaultMaxLogReads)), "GET /experiments/{id}/logs served at once, each holding up to 1 MiB of output; beyond it, 429 at once; 0: no bound (GMINI_MAX_LOG_READS)")
+	fs.StringVar(&eventStreams, "max-event-streams", env("GMINI_MAX_EVENT_STREAMS", strconv.Itoa(api.DefaultMaxEventStreams)), "status event streams (GET /events and the like) served at once; beyond it, 429 at once; 0: no bound (GMINI_MAX_EVENT_STREAMS)")
 	fs.StringVar(&logFollows, "max-log-follows", env("GMINI_MAX_LOG_FOLLOWS", strconv.Itoa(api.DefaultMaxLogFollows)), "GET /experiments/{id}/logs?follow=true served at once, each holding a 32 KiB buffer for as long as its experiment runs; beyond it, 429 at once; 0: no bound (GMINI_MAX_LOG_FOLLOWS)")
 	fs.StringVar(&maxSet, "max-set-bytes", env("GMINI_MAX_SET_BYTES", strconv.Itoa(api.DefaultMaxSetBytes)), "largest accepted POST /experiment-sets body, read whole before any item is submitted; each item is still held to --max-body-bytes (GMINI_MAX_SET_BYTES)")
 	fs.StringVar(&inflightSets, "max-inflight-sets", env("GMINI_MAX_INFLIGHT_SETS", strconv.Itoa(api.DefaultMaxInflightSets)), "POST /experiment-sets requests processed at once, each holding up to --max-set-bytes; beyond it, 429 at once; 0: no bound (GMINI_MAX_INFLIGHT_SETS)")
@@ -159,6 +161,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	}
 	if cfg.MaxLogFollows, err = strconv.Atoi(logFollows); err != nil || cfg.MaxLogFollows < 0 {
 		errs = append(errs, fmt.Errorf("max-log-follows %q: want 0 (no bound) or a positive integer", logFollows))
+	}
+	if cfg.MaxEventStreams, err = strconv.Atoi(eventStreams); err != nil || cfg.MaxEventStreams < 0 {
+		errs = append(errs, fmt.Errorf("max-event-streams %q: want 0 (no bound) or a positive integer", eventStreams))
 	}
 	if cfg.MaxSetBytes, err = strconv.ParseInt(maxSet, 10, 64); err != nil || cfg.MaxSetBytes <= 0 || cfg.MaxSetBytes > maxSetBytesLimit {
 		errs = append(errs, fmt.Errorf("max-set-bytes %q: want 1 to %d", maxSet, maxSetBytesLimit))

@@ -104,7 +104,7 @@ func (h *Hub) Run(ctx context.Context) {
 	defer t.Stop()
 	// The first poll only learns where the store is: the streams read
 	// older events themselves.
-	for {
+	for logged := false; ; {
 		last, err := h.src.LastEvent(ctx)
 		if err == nil {
 			h.mu.Lock()
@@ -113,7 +113,10 @@ func (h *Hub) Run(ctx context.Context) {
 			close(h.ready)
 			break
 		}
-		h.log.Warn("status events: cannot read the history store; retrying", "error", err)
+		if !logged && ctx.Err() == nil {
+			h.log.Warn("status events: cannot read the history store; streams wait until it answers", "error", err)
+			logged = true
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -251,6 +254,17 @@ func (h *Hub) stream(ctx context.Context, f Filter, after int64, send func(histo
 		}
 		// The subscription overflowed: catch up from the store again.
 	}
+}
+
+// Replay sends what the store holds of f after after, oldest first, and
+// returns: a stream of events that are all stored already (an experiment
+// that has ended). ErrStop from send ends it with nil.
+func (h *Hub) Replay(ctx context.Context, f Filter, after int64, send func(history.Event) error) error {
+	_, err := h.catchUp(ctx, f, after, send)
+	if errors.Is(err, ErrStop) {
+		return nil
+	}
+	return err
 }
 
 // catchUp sends what the store holds after after and returns the last Seq sent.

@@ -29,6 +29,8 @@ type Metrics struct {
 
 	// LogFollowers counts the log follows being served.
 	LogFollowers prometheus.Gauge
+	// EventStreams counts the status event streams being served.
+	EventStreams prometheus.Gauge
 }
 
 // New creates the instruments and registers them, with the Go runtime and
@@ -91,7 +93,11 @@ func New() *Metrics {
 		Name: "gmini_log_followers",
 		Help: "GET /experiments/{id}/logs?follow=true being served.",
 	})
-	m.Registry.MustRegister(m.Sets, m.SetItems, m.LogFollowers)
+	m.EventStreams = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "gmini_event_streams",
+		Help: "Status event streams (GET /events and the like) being served.",
+	})
+	m.Registry.MustRegister(m.Sets, m.SetItems, m.LogFollowers, m.EventStreams)
 	m.Registry.MustRegister(m.RecordsWritten, m.WriteErrors, m.CaptureLag, m.RecordsExpired, m.Leader)
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),

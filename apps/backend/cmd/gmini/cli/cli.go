@@ -67,7 +67,10 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(
 	f.StringVarP(&o.output, "output", "o", "", "output format: json, yaml or wide (default: a table)")
 	f.DurationVar(&o.timeout, "timeout", 30*time.Second, "bound on the whole request")
 	envToken := getenv("GMINI_TOKEN")
-	root.AddCommand(submitCmd(o), getCmd(o), listCmd(o), logsCmd(o), cancelCmd(o), setCmd(o))
+	submitSet := setSubmitCmd(o)
+	submitSet.Use = "submit-set -f sweep.yaml [--id SET]"
+	submitSet.Short = "Submit an experiment set (the same as set submit)"
+	root.AddCommand(submitCmd(o), getCmd(o), listCmd(o), logsCmd(o), watchCmd(o), cancelCmd(o), setCmd(o), submitSet)
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
 		switch o.output {
 		case "", "json", "yaml", "wide":

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
 
 	"github.com/gmini-dev/gmini/apps/backend/client"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
@@ -42,10 +43,10 @@ func setSubmitCmd(o *options) *cobra.Command {
 	var file, id string
 	cmd := &cobra.Command{
 		Use:   "submit -f sweep.json [--id SET]",
-		Short: "Submit a set: {\"id\": SET, \"items\": [...]}, or with --id a JSON array or JSON lines of items",
+		Short: "Submit a set: {\"id\": SET, \"items\": [...]} in JSON or YAML, or with --id a list or JSON lines of items",
 		Long: `Submit an experiment set in one request. The file (- for standard input) is either
 a set, {"id": "<set id>", "items": [<item>, ...]}, or, with --id, a JSON array of items
-or one item per line (JSON lines). An item is what POST /experiment takes,
+or one item per line (JSON lines); the same in YAML (a sweep.yaml with id: and items:). An item is what POST /experiment takes,
 {"experiment": {"id": ...}} (with an optional "queue"), or just the experiment,
 {"id": ...}, as gmini submit takes it. Every item is answered; the command exits 1
 when any item was neither created nor existing. Sending the same set again creates
@@ -99,9 +100,18 @@ func (o *options) longer(cmd *cobra.Command, d time.Duration) {
 }
 
 // parseSetFile reads a set ({"id", "items"}), a JSON array of items or a
-// stream of them (JSON lines); id, when given, names the set (and must
+// stream of them (JSON lines), or the same in YAML; id, when given, names the set (and must
 // agree with a set's own).
 func parseSetFile(data []byte, id string) (wire.SetRequest, error) {
+	if t := bytes.TrimSpace(data); len(t) > 0 && t[0] != '{' && t[0] != '[' {
+		// Not JSON: YAML, as a sweep is often written (a set, or a list
+		// of items).
+		j, err := yaml.YAMLToJSON(data)
+		if err != nil {
+			return wire.SetRequest{}, fmt.Errorf("neither JSON nor YAML: %w", err)
+		}
+		data = j
+	}
 	var values []json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(data))
 	for {
