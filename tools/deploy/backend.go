@@ -2,74 +2,70 @@ package deploy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
-	"net/url"
-	"strings"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	gmini "github.com/gmini-dev/gmini/apps/backend/client"
 )
 
-// Backend talks to the gmini-backend Service through the API server's
-// service proxy, so tests and `make up` reach it from the host without a
-// port-forward or a route into the cluster. The path, port and body are
-// exactly what the tutorial's frontend uses inside the cluster.
+// Backend is the gmini-backend Service of Namespace, reached through the
+// API server's service proxy, so tests and `make up` reach it from the
+// host without a port-forward or a route into the cluster.
+//
+// The proxy passes on the path, the query, the body and the request's
+// headers (Content-Type, Accept, Last-Event-ID), streams the answer as it
+// comes (a log follow, plain or Server-Sent Events) and relays the
+// backend's error answers as they are; so the Go client works through it
+// unchanged. It does not pass an Authorization header: the API server
+// takes it as the caller's own credentials and removes it. A backend with
+// --auth kubernetes is reached with a port-forward instead; do not give
+// Client a token (gmini.WithToken), which the API server would take as
+// the caller's.
 type Backend struct {
-	Client    kubernetes.Interface
+	// Config is the API server's: its address, and the credentials the
+	// proxy request is made with.
+	Config    *rest.Config
 	Namespace string
 }
 
-// Response is one answer from the backend.
-type Response struct {
-	Code int
-	Body []byte
-}
-
-// Do sends one request to the backend. A non-2xx answer from the backend is
-// a Response, not an error; errors mean the request did not get through.
-func (b Backend) Do(ctx context.Context, method, path, contentType string, body []byte) (Response, error) {
-	u, err := url.Parse(path)
+// URL is the Service's address through the proxy,
+// <API server>/api/v1/namespaces/<namespace>/services/gmini-backend:8080/proxy:
+// the backend's paths go after it.
+func (b Backend) URL() (string, error) {
+	u, _, err := rest.DefaultServerUrlFor(b.Config)
 	if err != nil {
-		return Response{}, fmt.Errorf("%s %s: %w", method, path, err)
+		return "", fmt.Errorf("the API server's address: %w", err)
 	}
-	req := b.Client.CoreV1().RESTClient().Verb(method).
-		Namespace(b.Namespace).Resource("services").Name(fmt.Sprintf("%s:%d", BackendName, BackendPort)).
-		SubResource("proxy").Suffix(strings.TrimPrefix(u.Path, "/"))
-	// The proxy passes the query on to the backend.
-	for k, vs := range u.Query() {
-		for _, v := range vs {
-			req = req.Param(k, v)
-		}
-	}
-	if contentType != "" {
-		req = req.SetHeader("Content-Type", contentType)
-	}
-	if body != nil {
-		req = req.Body(body)
-	}
-	var code int
-	res := req.Do(ctx).StatusCode(&code)
-	raw, err := res.Raw()
-	if code == 0 {
-		return Response{}, fmt.Errorf("%s %s through the API server proxy: %w", method, path, err)
-	}
-	// client-go turns non-2xx answers into errors; the backend's own JSON
-	// body is still there. A 503 from the proxy itself (no endpoints) has a
-	// Status body instead.
-	var status apierrors.APIStatus
-	if err != nil && errors.As(err, &status) && len(raw) == 0 {
-		raw = []byte(status.Status().Message)
-	}
-	return Response{Code: code, Body: raw}, nil
+	return u.JoinPath("api/v1/namespaces", b.Namespace, "services", fmt.Sprintf("%s:%d", BackendName, BackendPort), "proxy").String(), nil
 }
 
-// Post sends an experiment exactly as the tutorial's frontend does.
-func (b Backend) Post(ctx context.Context, body string) (Response, error) {
-	return b.Do(ctx, http.MethodPost, "/experiment", "application/json", []byte(body))
+// HTTPClient sends requests to URL with Config's credentials (client-go's
+// transport, without its rate limiter), for what the Go client does not
+// send: a probe, a malformed request.
+func (b Backend) HTTPClient() (*http.Client, error) {
+	hc, err := rest.HTTPClientFor(b.Config)
+	if err != nil {
+		return nil, fmt.Errorf("an HTTP client for the API server: %w", err)
+	}
+	return hc, nil
+}
+
+// Client is the Go client of the backend, through the proxy.
+func (b Backend) Client(opts ...gmini.Option) (*gmini.Client, error) {
+	u, err := b.URL()
+	if err != nil {
+		return nil, err
+	}
+	hc, err := b.HTTPClient()
+	if err != nil {
+		return nil, err
+	}
+	return gmini.New(u, append([]gmini.Option{gmini.WithHTTPClient(hc)}, opts...)...)
 }
 
 // ClusterIPURL is the backend Service's address, http://<ClusterIP>:8080.

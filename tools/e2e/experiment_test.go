@@ -3,9 +3,10 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -22,9 +23,13 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
+	gmini "github.com/gmini-dev/gmini/apps/backend/client"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 	"github.com/gmini-dev/gmini/tools/deploy"
 )
+
+// tutorial is the experiment the tutorial's frontend sends.
+var tutorial = map[string]any{"id": experimentID, "key": "k-123"}
 
 const (
 	ns             = deploy.Namespace
@@ -48,8 +53,56 @@ func clientset(t *testing.T, cfg *envconf.Config) *kubernetes.Clientset {
 	return c
 }
 
-func backend(t *testing.T, cfg *envconf.Config) deploy.Backend {
-	return deploy.Backend{Client: clientset(t, cfg), Namespace: ns}
+// backend is the Go client of the dev overlay's backend, through the API
+// server's service proxy.
+func backend(t *testing.T, cfg *envconf.Config) *gmini.Client {
+	t.Helper()
+	return backendIn(t, cfg, ns)
+}
+
+// backendIn is the Go client of namespace's backend, through the API
+// server's service proxy.
+func backendIn(t *testing.T, cfg *envconf.Config, namespace string) *gmini.Client {
+	t.Helper()
+	c, err := deploy.Backend{Config: cfg.Client().RESTConfig(), Namespace: namespace}.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// rawRequest sends the dev overlay's backend, through the API server's
+// service proxy, what the Go client never sends (a malformed body, another
+// Content-Type) or does not speak (the probes), and returns the answer's
+// status code and body.
+func rawRequest(ctx context.Context, t *testing.T, cfg *envconf.Config, method, path, contentType string, body []byte) (int, []byte) {
+	t.Helper()
+	b := deploy.Backend{Config: cfg.Client().RESTConfig(), Namespace: ns}
+	base, err := b.URL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, err := b.HTTPClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	res, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s through the API server's service proxy: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("%s %s through the API server's service proxy: read the answer: %v", method, path, err)
+	}
+	return res.StatusCode, raw
 }
 
 // explain adds what the cluster says about the namespace to a failure.
@@ -66,28 +119,18 @@ func managedJobs(ctx context.Context, t *testing.T, cfg *envconf.Config) []batch
 	return list.Items
 }
 
-type created struct {
-	ID      string `json:"id"`
-	Job     string `json:"job"`
-	Created bool   `json:"created"`
-}
-
 func TestExperiment(t *testing.T) {
 	f := features.New("POST /experiment runs the runner to completion").
 		Assess("the tutorial's request creates a Job", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			res, err := backend(t, cfg).Post(ctx, tutorialBody)
+			sub, err := backend(t, cfg).Submit(ctx, tutorial)
 			if err != nil {
 				t.Fatalf("POST /experiment: %v", err)
 			}
-			if res.Code != http.StatusCreated {
-				t.Fatalf("POST /experiment = %d %s", res.Code, res.Body)
+			if sub.ID != experimentID || sub.Job == "" || !sub.Created {
+				t.Fatalf("answer %+v, want 201 naming its Job", sub)
 			}
-			var c created
-			if err := json.Unmarshal(res.Body, &c); err != nil || c.ID != experimentID || c.Job == "" || !c.Created {
-				t.Fatalf("answer %s (%v)", res.Body, err)
-			}
-			t.Logf("job %s created", c.Job)
-			return context.WithValue(ctx, ctxKey("job"), c.Job)
+			t.Logf("job %s created", sub.Job)
+			return context.WithValue(ctx, ctxKey("job"), sub.Job)
 		}).
 		Assess("the Job completes", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: ctx.Value(ctxKey("job")).(string), Namespace: ns}}
@@ -100,34 +143,33 @@ func TestExperiment(t *testing.T) {
 			return ctx
 		}).
 		Assess("the runner printed the experiment ID", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			res, err := backend(t, cfg).Do(ctx, http.MethodGet, "/experiments/"+experimentID+"/logs", "", nil)
-			if err != nil || res.Code != http.StatusOK {
-				t.Fatalf("GET logs = %d %s (%v)", res.Code, res.Body, err)
+			var out strings.Builder
+			if err := backend(t, cfg).Logs(ctx, experimentID, &out); err != nil {
+				t.Fatalf("GET logs: %v", err)
 			}
-			if want := "Running Experiment: " + experimentID; !strings.Contains(string(res.Body), want) {
-				t.Fatalf("runner log %q lacks %q", res.Body, want)
+			if want := "Running Experiment: " + experimentID; !strings.Contains(out.String(), want) {
+				t.Fatalf("runner log %q lacks %q", out.String(), want)
 			}
 			return ctx
 		}).
 		Assess("the backend reports Succeeded", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			res, err := backend(t, cfg).Do(ctx, http.MethodGet, "/experiments/"+experimentID, "", nil)
-			if err != nil || res.Code != http.StatusOK {
-				t.Fatalf("GET status = %d %s (%v)", res.Code, res.Body, err)
+			st, err := backend(t, cfg).Get(ctx, experimentID)
+			if err != nil {
+				t.Fatalf("GET status: %v", err)
 			}
-			var st struct{ State string }
-			if err := json.Unmarshal(res.Body, &st); err != nil || st.State != "Succeeded" {
-				t.Fatalf("status %s, want state Succeeded", res.Body)
+			if st.State != "Succeeded" {
+				t.Fatalf("status %+v, want state Succeeded", st)
 			}
 			return ctx
 		}).
 		Assess("a repeated POST creates no second Job", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			res, err := backend(t, cfg).Post(ctx, tutorialBody)
-			if err != nil || res.Code != http.StatusOK {
-				t.Fatalf("repeated POST = %d %s (%v), want 200", res.Code, res.Body, err)
+			sub, err := backend(t, cfg).Submit(ctx, tutorial)
+			if err != nil || sub.Created {
+				t.Fatalf("repeated POST = %+v (%v), want 200", sub, err)
 			}
-			res, err = backend(t, cfg).Post(ctx, `{"experiment": {"id": "`+experimentID+`", "key": "another"}}`)
-			if err != nil || res.Code != http.StatusConflict {
-				t.Fatalf("same ID, other body = %d %s (%v), want 409", res.Code, res.Body, err)
+			_, err = backend(t, cfg).Submit(ctx, map[string]any{"id": experimentID, "key": "another"})
+			if gmini.StatusCode(err) != http.StatusConflict {
+				t.Fatalf("same ID, other body: %v, want 409", err)
 			}
 			if jobs := managedJobs(ctx, t, cfg); len(jobs) != 1 {
 				t.Fatalf("%d jobs after retries, want 1", len(jobs))
@@ -135,20 +177,16 @@ func TestExperiment(t *testing.T) {
 			return ctx
 		}).
 		Assess("GET /experiments lists it", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			res, err := backend(t, cfg).Do(ctx, http.MethodGet, "/experiments?limit=10", "", nil)
-			if err != nil || res.Code != http.StatusOK {
-				t.Fatalf("GET /experiments = %d %s (%v)", res.Code, res.Body, err)
+			page, err := backend(t, cfg).List(ctx, gmini.ListOptions{Limit: 10})
+			if err != nil {
+				t.Fatalf("GET /experiments: %v", err)
 			}
-			var list struct{ Items []struct{ ID, State string } }
-			if err := json.Unmarshal(res.Body, &list); err != nil {
-				t.Fatal(err)
-			}
-			for _, it := range list.Items {
+			for _, it := range page.Items {
 				if it.ID == experimentID {
 					return ctx
 				}
 			}
-			t.Errorf("GET /experiments = %s, lacks %s", res.Body, experimentID)
+			t.Errorf("GET /experiments = %+v, lacks %s", page.Items, experimentID)
 			return ctx
 		}).
 		Assess("DELETE removes the Job and, through the garbage collector, its pods; the record stays", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
@@ -158,9 +196,8 @@ func TestExperiment(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			res, err := backend(t, cfg).Do(ctx, http.MethodDelete, "/experiments/"+experimentID, "", nil)
-			if err != nil || res.Code != http.StatusOK {
-				t.Fatalf("DELETE = %d %s (%v)", res.Code, res.Body, err)
+			if _, err := backend(t, cfg).Cancel(ctx, experimentID); err != nil {
+				t.Fatalf("DELETE: %v", err)
 			}
 			err = wait.For(func(ctx context.Context) (bool, error) {
 				_, jerr := client.BatchV1().Jobs(ns).Get(ctx, name, metav1.GetOptions{})
@@ -171,10 +208,8 @@ func TestExperiment(t *testing.T) {
 				t.Fatalf("job %s or its pods still there a minute after DELETE: %v", name, err)
 			}
 			// It had finished: the record keeps its outcome, not Cancelled.
-			res, err = backend(t, cfg).Do(ctx, http.MethodGet, "/experiments/"+experimentID, "", nil)
-			var st struct{ State, Source string }
-			if err != nil || res.Code != http.StatusOK || json.Unmarshal(res.Body, &st) != nil || st.State != "Succeeded" || st.Source != "history" {
-				t.Errorf("GET after DELETE = %d %s (%v), want Succeeded from history", res.Code, res.Body, err)
+			if st, err := backend(t, cfg).Get(ctx, experimentID); err != nil || st.State != "Succeeded" || st.Source != "history" {
+				t.Errorf("GET after DELETE = %+v (%v), want Succeeded from history", st, err)
 			}
 			return ctx
 		}).Feature()
@@ -198,13 +233,11 @@ func TestInvalidInput(t *testing.T) {
 	f := features.New("bad input gets a 4xx and creates nothing").
 		Assess("each bad request is refused", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			before := len(managedJobs(ctx, t, cfg))
+			// Raw requests: the Go client sends only well-formed JSON.
 			for _, b := range bad {
-				res, err := backend(t, cfg).Do(ctx, http.MethodPost, "/experiment", b.contentType, []byte(b.body))
-				if err != nil {
-					t.Fatalf("%s: %v", b.name, err)
-				}
-				if res.Code != b.want || !strings.Contains(string(res.Body), `"error"`) {
-					t.Errorf("%s: got %d %s, want %d with an error message", b.name, res.Code, res.Body, b.want)
+				code, body := rawRequest(ctx, t, cfg, http.MethodPost, "/experiment", b.contentType, []byte(b.body))
+				if code != b.want || !strings.Contains(string(body), `"error"`) {
+					t.Errorf("%s: got %d %s, want %d with an error message", b.name, code, body, b.want)
 				}
 			}
 			if after := len(managedJobs(ctx, t, cfg)); after != before {

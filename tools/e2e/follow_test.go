@@ -5,9 +5,9 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +18,7 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
-	"github.com/gmini-dev/gmini/tools/deploy"
+	gmini "github.com/gmini-dev/gmini/apps/backend/client"
 )
 
 // tickLines is how many lines the test runner prints, one a second.
@@ -56,60 +56,6 @@ func useTickRunner(ctx context.Context, t *testing.T, cfg *envconf.Config) func(
 	}
 }
 
-// followRequest opens GET /experiments/{id}/logs?follow=true through the
-// API server's service proxy, which flushes what it relays every 200 ms.
-func followRequest(ctx context.Context, t *testing.T, cfg *envconf.Config, id, accept, lastEventID string) io.ReadCloser {
-	t.Helper()
-	req := clientset(t, cfg).CoreV1().RESTClient().Get().
-		AbsPath("/api/v1/namespaces", ns, "services", deploy.BackendName+":8080", "proxy", "experiments", id, "logs").
-		Param("follow", "true")
-	if accept != "" {
-		req = req.SetHeader("Accept", accept)
-	}
-	if lastEventID != "" {
-		req = req.SetHeader("Last-Event-ID", lastEventID)
-	}
-	body, err := req.Stream(ctx)
-	if err != nil {
-		t.Fatalf("follow %s: %v", id, err)
-	}
-	return body
-}
-
-// sseEvent is one Server-Sent Event.
-type sseEvent struct {
-	ID, Event, Data string
-}
-
-// readSSE reads events until the stream ends or fn returns false.
-func readSSE(r io.Reader, fn func(sseEvent) bool) error {
-	sc := bufio.NewScanner(r)
-	var ev sseEvent
-	var data []string
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "":
-			if len(data) > 0 || ev.Event != "" {
-				ev.Data = strings.Join(data, "\n")
-				if !fn(ev) {
-					return nil
-				}
-			}
-			ev, data = sseEvent{}, nil
-		case strings.HasPrefix(line, ":"):
-			// a comment: the heartbeat
-		case strings.HasPrefix(line, "id:"):
-			ev.ID = strings.TrimSpace(strings.TrimPrefix(line, "id:"))
-		case strings.HasPrefix(line, "event:"):
-			ev.Event = strings.TrimSpace(strings.TrimPrefix(line, "event:"))
-		case strings.HasPrefix(line, "data:"):
-			data = append(data, strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " "))
-		}
-	}
-	return sc.Err()
-}
-
 // ticks returns the tick numbers in text, in order.
 func ticks(text string) []int {
 	var out []int
@@ -132,14 +78,23 @@ func TestLogsFollow(t *testing.T) {
 		}).
 		Assess("plain text: each line arrives within 2 s of being printed, and the stream ends with the experiment", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			const id = "follow-plain"
-			res, err := backend(t, cfg).Post(ctx, fmt.Sprintf(`{"experiment": {"id": %q}}`, id))
-			if err != nil || res.Code != http.StatusCreated {
-				t.Fatalf("POST = %d %s (%v)", res.Code, res.Body, err)
+			c := backend(t, cfg)
+			if _, err := c.Submit(ctx, map[string]any{"id": id}); err != nil {
+				t.Fatalf("POST: %v", err)
 			}
-			// The follow may start before the pod: it waits for it.
-			body := followRequest(ctx, t, cfg, id, "", "")
-			defer body.Close()
-			sc := bufio.NewScanner(body)
+			// The follow may start before the pod: it waits for it. It goes
+			// through the API server's service proxy, which flushes what it
+			// relays every 200 ms; the lines are read as the client writes
+			// them, through a pipe, to time each one.
+			pr, pw := io.Pipe()
+			defer pr.Close()
+			followed := make(chan error, 1)
+			go func() {
+				err := c.FollowLogs(ctx, id, pw)
+				pw.CloseWithError(err)
+				followed <- err
+			}()
+			sc := bufio.NewScanner(pr)
 			var got []int
 			var worst time.Duration
 			for sc.Scan() {
@@ -156,8 +111,8 @@ func TestLogsFollow(t *testing.T) {
 				worst = max(worst, lag)
 				got = append(got, n)
 			}
-			if err := sc.Err(); err != nil {
-				t.Fatalf("reading the stream: %v", err)
+			if err := <-followed; err != nil {
+				t.Fatalf("follow: %v", err)
 			}
 			t.Logf("followed %d lines; the slowest arrived %s after it was printed", len(got), worst.Round(time.Millisecond))
 			if len(got) != tickLines {
@@ -173,38 +128,41 @@ func TestLogsFollow(t *testing.T) {
 		}).
 		Assess("SSE: dropped after 3 lines, a reconnect with Last-Event-ID gets the rest without repeats, then done", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			const id = "follow-sse"
-			res, err := backend(t, cfg).Post(ctx, fmt.Sprintf(`{"experiment": {"id": %q}}`, id))
-			if err != nil || res.Code != http.StatusCreated {
-				t.Fatalf("POST = %d %s (%v)", res.Code, res.Body, err)
+			c := backend(t, cfg)
+			if _, err := c.Submit(ctx, map[string]any{"id": id}); err != nil {
+				t.Fatalf("POST: %v", err)
 			}
 			var text strings.Builder
 			var last string
-			first := followRequest(ctx, t, cfg, id, "text/event-stream", "")
 			n := 0
-			err = readSSE(first, func(ev sseEvent) bool {
-				if ev.Event == "" || ev.Event == "message" {
-					text.WriteString(ev.Data + "\n")
+			// The first connection is dropped by its callback's error,
+			// after the third line.
+			errDrop := errors.New("drop the connection")
+			err := c.FollowLogsSSE(ctx, id, "", func(ev gmini.LogEvent) error {
+				if ev.Type == gmini.EventOutput {
+					text.Write(ev.Data)
+					text.WriteString("\n")
 					last = ev.ID
-					n += len(ticks(ev.Data))
+					n += len(ticks(string(ev.Data)))
 				}
-				return n < 3
+				if n >= 3 {
+					return errDrop
+				}
+				return nil
 			})
-			first.Close()
-			if err != nil || last == "" {
+			if !errors.Is(err, errDrop) || last == "" {
 				t.Fatalf("first connection: %v, last id %q", err, last)
 			}
 			done := false
-			second := followRequest(ctx, t, cfg, id, "text/event-stream", last)
-			defer second.Close()
-			err = readSSE(second, func(ev sseEvent) bool {
-				switch ev.Event {
-				case "", "message":
-					text.WriteString(ev.Data + "\n")
-				case "done":
+			err = c.FollowLogsSSE(ctx, id, last, func(ev gmini.LogEvent) error {
+				switch ev.Type {
+				case gmini.EventOutput:
+					text.Write(ev.Data)
+					text.WriteString("\n")
+				case gmini.EventDone:
 					done = true
-					return false
 				}
-				return true
+				return nil
 			})
 			if err != nil {
 				t.Fatalf("second connection: %v", err)
@@ -228,13 +186,11 @@ func TestLogsFollow(t *testing.T) {
 		Assess("after the TTL removed the Job and its pod, follow answers the stored output and ends", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			const id = "follow-plain"
 			waitJob(ctx, t, cfg, id, "removed by its TTL", 2*time.Minute, func(j *batchv1.Job) bool { return j == nil })
-			body := followRequest(ctx, t, cfg, id, "", "")
-			defer body.Close()
-			all, err := io.ReadAll(body)
-			if err != nil {
-				t.Fatal(err)
+			var all strings.Builder
+			if err := backend(t, cfg).FollowLogs(ctx, id, &all); err != nil {
+				t.Fatalf("follow: %v", err)
 			}
-			if got := ticks(string(all)); len(got) != tickLines {
+			if got := ticks(all.String()); len(got) != tickLines {
 				t.Errorf("stored output lines %v, want %d", got, tickLines)
 			}
 			return ctx

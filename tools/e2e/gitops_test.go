@@ -43,7 +43,9 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/kio"
 	kyaml "sigs.k8s.io/kustomize/kyaml/yaml"
 
+	gmini "github.com/gmini-dev/gmini/apps/backend/client"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+	"github.com/gmini-dev/gmini/apps/backend/wire"
 	"github.com/gmini-dev/gmini/tools/cluster/local"
 	"github.com/gmini-dev/gmini/tools/deploy"
 	"github.com/gmini-dev/gmini/tools/gitops"
@@ -440,15 +442,8 @@ func (g *gitopsRun) deployedImages(ctx context.Context, t *testing.T, cfg *envco
 // name and when it was created.
 func (g *gitopsRun) experiment(ctx context.Context, t *testing.T, cfg *envconf.Config, id string, want name.Digest) (string, time.Time) {
 	t.Helper()
-	code, body := g.post(ctx, t, cfg, id)
-	if code != http.StatusCreated {
-		t.Fatalf("POST /experiment = %d %s", code, body)
-	}
+	c := g.post(ctx, t, cfg, id)
 	created := time.Now()
-	var c struct{ Job string }
-	if err := json.Unmarshal(body, &c); err != nil || c.Job == "" {
-		t.Fatalf("answer %s (%v)", body, err)
-	}
 	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: c.Job, Namespace: prodNS}}
 	if err := e2ewait.For(jobFinished(cfg, job), e2ewait.WithTimeout(jobWaitTimeout), e2ewait.WithInterval(500*time.Millisecond)); err != nil {
 		t.Fatalf("job %s: %v\n%s", c.Job, err, g.fluxState(ctx, t, cfg))
@@ -496,38 +491,39 @@ func (g *gitopsRun) pulledFrom(t *testing.T, imageID string, ref name.Digest) bo
 	return slices.ContainsFunc(digests, func(d string) bool { return strings.HasSuffix(imageID, d) })
 }
 
-// post sends the tutorial's body for id with a client token, through a
-// port-forward to a ready backend pod.
-func (g *gitopsRun) post(ctx context.Context, t *testing.T, cfg *envconf.Config, id string) (int, []byte) {
+// post submits the tutorial's experiment for id with a client token,
+// through a port-forward to a ready backend pod, and wants it created
+// (201).
+func (g *gitopsRun) post(ctx context.Context, t *testing.T, cfg *envconf.Config, id string) wire.Submission {
 	t.Helper()
 	cs := clientset(t, cfg)
 	if g.token == "" {
 		g.token = g.clientToken(ctx, t, cs)
 	}
-	body := `{"experiment": {"id": "` + id + `", "key": "k-123"}}`
-	var res *http.Response
 	for attempt := 0; ; attempt++ {
 		if g.backend == "" {
 			g.backend = g.forward(ctx, t, cfg, cs)
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+g.backend+"/experiment", strings.NewReader(body))
+		c, err := gmini.New("http://"+g.backend, gmini.WithToken(g.token))
 		if err != nil {
 			t.Fatal(err)
 		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+g.token)
-		if res, err = http.DefaultClient.Do(req); err == nil {
-			break
+		sub, err := c.Submit(ctx, map[string]any{"id": id, "key": "k-123"})
+		switch {
+		case err == nil && sub.Created:
+			return sub
+		case err == nil:
+			t.Fatalf("POST /experiment %s = %+v, want 201", id, sub)
+		case gmini.StatusCode(err) != 0:
+			t.Fatalf("POST /experiment %s: %v", id, err)
 		}
-		// The pod behind the forward may have gone: forward to another.
+		// No answer: the pod behind the forward may have gone, forward
+		// to another.
 		g.backend = ""
 		if attempt == 2 {
 			t.Fatalf("POST /experiment through a port-forward: %v", err)
 		}
 	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return res.StatusCode, b
 }
 
 // clientToken is a token of the frontend's ServiceAccount for the audience
@@ -658,10 +654,7 @@ func (g *gitopsRun) newRunnerRevision(ctx context.Context, t *testing.T, cfg *en
 	// copies the new image is what counts.
 	for i := 0; ; i++ {
 		id := fmt.Sprintf("gitopsRevision2-%d", i)
-		code, body := g.post(ctx, t, cfg, id)
-		if code != http.StatusCreated {
-			t.Fatalf("POST %s = %d %s", id, code, body)
-		}
+		g.post(ctx, t, cfg, id)
 		j, err := cs.BatchV1().Jobs(prodNS).Get(ctx, jobspec.JobName(id), metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)

@@ -4,9 +4,7 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -38,18 +36,6 @@ func setTemplateTTL(ctx context.Context, t *testing.T, cfg *envconf.Config, seco
 	if _, err := clientset(t, cfg).BatchV1().CronJobs(ns).Patch(ctx, "gmini-runner", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatalf("set the template's TTL to %d s: %v", seconds, err)
 	}
-}
-
-// status reads GET /experiments/{id}.
-func status(ctx context.Context, t *testing.T, cfg *envconf.Config, id string) (int, map[string]any) {
-	t.Helper()
-	res, err := backend(t, cfg).Do(ctx, http.MethodGet, "/experiments/"+id, "", nil)
-	if err != nil {
-		t.Fatalf("GET /experiments/%s: %v", id, err)
-	}
-	var st map[string]any
-	_ = json.Unmarshal(res.Body, &st)
-	return res.Code, st
 }
 
 // waitJob waits until cond holds for the experiment's Job (nil once gone).
@@ -88,24 +74,20 @@ func gone(j *batchv1.Job) bool { return j == nil }
 // answeredFromRecord checks what a user sees once the Job is gone: status,
 // output and a retried POST all come from the record, and nothing runs
 // again: one Job and one runner pod were ever created for it.
-func answeredFromRecord(ctx context.Context, t *testing.T, cfg *envconf.Config, tr *jobtrack.Tracker, id, body string) {
+func answeredFromRecord(ctx context.Context, t *testing.T, cfg *envconf.Config, tr *jobtrack.Tracker, id string, experiment map[string]any) {
 	t.Helper()
-	code, st := status(ctx, t, cfg, id)
-	if code != http.StatusOK || st["source"] != "history" || st["state"] != "Succeeded" || st["exitCode"] != float64(0) {
-		t.Errorf("GET /experiments/%s after its Job is gone = %d %v, want Succeeded, exit code 0, from history", id, code, st)
+	c := backend(t, cfg)
+	st, err := c.Get(ctx, id)
+	if err != nil || st.Source != "history" || st.State != "Succeeded" || st.ExitCode == nil || *st.ExitCode != 0 {
+		t.Errorf("GET /experiments/%s after its Job is gone = %+v (%v), want Succeeded, exit code 0, from history", id, st, err)
 	}
-	res, err := backend(t, cfg).Do(ctx, http.MethodGet, "/experiments/"+id+"/logs", "", nil)
-	if err != nil || res.Code != http.StatusOK || !strings.Contains(string(res.Body), "Running Experiment: "+id) {
-		t.Errorf("logs after the Job is gone = %d %q (%v), want the runner's output", res.Code, res.Body, err)
+	var out strings.Builder
+	if err := c.Logs(ctx, id, &out); err != nil || !strings.Contains(out.String(), "Running Experiment: "+id) {
+		t.Errorf("logs after the Job is gone = %q (%v), want the runner's output", out.String(), err)
 	}
-	res, err = backend(t, cfg).Post(ctx, body)
-	var c struct {
-		Created bool
-		Source  string
-		State   string
-	}
-	if err != nil || res.Code != http.StatusOK || json.Unmarshal(res.Body, &c) != nil || c.Created || c.Source != "history" || c.State != "Succeeded" {
-		t.Errorf("retried POST after the Job is gone = %d %s (%v), want 200 from history, nothing created", res.Code, res.Body, err)
+	sub, err := c.Submit(ctx, experiment)
+	if err != nil || sub.Created || sub.Source != "history" || sub.State != "Succeeded" {
+		t.Errorf("retried POST after the Job is gone = %+v (%v), want 200 from history, nothing created", sub, err)
 	}
 	// Give a wrongly made Job and its pod time to appear.
 	time.Sleep(3 * time.Second)
@@ -128,9 +110,9 @@ func TestHistoryOutlivesTheJob(t *testing.T) {
 		}).
 		Assess("finished, removed by its TTL, answered from the record", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			const id = "hist-done"
-			body := `{"experiment": {"id": "` + id + `", "key": "k-1"}}`
-			if res, err := backend(t, cfg).Post(ctx, body); err != nil || res.Code != http.StatusCreated {
-				t.Fatalf("POST = %d %s (%v)", res.Code, res.Body, err)
+			experiment := map[string]any{"id": id, "key": "k-1"}
+			if sub, err := backend(t, cfg).Submit(ctx, experiment); err != nil || !sub.Created {
+				t.Fatalf("POST = %+v (%v), want 201", sub, err)
 			}
 			t0 := time.Now()
 			waitJob(ctx, t, cfg, id, "Complete", 2*time.Minute, complete)
@@ -157,12 +139,12 @@ func TestHistoryOutlivesTheJob(t *testing.T) {
 			}
 			t.Logf("%s: Complete after %s, Job removed %s later (TTL %d s after the record)", id, done.Round(100*time.Millisecond),
 				(time.Since(t0) - done).Round(100*time.Millisecond), historyTTL)
-			answeredFromRecord(ctx, t, cfg, tr, id, body)
+			answeredFromRecord(ctx, t, cfg, tr, id, experiment)
 			return ctx
 		}).
 		Assess("with the backend down while the Job finishes and its TTL passes, nothing is lost", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			const id = "hist-down"
-			body := `{"experiment": {"id": "` + id + `", "key": "k-2"}}`
+			experiment := map[string]any{"id": id, "key": "k-2"}
 			client := clientset(t, cfg)
 			// Hold the Job until no backend runs: a backend being scaled
 			// down keeps recording through its 5 s preStop, and the runner
@@ -172,10 +154,9 @@ func TestHistoryOutlivesTheJob(t *testing.T) {
 			// made, which the suspension removes and the resumption
 			// replaces, and the test could no longer tell that the
 			// experiment ran exactly once.
-			probes = suspendNewJobs(ctx, t, cfg, backend(t, cfg).Post, "hist-down-probe")
-			res, err := backend(t, cfg).Post(ctx, body)
-			if err != nil || res.Code != http.StatusCreated {
-				t.Fatalf("POST = %d %s (%v)", res.Code, res.Body, err)
+			probes = suspendNewJobs(ctx, t, cfg, backend(t, cfg), "hist-down-probe")
+			if sub, err := backend(t, cfg).Submit(ctx, experiment); err != nil || !sub.Created {
+				t.Fatalf("POST = %+v (%v), want 201", sub, err)
 			}
 			resumeNewJobs(ctx, t, cfg)
 			if j, err := client.BatchV1().Jobs(ns).Get(ctx, jobspec.JobName(id), metav1.GetOptions{}); err != nil || j.Spec.Suspend == nil || !*j.Spec.Suspend {
@@ -200,7 +181,7 @@ func TestHistoryOutlivesTheJob(t *testing.T) {
 			scaleBackend(ctx, t, cfg, 1)
 			waitJob(ctx, t, cfg, id, "recorded and removed once the backend is back", 2*time.Minute, gone)
 			t.Logf("%s: recorded and removed %s after the backend was scaled back up", id, time.Since(t0).Round(100*time.Millisecond))
-			answeredFromRecord(ctx, t, cfg, tr, id, body)
+			answeredFromRecord(ctx, t, cfg, tr, id, experiment)
 			return ctx
 		}).
 		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {

@@ -4,11 +4,8 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/netip"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,8 +22,10 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
+	gmini "github.com/gmini-dev/gmini/apps/backend/client"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 	"github.com/gmini-dev/gmini/apps/backend/lease"
+	"github.com/gmini-dev/gmini/apps/backend/wire"
 	"github.com/gmini-dev/gmini/tools/cluster/local"
 	"github.com/gmini-dev/gmini/tools/deploy"
 	"github.com/gmini-dev/gmini/tools/internal/jobtrack"
@@ -122,7 +121,7 @@ func TestLeaderKilledMidBurst(t *testing.T) {
 		}).
 		Assess("kill the leader mid-burst", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			client := clientset(t, cfg)
-			b := deploy.Backend{Client: client, Namespace: prodNamespace}
+			b := backendIn(t, cfg, prodNamespace)
 			leader := ""
 			err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 				l, err := client.CoordinationV1().Leases(prodNamespace).Get(ctx, leaseName, metav1.GetOptions{})
@@ -161,12 +160,11 @@ func TestLeaderKilledMidBurst(t *testing.T) {
 				wg.Go(func() {
 					for i := range ids {
 						id := fmt.Sprintf("leader-%03d", i)
-						body := `{"experiment": {"id": "` + id + `", "key": "k"}}`
 						// A POST the dying pod took may fail: retry it, as a
 						// client would (the same POST is never run twice).
 						err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-							res, err := b.Post(ctx, body)
-							return err == nil && (res.Code == http.StatusCreated || res.Code == http.StatusOK), nil
+							_, err := b.Submit(ctx, map[string]any{"id": id, "key": "k"})
+							return err == nil, nil
 						})
 						if err != nil {
 							errs <- fmt.Errorf("%s never accepted: %w", id, err)
@@ -220,13 +218,12 @@ func TestLeaderKilledMidBurst(t *testing.T) {
 			}
 			err = wait.PollUntilContextTimeout(ctx, 2*time.Second, 6*time.Minute, true, func(ctx context.Context) (bool, error) {
 				for id := range pending {
-					res, err := b.Do(ctx, http.MethodGet, "/experiments/"+id, "", nil)
-					if err != nil || res.Code != http.StatusOK || !strings.Contains(string(res.Body), `"source":"history"`) ||
-						!strings.Contains(string(res.Body), `"state":"Succeeded"`) {
+					st, err := b.Get(ctx, id)
+					if err != nil || st.Source != "history" || st.State != "Succeeded" {
 						continue
 					}
-					logs, err := b.Do(ctx, http.MethodGet, "/experiments/"+id+"/logs", "", nil)
-					if err == nil && logs.Code == http.StatusOK && strings.Contains(string(logs.Body), "Running Experiment: "+id) {
+					var logs strings.Builder
+					if err := b.Logs(ctx, id, &logs); err == nil && strings.Contains(logs.String(), "Running Experiment: "+id) {
 						delete(pending, id)
 					}
 				}
@@ -240,32 +237,14 @@ func TestLeaderKilledMidBurst(t *testing.T) {
 
 			// Exactly one record each: the list holds each ID once.
 			seen := map[string]int{}
-			cont := ""
-			for {
-				path := "/experiments?limit=1000"
-				if cont != "" {
-					path += "&continue=" + url.QueryEscape(cont)
+			err = b.ListAll(ctx, gmini.ListOptions{Limit: 1000}, func(s wire.Status) bool {
+				if strings.HasPrefix(s.ID, "leader-") {
+					seen[s.ID]++
 				}
-				res, err := b.Do(ctx, http.MethodGet, path, "", nil)
-				if err != nil || res.Code != http.StatusOK {
-					t.Fatalf("GET %s = %d %s (%v)", path, res.Code, res.Body, err)
-				}
-				var page struct {
-					Items    []struct{ ID string }
-					Continue string
-				}
-				if err := json.Unmarshal(res.Body, &page); err != nil {
-					t.Fatal(err)
-				}
-				for _, it := range page.Items {
-					if strings.HasPrefix(it.ID, "leader-") {
-						seen[it.ID]++
-					}
-				}
-				if page.Continue == "" {
-					break
-				}
-				cont = page.Continue
+				return true
+			})
+			if err != nil {
+				t.Fatalf("GET /experiments: %v", err)
 			}
 			for i := range n {
 				if id := fmt.Sprintf("leader-%03d", i); seen[id] != 1 {

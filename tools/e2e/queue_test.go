@@ -3,9 +3,9 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -27,14 +27,14 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
+	gmini "github.com/gmini-dev/gmini/apps/backend/client"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+	"github.com/gmini-dev/gmini/apps/backend/wire"
 	"github.com/gmini-dev/gmini/tools/deploy"
 	"github.com/gmini-dev/gmini/tools/internal/layout"
 	"github.com/gmini-dev/gmini/tools/queue"
@@ -80,15 +80,20 @@ func installKueue(ctx context.Context, cfg *envconf.Config) error {
 	}
 	// The backend, running since before Kueue was installed, looks for
 	// it again at least every 30 s: until then a queue is "not enabled".
-	b := deploy.Backend{Client: kubernetesClient(rc), Namespace: ns}
+	c, err := deploy.Backend{Config: rc, Namespace: ns}.Client()
+	if err != nil {
+		return err
+	}
 	var last string
 	err = wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
-		res, err := b.Post(ctx, `{"queue": "no-such-queue", "experiment": {"id": "kueue-probe"}}`)
-		if err != nil {
+		_, err := c.Submit(ctx, map[string]any{"id": "kueue-probe"}, gmini.InQueue("no-such-queue"))
+		var e *gmini.Error
+		if !errors.As(err, &e) {
+			last = fmt.Sprint(err)
 			return false, nil
 		}
-		last = fmt.Sprintf("%d %s", res.Code, res.Body)
-		return res.Code == http.StatusBadRequest && bytes.Contains(res.Body, []byte("no-such-queue")) && !bytes.Contains(res.Body, []byte("not enabled")), nil
+		last = e.Error()
+		return e.StatusCode == http.StatusBadRequest && strings.Contains(e.Message, "no-such-queue") && !strings.Contains(e.Message, "not enabled"), nil
 	})
 	if err != nil {
 		return fmt.Errorf("the backend did not take up Kueue within a minute: last answer to a POST naming an unknown queue: %s", last)
@@ -97,8 +102,6 @@ func installKueue(ctx context.Context, cfg *envconf.Config) error {
 	logger.Info("kueue ready for the suite", "elapsed", time.Since(start).Round(100*time.Millisecond))
 	return nil
 }
-
-func kubernetesClient(rc *rest.Config) kubernetes.Interface { return kubernetes.NewForConfigOrDie(rc) }
 
 func resourceMust(s string) resource.Quantity { return resource.MustParse(s) }
 
@@ -299,47 +302,31 @@ func checkRuns(t *testing.T, maxLive, slots int, pods map[string]int, ids []stri
 	}
 }
 
-// queued is the status fields the queue tests read.
-type queued struct {
-	ID    string `json:"id"`
-	State string `json:"state"`
-	Queue *struct {
-		Name         string     `json:"name"`
-		ClusterQueue string     `json:"clusterQueue"`
-		Position     *int       `json:"position"`
-		Reason       string     `json:"reason"`
-		ETA          *time.Time `json:"eta"`
-	} `json:"queue"`
-}
-
-func getStatus(ctx context.Context, t *testing.T, cfg *envconf.Config, id string) queued {
+// getStatus reads GET /experiments/{id}.
+func getStatus(ctx context.Context, t *testing.T, cfg *envconf.Config, id string) wire.Status {
 	t.Helper()
-	res, err := backend(t, cfg).Do(ctx, http.MethodGet, "/experiments/"+id, "", nil)
-	if err != nil || res.Code != http.StatusOK {
-		t.Fatalf("GET /experiments/%s = %d %s (%v)", id, res.Code, res.Body, err)
+	st, err := backend(t, cfg).Get(ctx, id)
+	if err != nil {
+		t.Fatalf("GET /experiments/%s: %v", id, err)
 	}
-	var q queued
-	if err := json.Unmarshal(res.Body, &q); err != nil {
-		t.Fatalf("status %s: %v", res.Body, err)
-	}
-	return q
+	return st
 }
 
 func postQueued(ctx context.Context, t *testing.T, cfg *envconf.Config, id, lq string) {
 	t.Helper()
-	body := fmt.Sprintf(`{"queue": %q, "experiment": {"id": %q}}`, lq, id)
 	// A LocalQueue created a moment ago is unknown until the backend's
 	// informer has seen it (a 400 that names no queue of that name).
-	var res deploy.Response
+	var sub wire.Submission
 	var err error
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		res, err = backend(t, cfg).Post(ctx, body)
-		if err != nil || res.Code != http.StatusBadRequest || !strings.Contains(string(res.Body), "does not exist") || time.Now().After(deadline) {
+		sub, err = backend(t, cfg).Submit(ctx, map[string]any{"id": id}, gmini.InQueue(lq))
+		var e *gmini.Error
+		if !errors.As(err, &e) || e.StatusCode != http.StatusBadRequest || !strings.Contains(e.Message, "does not exist") || time.Now().After(deadline) {
 			break
 		}
 	}
-	if err != nil || res.Code != http.StatusCreated {
-		t.Fatalf("POST %s to queue %s = %d %s (%v)", id, lq, res.Code, res.Body, err)
+	if err != nil || !sub.Created {
+		t.Fatalf("POST %s to queue %s = %+v (%v), want 201", id, lq, sub, err)
 	}
 }
 
@@ -395,7 +382,7 @@ func TestQueueFIFO(t *testing.T) {
 					if st.State != "Queued" || st.Queue == nil || st.Queue.Position == nil {
 						return false, nil
 					}
-					positions = append(positions, *st.Queue.Position)
+					positions = append(positions, int(*st.Queue.Position))
 				}
 				return true, nil
 			})
@@ -419,7 +406,7 @@ func TestQueueFIFO(t *testing.T) {
 		}).
 		Assess("released, at most 2 run at once, all succeed, admitted in submission order (give or take two written at once), positions only go down", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			released := release(ctx, t, cfg, cq)
-			last := map[string]int{}
+			last := map[string]int32{}
 			rose := []string{}
 			// The first estimate of each experiment's start, to compare
 			// with when it was admitted: eta needs 3 admissions of the
@@ -504,12 +491,12 @@ func TestLocalQueueDeleted(t *testing.T) {
 			postQueued(ctx, t, cfg, id, lq)
 			// It would wait for ever: cancel it after the test.
 			t.Cleanup(func() {
-				_, _ = backend(t, cfg).Do(context.Background(), http.MethodDelete, "/experiments/"+id, "", nil)
+				_, _ = backend(t, cfg).Cancel(context.Background(), id)
 			})
 			if err := dyn(t, cfg).Resource(localQueues).Namespace(ns).Delete(ctx, lq, metav1.DeleteOptions{}); err != nil {
 				t.Fatalf("delete LocalQueue %s: %v", lq, err)
 			}
-			var last queued
+			var last wire.Status
 			err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 				last = getStatus(ctx, t, cfg, id)
 				return last.State == "Queued" && last.Queue != nil && strings.Contains(last.Queue.Reason, lq), nil
@@ -521,8 +508,9 @@ func TestLocalQueueDeleted(t *testing.T) {
 			}
 			before := len(managedJobs(ctx, t, cfg))
 			err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-				res, err := backend(t, cfg).Post(ctx, fmt.Sprintf(`{"queue": %q, "experiment": {"id": "queue-gone-2"}}`, lq))
-				return err == nil && res.Code == http.StatusBadRequest && strings.Contains(string(res.Body), "does not exist"), nil
+				_, err := backend(t, cfg).Submit(ctx, map[string]any{"id": "queue-gone-2"}, gmini.InQueue(lq))
+				var e *gmini.Error
+				return errors.As(err, &e) && e.StatusCode == http.StatusBadRequest && strings.Contains(e.Message, "does not exist"), nil
 			})
 			if err != nil {
 				t.Errorf("a POST naming the deleted queue is not refused with 400 within 30 s")
@@ -696,9 +684,8 @@ func TestQueuedCancel(t *testing.T) {
 			if err != nil {
 				t.Fatalf("never Queued: %+v", getStatus(ctx, t, cfg, id))
 			}
-			res, err := backend(t, cfg).Do(ctx, http.MethodDelete, "/experiments/"+id, "", nil)
-			if err != nil || res.Code >= 300 {
-				t.Fatalf("DELETE = %d %s (%v)", res.Code, res.Body, err)
+			if _, err := backend(t, cfg).Cancel(ctx, id); err != nil {
+				t.Fatalf("DELETE: %v", err)
 			}
 			release(ctx, t, cfg, cq)
 			err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
@@ -807,25 +794,19 @@ func TestQueueSet(t *testing.T) {
 	const n, slots = 20, 2
 	const cq, lq, set = "e2e-set", "e2e-set", "e2e-sweep"
 	var ids []string
-	var items []string
+	req := wire.SetRequest{ID: set}
 	for i := range n {
 		id := fmt.Sprintf("sweep-%02d", i)
 		ids = append(ids, id)
-		items = append(items, fmt.Sprintf(`{"queue": %q, "experiment": {"id": %q, "lr": %d}}`, lq, id, i))
+		// An item with a queue is built by hand (client.Item has none).
+		req.Items = append(req.Items, json.RawMessage(fmt.Sprintf(`{"queue": %q, "experiment": {"id": %q, "lr": %d}}`, lq, id, i)))
 	}
 	var adm *admissions
 	setCounts := func(ctx context.Context, t *testing.T, cfg *envconf.Config) map[string]int {
 		t.Helper()
-		res, err := backend(t, cfg).Do(ctx, http.MethodGet, "/experiment-sets/"+set, "", nil)
-		if err != nil || res.Code != http.StatusOK {
-			t.Fatalf("GET /experiment-sets/%s = %d %s (%v)", set, res.Code, res.Body, err)
-		}
-		var got struct {
-			Total  int            `json:"total"`
-			Counts map[string]int `json:"counts"`
-		}
-		if err := json.Unmarshal(res.Body, &got); err != nil || got.Total != n {
-			t.Fatalf("set status %s (%v), want total %d", res.Body, err, n)
+		got, err := backend(t, cfg).GetSet(ctx, set, gmini.ListOptions{})
+		if err != nil || got.Total != n {
+			t.Fatalf("GET /experiment-sets/%s: total %d (%v), want %d", set, got.Total, err, n)
 		}
 		return got.Counts
 	}
@@ -839,22 +820,11 @@ func TestQueueSet(t *testing.T) {
 			return ctx
 		}).
 		Assess("POST /experiment-sets creates all 20, each its own Job, Queued; sent again it creates nothing", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			body := fmt.Sprintf(`{"id": %q, "items": [%s]}`, set, strings.Join(items, ","))
-			for round, want := range []string{"created", "existing"} {
+			for round, want := range []string{wire.OutcomeCreated, wire.OutcomeExisting} {
 				t0 := time.Now()
-				res, err := backend(t, cfg).Do(ctx, http.MethodPost, "/experiment-sets", "application/json", []byte(body))
-				if err != nil || res.Code != http.StatusOK {
-					t.Fatalf("POST /experiment-sets = %d %s (%v)", res.Code, res.Body, err)
-				}
-				var sub struct {
-					Items []struct {
-						Index   int    `json:"index"`
-						ID      string `json:"id"`
-						Outcome string `json:"outcome"`
-					} `json:"items"`
-				}
-				if err := json.Unmarshal(res.Body, &sub); err != nil || len(sub.Items) != n {
-					t.Fatalf("answer %s (%v)", res.Body, err)
+				sub, err := backend(t, cfg).SubmitSet(ctx, req)
+				if err != nil || len(sub.Items) != n {
+					t.Fatalf("POST /experiment-sets = %+v (%v), want %d items", sub, err, n)
 				}
 				for i, it := range sub.Items {
 					if it.Index != i || it.ID != ids[i] || it.Outcome != want {

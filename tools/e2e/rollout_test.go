@@ -4,9 +4,7 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -27,7 +25,9 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
+	gmini "github.com/gmini-dev/gmini/apps/backend/client"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+	"github.com/gmini-dev/gmini/apps/backend/wire"
 	"github.com/gmini-dev/gmini/tools/deploy"
 )
 
@@ -56,14 +56,13 @@ func TestBackendPodTermination(t *testing.T) {
 		idPrefix = "rollout"
 	)
 	type outcome struct {
-		id   string
-		code int
-		body string
-		err  error
+		id  string
+		sub wire.Submission
+		err error
 	}
 	var (
 		outcomes []outcome
-		post     poster
+		c        *gmini.Client
 		path     string // how the clients reach the backend, for messages
 		policy   string // the NetworkPolicy that lets the host in, if made
 	)
@@ -78,12 +77,12 @@ func TestBackendPodTermination(t *testing.T) {
 			}
 			if hn, ok := provider.(hostNetwork); ok {
 				var err error
-				if post, policy, err = clusterIPPoster(ctx, client, hn); err != nil {
+				if c, policy, err = clusterIPClient(ctx, client, hn); err != nil {
 					t.Fatal(err)
 				}
 				path = "the Service's ClusterIP, through kube-proxy"
 			} else {
-				post, path = backend(t, cfg).Post, "the API server's service proxy (this cluster's host has no route to the service range)"
+				c, path = backend(t, cfg), "the API server's service proxy (this cluster's host has no route to the service range)"
 			}
 			t.Logf("clients POST through %s", path)
 			// The test is about the backend, not the runner: its Jobs are
@@ -91,7 +90,7 @@ func TestBackendPodTermination(t *testing.T) {
 			// template caches must have seen the change, and on the local
 			// node the probes also wait for the engine to apply the host's
 			// policy.
-			suspendNewJobs(ctx, t, cfg, post, idPrefix+"-probe")
+			suspendNewJobs(ctx, t, cfg, c, idPrefix+"-probe")
 			return ctx
 		}).
 		Assess("deleting a backend pod fails no request", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
@@ -104,7 +103,7 @@ func TestBackendPodTermination(t *testing.T) {
 			stop := make(chan struct{})
 			var mu sync.Mutex
 			var wg sync.WaitGroup
-			for c := range clients {
+			for w := range clients {
 				wg.Go(func() {
 					tick := time.NewTicker(interval)
 					defer tick.Stop()
@@ -114,9 +113,8 @@ func TestBackendPodTermination(t *testing.T) {
 							return
 						case <-tick.C:
 						}
-						o := outcome{id: fmt.Sprintf("%s-%d-%03d", idPrefix, c, n)}
-						res, err := post(ctx, `{"experiment": {"id": "`+o.id+`"}}`)
-						o.code, o.body, o.err = res.Code, string(res.Body), err
+						o := outcome{id: fmt.Sprintf("%s-%d-%03d", idPrefix, w, n)}
+						o.sub, o.err = c.Submit(ctx, map[string]any{"id": o.id})
 						mu.Lock()
 						outcomes = append(outcomes, o)
 						mu.Unlock()
@@ -150,16 +148,15 @@ func TestBackendPodTermination(t *testing.T) {
 			}
 			failed := 0
 			for _, o := range outcomes {
-				var c created
 				switch {
 				case o.err != nil:
 					failed++
 					t.Errorf("%s: %v", o.id, o.err)
-				case o.code != http.StatusCreated:
+				case !o.sub.Created:
 					failed++
-					t.Errorf("%s: answered %d %s, want 201", o.id, o.code, o.body)
-				case json.Unmarshal([]byte(o.body), &c) != nil || !jobs[o.id]:
-					t.Errorf("%s: answered 201 but has no Job (%s)", o.id, o.body)
+					t.Errorf("%s: answered 200 %+v, want 201", o.id, o.sub)
+				case !jobs[o.id]:
+					t.Errorf("%s: answered 201 but has no Job (%+v)", o.id, o.sub)
 				}
 			}
 			t.Logf("%d POSTs through %s while a backend pod terminated: %d failed", len(outcomes), path, failed)
@@ -221,21 +218,18 @@ func deleteManagedJobs(ctx context.Context, t *testing.T, cfg *envconf.Config, m
 	}
 }
 
-// poster sends POST /experiment with body, as the tutorial's frontend does.
-type poster func(ctx context.Context, body string) (deploy.Response, error)
-
 // hostPolicy lets the host's address reach the backend while a test POSTs
 // from the host: the overlay's policies admit labelled client pods and the
 // node itself, and the host is neither.
 const hostPolicy = "e2e-host-client"
 
-// clusterIPPoster returns a poster that POSTs from this host to the backend
-// Service's ClusterIP, one connection per request, so that kube-proxy
+// clusterIPClient returns a client that sends from this host to the
+// backend Service's ClusterIP, one connection per request, so that kube-proxy
 // chooses an endpoint for every request, as it does for every new
 // connection of a client pod; a kept-alive connection would stay with
 // the pod it first reached and never meet the endpoint removal. It makes
 // the NetworkPolicy that admits the host and returns its name.
-func clusterIPPoster(ctx context.Context, client kubernetes.Interface, hn hostNetwork) (poster, string, error) {
+func clusterIPClient(ctx context.Context, client kubernetes.Interface, hn hostNetwork) (*gmini.Client, string, error) {
 	nw, err := hn.Network()
 	if err != nil {
 		return nil, "", fmt.Errorf("the cluster's network: %w", err)
@@ -276,31 +270,18 @@ func clusterIPPoster(ctx context.Context, client kubernetes.Interface, hn hostNe
 		Timeout:   10 * time.Second, // a connection to a vanished endpoint must not stall a client
 		Transport: &http.Transport{DisableKeepAlives: true},
 	}
-	post := func(ctx context.Context, body string) (deploy.Response, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/experiment", strings.NewReader(body))
-		if err != nil {
-			return deploy.Response{}, err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		res, err := hc.Do(req)
-		if err != nil {
-			return deploy.Response{}, fmt.Errorf("POST %s/experiment: %w", url, err)
-		}
-		defer res.Body.Close()
-		raw, err := io.ReadAll(res.Body)
-		if err != nil {
-			return deploy.Response{}, fmt.Errorf("POST %s/experiment: read the answer: %w", url, err)
-		}
-		return deploy.Response{Code: res.StatusCode, Body: raw}, nil
+	bc, err := gmini.New(url, gmini.WithHTTPClient(hc))
+	if err != nil {
+		return nil, "", err
 	}
-	return post, hostPolicy, nil
+	return bc, hostPolicy, nil
 }
 
 // suspendNewJobs makes the runner template's Jobs start suspended, and
-// waits until POSTs through post get suspended Jobs four times in a row:
+// waits until POSTs through c get suspended Jobs four times in a row:
 // the Service spreads them over the replicas, each of which must have seen
 // the template change. It returns the probe experiments it posted.
-func suspendNewJobs(ctx context.Context, t *testing.T, cfg *envconf.Config, post poster, prefix string) []string {
+func suspendNewJobs(ctx context.Context, t *testing.T, cfg *envconf.Config, c *gmini.Client, prefix string) []string {
 	t.Helper()
 	client := clientset(t, cfg)
 	const suspended = `{"spec":{"jobTemplate":{"spec":{"suspend":true}}}}`
@@ -317,9 +298,8 @@ func suspendNewJobs(ctx context.Context, t *testing.T, cfg *envconf.Config, post
 		for range 4 {
 			id := fmt.Sprintf("%s-%d-%d", prefix, run, len(probes))
 			probes = append(probes, id)
-			res, err := post(ctx, `{"experiment": {"id": "`+id+`"}}`)
-			if err != nil || res.Code != http.StatusCreated {
-				last = fmt.Sprintf("POST %s = %d %s (%v)", id, res.Code, strings.TrimSpace(string(res.Body)), err)
+			if sub, err := c.Submit(ctx, map[string]any{"id": id}); err != nil || !sub.Created {
+				last = fmt.Sprintf("POST %s = %+v (%v), want 201", id, sub, err)
 				return false, nil
 			}
 			j, err := client.BatchV1().Jobs(ns).Get(ctx, jobspec.JobName(id), metav1.GetOptions{})

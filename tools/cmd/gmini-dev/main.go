@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,6 +31,7 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/envfuncs"
 
+	gmini "github.com/gmini-dev/gmini/apps/backend/client"
 	"github.com/gmini-dev/gmini/tools/cluster"
 	"github.com/gmini-dev/gmini/tools/deploy"
 	"github.com/gmini-dev/gmini/tools/internal/layout"
@@ -109,32 +111,38 @@ func up(ctx context.Context, log *slog.Logger, stdout io.Writer, p cluster.Provi
 	if err != nil {
 		return err
 	}
+	b, err := deploy.Backend{Config: cfg.Client().RESTConfig(), Namespace: deploy.Namespace}.Client()
+	if err != nil {
+		return err
+	}
 
 	// One experiment end to end, as the tutorial's frontend sends it.
 	id := "demo" + time.Now().UTC().Format("20060102T150405")
-	body := `{"experiment": {"id": "` + id + `", "key": "demo-key"}}`
-	b := deploy.Backend{Client: client, Namespace: deploy.Namespace}
-	res, err := b.Post(ctx, body)
+	experiment := map[string]any{"id": id, "key": "demo-key"}
+	sub, err := b.Submit(ctx, experiment)
 	if err != nil {
-		return err
+		return fmt.Errorf("the backend refused the demo experiment: %w", err)
 	}
-	fmt.Fprintf(stdout, "POST /experiment %s\n-> %d %s\n", body, res.Code, strings.TrimSpace(string(res.Body)))
-	if res.Code != http.StatusCreated && res.Code != http.StatusOK {
-		return fmt.Errorf("the backend refused the demo experiment")
+	code := http.StatusOK
+	if sub.Created {
+		code = http.StatusCreated
 	}
+	answer, _ := json.Marshal(sub)
+	fmt.Fprintf(stdout, "POST /experiment {\"experiment\": {\"id\": %q, \"key\": \"demo-key\"}}\n-> %d %s\n", id, code, answer)
 	if err := waitExperiment(ctx, client, b, id); err != nil {
 		return err
 	}
-	logs, err := b.Do(ctx, http.MethodGet, "/experiments/"+id+"/logs", "", nil)
+	var logs strings.Builder
+	if err := b.Logs(ctx, id, &logs); err != nil {
+		return err
+	}
+	status, err := b.Get(ctx, id)
 	if err != nil {
 		return err
 	}
-	status, err := b.Do(ctx, http.MethodGet, "/experiments/"+id, "", nil)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "runner output: %s", logs.Body)
-	fmt.Fprintf(stdout, "status: %s\n", strings.TrimSpace(string(status.Body)))
+	statusJSON, _ := json.Marshal(status)
+	fmt.Fprintf(stdout, "runner output: %s", logs.String())
+	fmt.Fprintf(stdout, "status: %s\n", statusJSON)
 	fmt.Fprintf(stdout, `
 gmini is running (%s). To send more experiments:
 
@@ -151,21 +159,21 @@ Stop everything with: make down
 
 // waitExperiment polls the backend's status endpoint until the experiment
 // has finished.
-func waitExperiment(ctx context.Context, client kubernetes.Interface, b deploy.Backend, id string) error {
+func waitExperiment(ctx context.Context, client kubernetes.Interface, b *gmini.Client, id string) error {
 	var state string
 	err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		res, err := b.Do(ctx, http.MethodGet, "/experiments/"+id, "", nil)
+		st, err := b.Get(ctx, id)
 		if err != nil {
+			state = err.Error()
 			return false, nil
 		}
-		switch {
-		case strings.Contains(string(res.Body), `"state":"Succeeded"`):
+		state = fmt.Sprintf("%s %s %s", st.State, st.Reason, st.Message)
+		switch st.State {
+		case "Succeeded":
 			return true, nil
-		case strings.Contains(string(res.Body), `"state":"Failed"`):
-			state = string(res.Body)
-			return false, fmt.Errorf("experiment %s failed: %s", id, res.Body)
+		case "Failed":
+			return false, fmt.Errorf("experiment %s failed: %s", id, state)
 		}
-		state = string(res.Body)
 		return false, nil
 	})
 	if err != nil {
@@ -188,7 +196,11 @@ func proxy(ctx context.Context, log *slog.Logger, p cluster.Provider, listen str
 	if err != nil {
 		return err
 	}
-	target, err := url.Parse(fmt.Sprintf("%s/api/v1/namespaces/%s/services/%s:%d/proxy", strings.TrimRight(cfg.Host, "/"), deploy.Namespace, deploy.BackendName, deploy.BackendPort))
+	proxied, err := deploy.Backend{Config: cfg, Namespace: deploy.Namespace}.URL()
+	if err != nil {
+		return err
+	}
+	target, err := url.Parse(proxied)
 	if err != nil {
 		return err
 	}
