@@ -4,9 +4,7 @@ package reliability
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"sort"
 	"sync"
 	"testing"
@@ -14,6 +12,8 @@ import (
 
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
+
+	"github.com/gmini-dev/gmini/apps/backend/wire"
 )
 
 const (
@@ -23,32 +23,29 @@ const (
 
 // result is one POST's outcome in a load run.
 type result struct {
-	id  string
-	a   answer
-	c   createdAnswer
-	err error
+	id      string
+	c       wire.Submission
+	err     error
+	elapsed time.Duration
 }
 
 // postAll sends one POST per id from clients concurrent workers, each with
 // its own connection pool, and returns the results in ids' order.
-func postAll(ctx context.Context, base string, ids []string, clients int) []result {
+func postAll(ctx context.Context, t *testing.T, base string, ids []string, clients int) []result {
 	results := make([]result, len(ids))
 	next := make(chan int)
 	var wg sync.WaitGroup
-	for w := 0; w < clients; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			client := newClient(1, true)
+	for range clients {
+		c := apiWith(t, base, newClient(1, true))
+		wg.Go(func() {
 			for i := range next {
 				r := result{id: ids[i]}
-				r.a, r.err = post(ctx, client, base, experimentBody(ids[i], ""))
-				if r.err == nil {
-					r.err = json.Unmarshal(r.a.Body, &r.c)
-				}
+				t0 := time.Now()
+				r.c, r.err = c.Submit(ctx, experiment(ids[i], ""))
+				r.elapsed = time.Since(t0)
 				results[i] = r
 			}
-		}()
+		})
 	}
 	for i := range ids {
 		next <- i
@@ -62,7 +59,7 @@ func postAll(ctx context.Context, base string, ids []string, clients int) []resu
 func latencies(rs []result) string {
 	d := make([]time.Duration, len(rs))
 	for i, r := range rs {
-		d[i] = r.a.Elapsed
+		d[i] = r.elapsed
 	}
 	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 	pct := func(p float64) time.Duration { return d[int(p*float64(len(d)-1))].Round(time.Millisecond) }
@@ -78,7 +75,7 @@ func TestConcurrentSubmissions(t *testing.T) {
 		Setup(backendAndNoJobs).
 		Assess("every POST gets 201 and names its own Job", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			t0 := time.Now()
-			rs := postAll(ctx, suite.backend.URL(), ids, concurrentClients)
+			rs := postAll(ctx, t, suite.backend.URL(), ids, concurrentClients)
 			elapsed := time.Since(t0)
 			t.Logf("%d POSTs from %d clients took %s (%.0f/s); latency %s",
 				len(rs), concurrentClients, elapsed.Round(time.Millisecond), float64(len(rs))/elapsed.Seconds(), latencies(rs))
@@ -89,10 +86,10 @@ func TestConcurrentSubmissions(t *testing.T) {
 				switch {
 				case r.err != nil:
 					bad++
-					errorf(t, "POST %s: %v (%s)", r.id, r.err, r.a)
-				case r.a.Code != http.StatusCreated || !r.c.Created || r.c.ID != r.id:
+					errorf(t, "POST %s: %v", r.id, r.err)
+				case !r.c.Created || r.c.ID != r.id:
 					bad++
-					errorf(t, "POST %s: %s, want 201 with created true", r.id, r.a)
+					errorf(t, "POST %s: %+v, want 201 with created true", r.id, r.c)
 				default:
 					if other, dup := jobFor[r.c.Job]; dup {
 						t.Errorf("experiments %s and %s were both answered with Job %s", r.id, other, r.c.Job)
@@ -133,15 +130,15 @@ func TestConcurrentSubmissions(t *testing.T) {
 				names[j.Name] = true
 			}
 			t0 := time.Now()
-			rs := postAll(ctx, suite.backend.URL(), ids, concurrentClients)
+			rs := postAll(ctx, t, suite.backend.URL(), ids, concurrentClients)
 			elapsed := time.Since(t0)
 			t.Logf("%d retried POSTs took %s (%.0f/s); latency %s",
 				len(rs), elapsed.Round(time.Millisecond), float64(len(rs))/elapsed.Seconds(), latencies(rs))
 			bad := 0
 			for _, r := range rs {
-				if r.err != nil || r.a.Code != http.StatusOK || r.c.Created || !names[r.c.Job] || r.c.ID != r.id {
+				if r.err != nil || r.c.Created || !names[r.c.Job] || r.c.ID != r.id {
 					bad++
-					errorf(t, "retry of %s: %s (%v), want 200 naming an existing Job", r.id, r.a, r.err)
+					errorf(t, "retry of %s: %+v (%v), want 200 naming an existing Job", r.id, r.c, r.err)
 				}
 				if bad > 10 {
 					t.Fatalf("too many failed retries; stopping")

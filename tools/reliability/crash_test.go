@@ -36,22 +36,22 @@ func crashBurst(ctx context.Context, t *testing.T, base string, prefix string, n
 		crashed sync.Once
 		wg      sync.WaitGroup
 	)
+	c := api(t, base)
 	for range 8 {
 		wg.Go(func() {
-			c := newClient(1, false)
 			for {
 				i := int(next.Add(1)) - 1
 				if i >= n {
 					return
 				}
 				id := fmt.Sprintf("%s-%03d", prefix, i)
-				a, err := post(ctx, c, base, experimentBody(id, ""))
+				sub, err := c.Submit(ctx, experiment(id, ""))
 				mu.Lock()
-				switch {
-				case err == nil && a.Code == http.StatusCreated:
+				switch code := submitted(sub, err); {
+				case code == http.StatusCreated:
 					acked = append(acked, id)
-				case err == nil && a.Code < 500:
-					t.Errorf("POST %s = %s; want 201, or 5xx or no answer around the crash", id, a)
+				case code != 0 && code < 500:
+					t.Errorf("POST %s = %d %+v (%v); want 201, or 5xx or no answer around the crash", id, code, sub, err)
 				default:
 					unknown = append(unknown, id)
 				}
@@ -75,7 +75,7 @@ func crashBurst(ctx context.Context, t *testing.T, base string, prefix string, n
 // from the Job, which holds until its final record is stored durably.
 func checkAfterCrash(ctx context.Context, t *testing.T, base string, jobs *jobtrack.Tracker, acked, unknown []string) {
 	t.Helper()
-	c := newClient(1, false)
+	c := api(t, base)
 	for _, id := range acked {
 		if _, err := suite.admin.BatchV1().Jobs(ns).Get(ctx, jobspec.JobName(id), metav1.GetOptions{}); err != nil {
 			errorf(t, "experiment %s was acknowledged (201) before the crash but has no Job: %v", id, err)
@@ -83,12 +83,12 @@ func checkAfterCrash(ctx context.Context, t *testing.T, base string, jobs *jobtr
 	}
 	all := append(append([]string{}, acked...), unknown...)
 	for _, id := range all {
-		a, err := postUntil(ctx, c, base, experimentBody(id, ""), 30*time.Second, http.StatusOK, http.StatusCreated)
+		sub, err := submitUntil(ctx, c, experiment(id, ""), 30*time.Second, http.StatusOK, http.StatusCreated)
 		if err != nil {
 			errorf(t, "POST %s again: %v", id, err)
 			continue
 		}
-		if a.Code == http.StatusCreated && slices.Contains(acked, id) {
+		if sub.Created && slices.Contains(acked, id) {
 			errorf(t, "POST %s again = 201: an experiment acknowledged before the crash was run again", id)
 		}
 	}
@@ -99,8 +99,8 @@ func checkAfterCrash(ctx context.Context, t *testing.T, base string, jobs *jobtr
 		}
 	}
 	for _, id := range acked {
-		if a, err := del(ctx, c, base, id); err != nil || a.Code != http.StatusOK {
-			errorf(t, "DELETE %s = %v %v", id, a, err)
+		if _, err := c.Cancel(ctx, id); err != nil {
+			errorf(t, "DELETE %s: %v", id, err)
 		}
 	}
 	var missing []string
@@ -177,7 +177,7 @@ func TestHistorySurvivesCrashes(t *testing.T) {
 				t.Fatalf("stop the main backend: exit %d, %v", code, err)
 			}
 			b := extraBackend(ctx, t, "postgres-crash", "--history-dsn", pg.DSN(), "--identity", "reliability-pg-crash")
-			if _, err := postUntil(ctx, newClient(1, false), b.URL(), experimentBody("crash-pg-first", ""), 30*time.Second, http.StatusCreated); err != nil {
+			if _, err := submitUntil(ctx, api(t, b.URL()), experiment("crash-pg-first", ""), 30*time.Second, http.StatusCreated); err != nil {
 				failf(t, "POST with PostgreSQL up: %v", err)
 			}
 			jobs := trackJobs(ctx, t)

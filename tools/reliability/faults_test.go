@@ -4,7 +4,6 @@ package reliability
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
+	gmini "github.com/gmini-dev/gmini/apps/backend/client"
 	"github.com/gmini-dev/gmini/tools/cluster/local"
 )
 
@@ -61,11 +61,11 @@ func TestAPIServerOutage(t *testing.T) {
 			deleteJobs(ctx, t)
 			// Warm up: one Job and one readiness check, so the counts below
 			// compare a process in the same state.
-			a, err := post(ctx, newClient(1, false), suite.backend.URL(), experimentBody("outage-warmup", ""))
-			if err != nil || a.Code != http.StatusCreated {
-				failf(t, "warm-up POST: %v %v", a, err)
+			if sub, err := api(t, suite.backend.URL()).Submit(ctx, experiment("outage-warmup", "")); err != nil || !sub.Created {
+				failf(t, "warm-up POST: %+v %v, want 201", sub, err)
 			}
 			time.Sleep(2 * time.Second)
+			var err error
 			if before, err = goroutines(ctx, suite.backend.URL()); err != nil {
 				t.Fatalf("goroutines before: %v", err)
 			}
@@ -79,24 +79,26 @@ func TestAPIServerOutage(t *testing.T) {
 			stopTime = time.Now()
 			base := suite.backend.URL()
 			client := newClient(1, false)
+			c := api(t, base)
 			var worst time.Duration
 			for i := 0; i < outageRequests; i++ {
 				// Spread over outageHold, so the informer's watch breaks and
 				// its relists start backing off, as in a real outage.
 				time.Sleep(time.Until(stopTime.Add(time.Duration(i) * outageHold / outageRequests)))
 				id := fmt.Sprintf("outage-%02d", i)
-				a, err := post(ctx, client, base, experimentBody(id, ""))
-				if err != nil {
+				t0 := time.Now()
+				_, err := c.Submit(ctx, experiment(id, ""))
+				elapsed := time.Since(t0)
+				if err != nil && gmini.StatusCode(err) == 0 {
 					failf(t, "POST during the outage: %v", err)
 				}
-				checkError(t, "POST during the outage", a, http.StatusServiceUnavailable, "")
-				if a.Header.Get("Retry-After") == "" {
+				if e := checkRefused(t, "POST during the outage", err, http.StatusServiceUnavailable, ""); e != nil && e.RetryAfter == 0 {
 					t.Errorf("503 without Retry-After")
 				}
-				if a.Elapsed > apiTimeout+outageMargin {
-					t.Errorf("POST took %s to fail, want under %s (--api-timeout %s + %s)", a.Elapsed, apiTimeout+outageMargin, apiTimeout, outageMargin)
+				if elapsed > apiTimeout+outageMargin {
+					t.Errorf("POST took %s to fail, want under %s (--api-timeout %s + %s)", elapsed, apiTimeout+outageMargin, apiTimeout, outageMargin)
 				}
-				worst = max(worst, a.Elapsed)
+				worst = max(worst, elapsed)
 				failedIDs = append(failedIDs, id)
 			}
 			t.Logf("%d POSTs during the outage: all 503, slowest %s", outageRequests, worst.Round(time.Millisecond))
@@ -137,9 +139,8 @@ func TestAPIServerOutage(t *testing.T) {
 			}
 			t.Logf("API server down %s, restarted in %s; backend ready again %s after that",
 				down.Round(time.Millisecond), apiBack.Round(time.Millisecond), time.Since(t1).Round(time.Millisecond))
-			a, err := post(ctx, client, base, experimentBody("outage-after", ""))
-			if err != nil || a.Code != http.StatusCreated {
-				failf(t, "first POST after recovery: %v %v, want 201", a, err)
+			if sub, err := api(t, base).Submit(ctx, experiment("outage-after", "")); err != nil || !sub.Created {
+				failf(t, "first POST after recovery: %+v %v, want 201", sub, err)
 			}
 			// The 503s must have left nothing behind: a client that
 			// retries them gets a fresh Job, not a conflict.
@@ -161,19 +162,15 @@ func TestAPIServerOutage(t *testing.T) {
 				t.Fatalf("patch the template: %v", err)
 			}
 			t0 := time.Now()
-			client := newClient(1, false)
+			c := api(t, suite.backend.URL())
 			n := 0
 			err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, templateBound, true, func(ctx context.Context) (bool, error) {
 				n++
-				a, err := post(ctx, client, suite.backend.URL(), experimentBody(fmt.Sprintf("outage-template-%03d", n), ""))
-				if err != nil || a.Code != http.StatusCreated {
-					return false, fmt.Errorf("POST: %v %v", a, err)
+				sub, err := c.Submit(ctx, experiment(fmt.Sprintf("outage-template-%03d", n), ""))
+				if err != nil || !sub.Created {
+					return false, fmt.Errorf("POST: %+v %v, want 201", sub, err)
 				}
-				var c createdAnswer
-				if err := json.Unmarshal(a.Body, &c); err != nil {
-					return false, err
-				}
-				job, err := suite.admin.BatchV1().Jobs(ns).Get(ctx, c.Job, metav1.GetOptions{})
+				job, err := suite.admin.BatchV1().Jobs(ns).Get(ctx, sub.Job, metav1.GetOptions{})
 				if err != nil {
 					return false, err
 				}
@@ -240,30 +237,31 @@ func TestAPIServerHang(t *testing.T) {
 				t.Fatalf("SIGSTOP kube-apiserver %d: %v", pid, err)
 			}
 			base := suite.backend.URL()
-			answers := make([]answer, hung)
+			c := api(t, base)
+			elapsed := make([]time.Duration, hung)
 			errs := make([]error, hung)
 			var wg sync.WaitGroup
 			for i := range hung {
 				id := fmt.Sprintf("hang-%02d", i)
 				failed = append(failed, id)
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					answers[i], errs[i] = post(ctx, newClient(1, false), base, experimentBody(id, ""))
-				}()
+				wg.Go(func() {
+					t0 := time.Now()
+					_, errs[i] = c.Submit(ctx, experiment(id, ""))
+					elapsed[i] = time.Since(t0)
+				})
 			}
 			ready, rerr := get(ctx, newClient(1, false), base+"/readyz")
 			wg.Wait()
 			var worst time.Duration
 			for i := range hung {
-				if errs[i] != nil {
+				if errs[i] != nil && gmini.StatusCode(errs[i]) == 0 {
 					failf(t, "POST while the API server hangs: %v", errs[i])
 				}
-				checkError(t, "POST while the API server hangs", answers[i], http.StatusServiceUnavailable, "")
-				if answers[i].Elapsed > apiTimeout+outageMargin {
-					t.Errorf("POST took %s, want under %s", answers[i].Elapsed, apiTimeout+outageMargin)
+				checkRefused(t, "POST while the API server hangs", errs[i], http.StatusServiceUnavailable, "")
+				if elapsed[i] > apiTimeout+outageMargin {
+					t.Errorf("POST took %s, want under %s", elapsed[i], apiTimeout+outageMargin)
 				}
-				worst = max(worst, answers[i].Elapsed)
+				worst = max(worst, elapsed[i])
 			}
 			t.Logf("%d concurrent POSTs while the API server hangs: 503, slowest %s (--api-timeout %s)", hung, worst.Round(time.Millisecond), apiTimeout)
 			if rerr != nil || ready.Code != http.StatusServiceUnavailable || ready.Elapsed > readyzBound {
@@ -290,17 +288,18 @@ func TestAPIServerHang(t *testing.T) {
 			// server, so a 503 means "maybe": the retry must then find
 			// that Job (200), not conflict with it.
 			var created, existed int
+			c := api(t, suite.backend.URL())
 			for _, id := range failed {
-				a, err := post(ctx, client, suite.backend.URL(), experimentBody(id, ""))
-				switch {
-				case err != nil:
+				sub, err := c.Submit(ctx, experiment(id, ""))
+				switch submitted(sub, err) {
+				case 0:
 					failf(t, "retry %s: %v", id, err)
-				case a.Code == http.StatusCreated:
+				case http.StatusCreated:
 					created++
-				case a.Code == http.StatusOK:
+				case http.StatusOK:
 					existed++
 				default:
-					errorf(t, "retry %s: %s, want 201 or 200", id, a)
+					errorf(t, "retry %s: %v, want 201 or 200", id, err)
 				}
 			}
 			t.Logf("retries after the hang: %d created, %d found the Job the timed-out request had made", created, existed)

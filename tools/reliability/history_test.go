@@ -4,10 +4,9 @@ package reliability
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
+	gmini "github.com/gmini-dev/gmini/apps/backend/client"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 	"github.com/gmini-dev/gmini/tools/backendproc"
 	"github.com/gmini-dev/gmini/tools/postgres"
@@ -29,31 +29,18 @@ func TestHistoryList(t *testing.T) {
 	f := features.New("GET /experiments pages the history, newest first, filters by state, and refuses bad parameters with 400").
 		Setup(backendAndNoJobs).
 		Assess("pages of 10, newest first, without gaps or repeats", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			base := suite.backend.URL()
+			c := api(t, suite.backend.URL())
 			for i := range n {
-				if a, err := post(ctx, newClient(1, false), base, experimentBody(fmt.Sprintf("page-%02d", i), "")); err != nil || a.Code != http.StatusCreated {
-					failf(t, "POST page-%02d: %v %v", i, a, err)
+				if sub, err := c.Submit(ctx, experiment(fmt.Sprintf("page-%02d", i), "")); err != nil || !sub.Created {
+					failf(t, "POST page-%02d: %+v %v, want 201", i, sub, err)
 				}
 			}
 			var got []string
 			cont := ""
 			for len(got) < n {
-				q := url.Values{"limit": {"10"}}
-				if cont != "" {
-					q.Set("continue", cont)
-				}
-				a, err := get(ctx, newClient(1, false), base+"/experiments?"+q.Encode())
-				if err != nil || a.Code != http.StatusOK {
-					failf(t, "GET /experiments?%s = %v %v", q.Encode(), a, err)
-				}
-				var page struct {
-					Items []struct {
-						ID, Source string
-					}
-					Continue string
-				}
-				if err := json.Unmarshal(a.Body, &page); err != nil {
-					t.Fatal(err)
+				page, err := c.List(ctx, gmini.ListOptions{Limit: 10, Continue: cont})
+				if err != nil {
+					failf(t, "GET /experiments?limit=10&continue=%s: %v", cont, err)
 				}
 				if len(page.Items) != 10 || page.Continue == "" {
 					t.Fatalf("page of %d items, continue %q; want 10 and more to come", len(page.Items), page.Continue)
@@ -75,6 +62,8 @@ func TestHistoryList(t *testing.T) {
 		}).
 		Assess("bad limit, continue and state are 400 with a message", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			base := suite.backend.URL()
+			// Raw: the Go client sends no limit below 1 nor one that is not
+			// a number, and continue tokens only as the backend gave them.
 			for q, want := range map[string]string{
 				"limit=0":             "limit",
 				"limit=-5":            "limit",
@@ -90,20 +79,16 @@ func TestHistoryList(t *testing.T) {
 				checkError(t, "GET /experiments?"+q, a, http.StatusBadRequest, want)
 			}
 			// One vocabulary in both modes: a state no record takes lists
-			// nothing, it is no error.
-			if a, err := get(ctx, newClient(1, false), base+"/experiments?state=Deleting"); err != nil || a.Code != http.StatusOK || !strings.Contains(string(a.Body), `"items":[]`) {
-				errorf(t, "GET /experiments?state=Deleting from history = %v %v; want 200 and no item", a, err)
+			// nothing, it is no error. No item is "items": [], never null.
+			if page, err := api(t, base).List(ctx, gmini.ListOptions{State: "Deleting"}); err != nil || page.Items == nil || len(page.Items) > 0 {
+				errorf(t, "GET /experiments?state=Deleting from history = %+v %v; want 200 and no item", page, err)
 			}
 			return ctx
 		}).
 		Assess("a state filter keeps only that state", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			a, err := get(ctx, newClient(1, false), suite.backend.URL()+"/experiments?state=Cancelled&limit=1000")
-			if err != nil || a.Code != http.StatusOK {
-				failf(t, "GET ?state=Cancelled = %v %v", a, err)
-			}
-			var page struct{ Items []struct{ ID, State string } }
-			if err := json.Unmarshal(a.Body, &page); err != nil {
-				t.Fatal(err)
+			page, err := api(t, suite.backend.URL()).List(ctx, gmini.ListOptions{State: "Cancelled", Limit: 1000})
+			if err != nil {
+				failf(t, "GET ?state=Cancelled: %v", err)
 			}
 			for _, it := range page.Items {
 				if it.State != "Cancelled" {
@@ -123,29 +108,28 @@ func TestWithoutHistory(t *testing.T) {
 		Setup(backendAndNoJobs).
 		Assess("POST, DELETE, the same POST: 201 again", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			b := extraBackend(ctx, t, "no-history")
-			c := newClient(1, false)
-			body := experimentBody("window-1", "")
-			if a, err := post(ctx, c, b.URL(), body); err != nil || a.Code != http.StatusCreated {
-				failf(t, "POST: %v %v", a, err)
+			c := api(t, b.URL())
+			exp := experiment("window-1", "")
+			if sub, err := c.Submit(ctx, exp); err != nil || !sub.Created {
+				failf(t, "POST: %+v %v, want 201", sub, err)
 			}
-			if a, err := post(ctx, c, b.URL(), body); err != nil || a.Code != http.StatusOK {
-				failf(t, "retry while the Job exists: %v %v, want 200", a, err)
+			if sub, err := c.Submit(ctx, exp); err != nil || sub.Created {
+				failf(t, "retry while the Job exists: %+v %v, want 200", sub, err)
 			}
-			if a, err := del(ctx, c, b.URL(), "window-1"); err != nil || a.Code != http.StatusOK {
-				failf(t, "DELETE: %v %v", a, err)
+			if _, err := c.Cancel(ctx, "window-1"); err != nil {
+				failf(t, "DELETE: %v", err)
 			}
 			deleteJobs(ctx, t) // wait until it is gone
-			if a, err := post(ctx, c, b.URL(), body); err != nil || a.Code != http.StatusCreated {
-				t.Errorf("the same POST once the Job is gone: %v %v, want 201 (without history it runs again)", a, err)
+			if sub, err := c.Submit(ctx, exp); err != nil || !sub.Created {
+				t.Errorf("the same POST once the Job is gone: %+v %v, want 201 (without history it runs again)", sub, err)
 			}
-			a, err := get(ctx, c, b.URL()+"/experiments?limit=10")
-			if err != nil || a.Code != http.StatusOK {
-				t.Errorf("list from the live Jobs: %v %v", a, err)
+			if _, err := c.List(ctx, gmini.ListOptions{Limit: 10}); err != nil {
+				t.Errorf("list from the live Jobs: %v", err)
 			}
 			// The same vocabulary as with history: Cancelled, which no live
 			// Job shows, lists nothing.
-			if a, err := get(ctx, c, b.URL()+"/experiments?state=Cancelled"); err != nil || a.Code != http.StatusOK || !strings.Contains(string(a.Body), `"items":[]`) {
-				t.Errorf("GET /experiments?state=Cancelled from the live Jobs = %v %v; want 200 and no item", a, err)
+			if page, err := c.List(ctx, gmini.ListOptions{State: "Cancelled"}); err != nil || page.Items == nil || len(page.Items) > 0 {
+				t.Errorf("GET /experiments?state=Cancelled from the live Jobs = %+v %v; want 200 and no item", page, err)
 			}
 			return ctx
 		}).
@@ -160,11 +144,8 @@ func TestWithoutHistory(t *testing.T) {
 			if err := jobs.Delete(ctx, job.Name, metav1.DeleteOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			p, err := post(ctx, newClient(1, false), b.URL(), `{"experiment": {"id": "window-deleting", "key": "other"}}`)
-			if err != nil {
-				t.Fatal(err)
-			}
-			checkError(t, "POST while the Job is being deleted", p, http.StatusConflict, "is being deleted; retry in a few seconds")
+			_, err := api(t, b.URL()).Submit(ctx, map[string]any{"id": "window-deleting", "key": "other"})
+			checkRefused(t, "POST while the Job is being deleted", err, http.StatusConflict, "is being deleted; retry in a few seconds")
 			return ctx
 		}).
 		Teardown(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
@@ -181,7 +162,7 @@ func TestHistoryDatabaseOfAnotherNamespace(t *testing.T) {
 			ensureBackend(ctx, t)
 			deleteJobs(ctx, t)
 			// The main backend owns its database once it opened it.
-			if _, err := postUntil(ctx, newClient(1, false), suite.backend.URL(), experimentBody("owner-1", ""), 30*time.Second, http.StatusCreated); err != nil {
+			if _, err := submitUntil(ctx, api(t, suite.backend.URL()), experiment("owner-1", ""), 30*time.Second, http.StatusCreated); err != nil {
 				t.Fatal(err)
 			}
 			return ctx
@@ -203,18 +184,18 @@ func TestHistoryDatabaseOfAnotherNamespace(t *testing.T) {
 			}
 			defer b.Stop(context.WithoutCancel(ctx))
 			// The database opens in the background: wait for its verdict.
-			var a answer
+			c := api(t, b.URL())
+			var last error
 			err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-				var err error
-				a, err = post(ctx, newClient(1, false), b.URL(), experimentBody("owner-2", ""))
-				return err == nil && strings.Contains(string(a.Body), "holds the experiments of namespace"), nil
+				_, last = c.Submit(ctx, experiment("owner-2", ""))
+				return last != nil && strings.Contains(last.Error(), "holds the experiments of namespace"), nil
 			})
 			if err != nil {
-				failf(t, "POST to a backend of %s on %s's database = %s; want 503 naming the owner", other, ns, a)
+				failf(t, "POST to a backend of %s on %s's database: %v; want 503 naming the owner", other, ns, last)
 			}
-			checkError(t, "POST to a backend on another namespace's database", a, http.StatusServiceUnavailable, `holds the experiments of namespace "`+ns+`", not "`+other+`"`)
-			if a, err := get(ctx, newClient(1, false), suite.backend.URL()+"/experiments/owner-2"); err != nil || a.Code != http.StatusNotFound {
-				errorf(t, "GET owner-2 from the owner's backend = %v %v; want 404, nothing claimed", a, err)
+			checkRefused(t, "POST to a backend on another namespace's database", last, http.StatusServiceUnavailable, `holds the experiments of namespace "`+ns+`", not "`+other+`"`)
+			if _, err := api(t, suite.backend.URL()).Get(ctx, "owner-2"); gmini.StatusCode(err) != http.StatusNotFound {
+				errorf(t, "GET owner-2 from the owner's backend: %v; want 404, nothing claimed", err)
 			}
 			return ctx
 		}).
@@ -238,56 +219,59 @@ func TestHistoryDatabaseOutage(t *testing.T) {
 		Assess("POST 503 while it is away, live reads work, POST 201 once it is back", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			b := extraBackend(ctx, t, "postgres", "--history-dsn", pg.DSN())
 			c := newClient(1, false)
+			bc := api(t, b.URL())
 			// The store opens in the background: the backend is ready (it
 			// serves live Jobs) before its first POST can be claimed.
-			if _, err := postUntil(ctx, c, b.URL(), experimentBody("pg-out-1", ""), 30*time.Second, http.StatusCreated); err != nil {
+			if _, err := submitUntil(ctx, bc, experiment("pg-out-1", ""), 30*time.Second, http.StatusCreated); err != nil {
 				failf(t, "POST with the database up: %v", err)
 			}
 			if err := pg.Halt(ctx); err != nil {
 				t.Fatal(err)
 			}
-			a, err := post(ctx, c, b.URL(), experimentBody("pg-out-2", ""))
-			if err != nil {
+			t0 := time.Now()
+			_, err := bc.Submit(ctx, experiment("pg-out-2", ""))
+			elapsed := time.Since(t0)
+			if err != nil && gmini.StatusCode(err) == 0 {
 				t.Fatal(err)
 			}
-			checkError(t, "POST with the database away", a, http.StatusServiceUnavailable, "history")
-			if a.Header.Get("Retry-After") == "" || a.Elapsed > apiTimeout+outageMargin {
-				t.Errorf("503 after %s, Retry-After %q: want it within %s, with Retry-After", a.Elapsed, a.Header.Get("Retry-After"), apiTimeout+outageMargin)
+			if e := checkRefused(t, "POST with the database away", err, http.StatusServiceUnavailable, "history"); e != nil && (e.RetryAfter == 0 || elapsed > apiTimeout+outageMargin) {
+				t.Errorf("503 after %s, Retry-After %s: want it within %s, with Retry-After", elapsed, e.RetryAfter, apiTimeout+outageMargin)
 			}
 			if _, err := suite.admin.BatchV1().Jobs(ns).Get(ctx, jobspec.JobName("pg-out-2"), metav1.GetOptions{}); err == nil {
 				t.Error("a Job was made for a POST answered 503")
 			}
-			if a, err := get(ctx, c, b.URL()+"/experiments/pg-out-1"); err != nil || a.Code != http.StatusOK || !strings.Contains(string(a.Body), `"source":"job"`) {
-				t.Errorf("GET of a live experiment with the database away = %v %v, want 200 from its Job", a, err)
+			if st, err := bc.Get(ctx, "pg-out-1"); err != nil || st.Source != "job" {
+				t.Errorf("GET of a live experiment with the database away = %+v %v, want 200 from its Job", st, err)
 			}
 			if a, err := get(ctx, c, b.URL()+"/readyz"); err != nil || a.Code != http.StatusOK {
 				t.Errorf("/readyz with the database away = %v %v, want 200: readiness does not depend on it", a, err)
 			}
-			if a, err := get(ctx, c, b.URL()+"/experiments"); err != nil || a.Code != http.StatusServiceUnavailable {
-				t.Errorf("GET /experiments with the database away = %v %v, want 503", a, err)
+			if _, err := bc.List(ctx, gmini.ListOptions{}); gmini.StatusCode(err) != http.StatusServiceUnavailable {
+				t.Errorf("GET /experiments with the database away: %v, want 503", err)
 			}
 			// Without a Job only the record could answer: 503, as README says.
-			for _, path := range []string{"/experiments/pg-out-none", "/experiments/pg-out-none/logs"} {
-				if a, err := get(ctx, c, b.URL()+path); err != nil || a.Code != http.StatusServiceUnavailable {
-					t.Errorf("GET %s (no Job) with the database away = %v %v, want 503", path, a, err)
-				}
+			if _, err := bc.Get(ctx, "pg-out-none"); gmini.StatusCode(err) != http.StatusServiceUnavailable {
+				t.Errorf("GET /experiments/pg-out-none (no Job) with the database away: %v, want 503", err)
 			}
-			if a, err := del(ctx, c, b.URL(), "pg-out-none"); err != nil || a.Code != http.StatusServiceUnavailable {
-				t.Errorf("DELETE of an experiment without a Job with the database away = %v %v, want 503", a, err)
+			if err := bc.Logs(ctx, "pg-out-none", io.Discard); gmini.StatusCode(err) != http.StatusServiceUnavailable {
+				t.Errorf("GET /experiments/pg-out-none/logs (no Job) with the database away: %v, want 503", err)
+			}
+			if _, err := bc.Cancel(ctx, "pg-out-none"); gmini.StatusCode(err) != http.StatusServiceUnavailable {
+				t.Errorf("DELETE of an experiment without a Job with the database away: %v, want 503", err)
 			}
 			// A backend that starts while the database is away starts anyway.
 			late := extraBackend(ctx, t, "postgres-late", "--history-dsn", pg.DSN())
-			if a, err := post(ctx, c, late.URL(), experimentBody("pg-out-3", "")); err != nil || a.Code != http.StatusServiceUnavailable {
-				t.Errorf("POST to a backend started with the database away = %v %v, want 503", a, err)
+			if _, err := api(t, late.URL()).Submit(ctx, experiment("pg-out-3", "")); gmini.StatusCode(err) != http.StatusServiceUnavailable {
+				t.Errorf("POST to a backend started with the database away: %v, want 503", err)
 			}
 
 			pid := b.PID()
 			if err := pg.Resume(ctx); err != nil {
 				t.Fatal(err)
 			}
-			t0 := time.Now()
+			t0 = time.Now()
 			for _, p := range []*backendproc.Process{b, late} {
-				if _, err := postUntil(ctx, c, p.URL(), experimentBody("pg-out-2", ""), 30*time.Second, http.StatusCreated, http.StatusOK); err != nil {
+				if _, err := submitUntil(ctx, api(t, p.URL()), experiment("pg-out-2", ""), 30*time.Second, http.StatusCreated, http.StatusOK); err != nil {
 					errorf(t, "after the database came back: %v", err)
 				}
 			}

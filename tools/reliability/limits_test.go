@@ -17,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
+
+	gmini "github.com/gmini-dev/gmini/apps/backend/client"
 )
 
 func TestQuotaAnswers429(t *testing.T) {
@@ -49,24 +51,22 @@ func TestQuotaAnswers429(t *testing.T) {
 			return ctx
 		}).
 		Assess("N+5 POSTs: N 201s, 5 429s, exactly N Jobs", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			c := newClient(1, false)
+			c := api(t, suite.backend.URL())
 			created, refused := 0, 0
 			for i := range quota + 5 {
-				a, err := post(ctx, c, suite.backend.URL(), experimentBody(fmt.Sprintf("quota-%02d", i), ""))
-				if err != nil {
+				sub, err := c.Submit(ctx, experiment(fmt.Sprintf("quota-%02d", i), ""))
+				switch submitted(sub, err) {
+				case 0:
 					t.Fatal(err)
-				}
-				switch a.Code {
 				case http.StatusCreated:
 					created++
 				case http.StatusTooManyRequests:
 					refused++
-					checkError(t, "POST over the quota", a, http.StatusTooManyRequests, "exceeded quota: reliability-jobs")
-					if a.Header.Get("Retry-After") == "" {
+					if e := checkRefused(t, "POST over the quota", err, http.StatusTooManyRequests, "exceeded quota: reliability-jobs"); e != nil && e.RetryAfter == 0 {
 						t.Error("429 without Retry-After")
 					}
 				default:
-					errorf(t, "POST %d = %s, want 201 or 429", i, a)
+					errorf(t, "POST %d = %+v %v, want 201 or 429", i, sub, err)
 				}
 			}
 			if created != quota || refused != 5 {
@@ -79,25 +79,25 @@ func TestQuotaAnswers429(t *testing.T) {
 		}).
 		Assess("a refused POST leaves nothing behind: another body is refused by the quota again, not as a conflict, and DELETE finds nothing", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			refusedID := fmt.Sprintf("quota-%02d", quota+2)
-			a, err := post(ctx, newClient(1, false), suite.backend.URL(), experimentBody(refusedID, `, "fixed": true`))
-			if err != nil || a.Code != http.StatusTooManyRequests {
-				errorf(t, "POST %s with a fixed body while the quota is full = %v %v; want 429 again, not a conflict with the refused body", refusedID, a, err)
+			c := api(t, suite.backend.URL())
+			if _, err := c.Submit(ctx, experiment(refusedID, `, "fixed": true`)); gmini.StatusCode(err) != http.StatusTooManyRequests {
+				errorf(t, "POST %s with a fixed body while the quota is full: %v; want 429 again, not a conflict with the refused body", refusedID, err)
 			}
-			a, err = del(ctx, newClient(1, false), suite.backend.URL(), refusedID)
-			if err != nil || a.Code != http.StatusNotFound {
-				errorf(t, "DELETE %s after its POSTs were refused = %v %v; want 404, nothing to cancel", refusedID, a, err)
+			if _, err := c.Cancel(ctx, refusedID); gmini.StatusCode(err) != http.StatusNotFound {
+				errorf(t, "DELETE %s after its POSTs were refused: %v; want 404, nothing to cancel", refusedID, err)
 			}
 			return ctx
 		}).
 		Assess("once Jobs are gone (as their TTL removes them), POSTs succeed again, also of the IDs refused before, with another body", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			deleteJobs(ctx, t)
 			// The quota's usage follows the deletions after a moment.
-			if _, err := postUntil(ctx, newClient(1, false), suite.backend.URL(), experimentBody("quota-after", ""), 30*time.Second, http.StatusCreated); err != nil {
+			c := api(t, suite.backend.URL())
+			if _, err := submitUntil(ctx, c, experiment("quota-after", ""), 30*time.Second, http.StatusCreated); err != nil {
 				t.Errorf("after the Jobs were gone: %v", err)
 			}
 			refusedID := fmt.Sprintf("quota-%02d", quota+3)
-			if a, err := post(ctx, newClient(1, false), suite.backend.URL(), experimentBody(refusedID, `, "fixed": true`)); err != nil || a.Code != http.StatusCreated {
-				errorf(t, "POST %s, refused by the quota before, with a fixed body = %v %v; want 201", refusedID, a, err)
+			if sub, err := c.Submit(ctx, experiment(refusedID, `, "fixed": true`)); err != nil || !sub.Created {
+				errorf(t, "POST %s, refused by the quota before, with a fixed body = %+v %v; want 201", refusedID, sub, err)
 			}
 			return ctx
 		}).
@@ -126,16 +126,18 @@ func TestMaxInflight(t *testing.T) {
 			}
 			// Their handlers must have taken their places before the third.
 			time.Sleep(500 * time.Millisecond)
-			a, err := post(ctx, newClient(1, false), b.URL(), experimentBody("inflight-over", ""))
-			if err != nil {
+			c := api(t, b.URL())
+			t0 := time.Now()
+			_, err := c.Submit(ctx, experiment("inflight-over", ""))
+			elapsed := time.Since(t0)
+			if err != nil && gmini.StatusCode(err) == 0 {
 				t.Fatal(err)
 			}
-			checkError(t, "POST beyond --max-inflight", a, http.StatusTooManyRequests, "being submitted already")
-			if a.Header.Get("Retry-After") == "" {
+			if e := checkRefused(t, "POST beyond --max-inflight", err, http.StatusTooManyRequests, "being submitted already"); e != nil && e.RetryAfter == 0 {
 				t.Error("429 without Retry-After")
 			}
-			if a.Elapsed > time.Second {
-				t.Errorf("the 429 took %s; it must come at once", a.Elapsed)
+			if elapsed > time.Second {
+				t.Errorf("the 429 took %s; it must come at once", elapsed)
 			}
 			var wg sync.WaitGroup
 			answers := make([]answer, len(held))
@@ -149,8 +151,8 @@ func TestMaxInflight(t *testing.T) {
 					t.Errorf("POST %d in flight: %v %v, want 201", i, answers[i], errs[i])
 				}
 			}
-			if a, err := post(ctx, newClient(1, false), b.URL(), experimentBody("inflight-after", "")); err != nil || a.Code != http.StatusCreated {
-				t.Errorf("POST once the others finished: %v %v, want 201", a, err)
+			if sub, err := c.Submit(ctx, experiment("inflight-after", "")); err != nil || !sub.Created {
+				t.Errorf("POST once the others finished: %+v %v, want 201", sub, err)
 			}
 			return ctx
 		}).

@@ -52,7 +52,9 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/envfuncs"
 
+	gmini "github.com/gmini-dev/gmini/apps/backend/client"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+	"github.com/gmini-dev/gmini/apps/backend/wire"
 	"github.com/gmini-dev/gmini/tools/backendproc"
 	"github.com/gmini-dev/gmini/tools/cluster"
 	"github.com/gmini-dev/gmini/tools/cluster/local"
@@ -263,7 +265,8 @@ func short(b []byte) string {
 	return s
 }
 
-// call sends a request with a bearer token (none when token is "").
+// call sends a request with a bearer token (none when token is ""), for
+// what the Go client does not show: the headers of an answer.
 func call(ctx context.Context, t *testing.T, method, url, token, body string) answer {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
@@ -283,34 +286,112 @@ func call(ctx context.Context, t *testing.T, method, url, token, body string) an
 	return a
 }
 
-// checkError asserts the answer is code with a JSON {"error": "..."} that
-// mentions want.
+// checkError asserts a raw answer is code with a JSON {"error": "..."}
+// that mentions want.
 func checkError(t *testing.T, what string, a answer, code int, want string) {
 	t.Helper()
 	if a.Code != code {
 		errorf(t, "%s: got %s, want %d", what, a, code)
 		return
 	}
-	if mt, _, _ := mime.ParseMediaType(a.Header.Get("Content-Type")); mt != "application/json" {
-		t.Errorf("%s: Content-Type %q, want application/json", what, a.Header.Get("Content-Type"))
+	if bad := notJSONError(a.Header, a.Body); bad != "" {
+		t.Errorf("%s: %s", what, bad)
+		return
+	}
+	var e wire.Error
+	_ = json.Unmarshal(a.Body, &e)
+	if !strings.Contains(e.Error, want) {
+		t.Errorf("%s: error %q does not say %q", what, e.Error, want)
+	}
+}
+
+// checkRefused asserts err is the backend's refusal with code, whose
+// message mentions want, and returns it. That the refusal was JSON, the
+// Go client's transport checked (jsonErrors).
+func checkRefused(t *testing.T, what string, err error, code int, want string) *gmini.Error {
+	t.Helper()
+	var e *gmini.Error
+	if !errors.As(err, &e) || e.StatusCode != code {
+		errorf(t, "%s: got %v, want %d", what, err, code)
+		return nil
+	}
+	if !strings.Contains(e.Message, want) {
+		t.Errorf("%s: error %q does not say %q", what, e.Message, want)
+	}
+	return e
+}
+
+// notJSONError says how an error answer breaks README's promise for every
+// error the backend's handler answers, a JSON {"error": "..."} with
+// Content-Type application/json; "" when it keeps it.
+func notJSONError(h http.Header, body []byte) string {
+	if mt, _, _ := mime.ParseMediaType(h.Get("Content-Type")); mt != "application/json" {
+		return fmt.Sprintf("Content-Type %q, want application/json", h.Get("Content-Type"))
 	}
 	var e struct {
 		Error *string `json:"error"`
 	}
-	if err := json.Unmarshal(a.Body, &e); err != nil || e.Error == nil || *e.Error == "" {
-		t.Errorf("%s: body %q is not {\"error\": \"...\"} (%v)", what, short(a.Body), err)
-		return
+	if err := json.Unmarshal(body, &e); err != nil || e.Error == nil || *e.Error == "" {
+		return fmt.Sprintf("body %q is not {\"error\": \"...\"} (%v)", short(body), err)
 	}
-	if !strings.Contains(*e.Error, want) {
-		t.Errorf("%s: error %q does not say %q", what, *e.Error, want)
-	}
+	return ""
 }
 
-type createdAnswer struct {
-	ID        string `json:"id"`
-	Job       string `json:"job"`
-	Namespace string `json:"namespace"`
-	Created   bool   `json:"created"`
+// jsonErrors holds the Go client's error answers to notJSONError: the
+// client keeps only an error's status code and message, so an answer that
+// breaks the promise becomes an error of the request instead (no status
+// code), which fails the test that sent it.
+type jsonErrors struct{ next http.RoundTripper }
+
+func (j jsonErrors) RoundTrip(req *http.Request) (*http.Response, error) {
+	res, err := j.next.RoundTrip(req)
+	if err != nil || res.StatusCode < 400 {
+		return res, err
+	}
+	body, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	res.Body.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: read the %d answer: %w", req.Method, req.URL.Path, res.StatusCode, err)
+	}
+	if bad := notJSONError(res.Header, body); bad != "" {
+		return nil, fmt.Errorf("%s %s answered %d: %s", req.Method, req.URL.Path, res.StatusCode, bad)
+	}
+	res.Body = io.NopCloser(bytes.NewReader(body))
+	return res, nil
+}
+
+// api is the Go client of the backend at base, each request on a
+// connection of its own, its error answers checked by jsonErrors.
+func api(t *testing.T, base string, opts ...gmini.Option) *gmini.Client {
+	t.Helper()
+	return apiWith(t, base, newClient(1, false), opts...)
+}
+
+// apiWith is api sending with hc's connections.
+func apiWith(t *testing.T, base string, hc *http.Client, opts ...gmini.Option) *gmini.Client {
+	t.Helper()
+	next := hc.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	hc.Transport = jsonErrors{next}
+	c, err := gmini.New(base, append([]gmini.Option{gmini.WithHTTPClient(hc)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// submitted is the status code of a Submit's answer: 201 or 200 when it
+// succeeded, the refusal's code, 0 when no answer came.
+func submitted(sub wire.Submission, err error) int {
+	switch {
+	case err != nil:
+		return gmini.StatusCode(err)
+	case sub.Created:
+		return http.StatusCreated
+	}
+	return http.StatusOK
 }
 
 // extraBackend starts another backend with the suite's identity and the
@@ -375,16 +456,15 @@ func handMadeJob(ctx context.Context, t *testing.T, id string) *batchv1.Job {
 	return job
 }
 
-// getStatus reads GET /experiments/{id}.
-func getStatus(ctx context.Context, t *testing.T, id string) (answer, map[string]any) {
+// getStatus reads GET /experiments/{id} from the main backend; an error
+// with no status code (no answer) ends the test.
+func getStatus(ctx context.Context, t *testing.T, id string) (wire.Status, error) {
 	t.Helper()
-	a, err := get(ctx, newClient(1, false), suite.backend.URL()+"/experiments/"+id)
-	if err != nil {
+	st, err := api(t, suite.backend.URL()).Get(ctx, id)
+	if err != nil && gmini.StatusCode(err) == 0 {
 		failf(t, "GET /experiments/%s: %v", id, err)
 	}
-	var st map[string]any
-	_ = json.Unmarshal(a.Body, &st)
-	return a, st
+	return st, err
 }
 
 // releaseHeld removes the test's hold finalizer from every Job, so
@@ -485,7 +565,9 @@ func removeJobs(ctx context.Context, t *testing.T, _ *envconf.Config) context.Co
 	return ctx
 }
 
-// answer is one HTTP response from the backend.
+// answer is one HTTP response from the backend, to a request the Go client
+// cannot send (bad input, a request cut in half) or about what it does not
+// show (headers, the probes and /metrics, which are no part of its API).
 type answer struct {
 	Code    int
 	Header  http.Header
@@ -533,8 +615,9 @@ func get(ctx context.Context, client *http.Client, url string) (answer, error) {
 	return send(client, req)
 }
 
-// post sends an experiment body as the tutorial's frontend does.
-func post(ctx context.Context, client *http.Client, base, body string) (answer, error) {
+// postRaw sends body to POST /experiment as it is, for a body the Go
+// client would encode otherwise.
+func postRaw(ctx context.Context, client *http.Client, base, body string) (answer, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/experiment", strings.NewReader(body))
 	if err != nil {
 		return answer{}, err
@@ -543,39 +626,36 @@ func post(ctx context.Context, client *http.Client, base, body string) (answer, 
 	return send(client, req)
 }
 
-// del cancels experiment id: DELETE /experiments/{id}.
-func del(ctx context.Context, client *http.Client, base, id string) (answer, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, base+"/experiments/"+id, nil)
-	if err != nil {
-		return answer{}, err
-	}
-	return send(client, req)
-}
-
-// postUntil POSTs body until the answer's code is one of codes, for at most
-// within, and returns the last answer; the error says it never came.
-func postUntil(ctx context.Context, client *http.Client, base, body string, within time.Duration, codes ...int) (answer, error) {
-	var last answer
+// submitUntil submits experiment through c until the answer's code (as
+// submitted says) is one of codes, for at most within, and returns the
+// last answer; the error says it never came.
+func submitUntil(ctx context.Context, c *gmini.Client, experiment json.RawMessage, within time.Duration, codes ...int) (wire.Submission, error) {
+	var last wire.Submission
+	var lastErr error
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, within, true, func(ctx context.Context) (bool, error) {
-		a, err := post(ctx, client, base, body)
-		if err != nil {
-			return false, nil
-		}
-		last = a
-		return slices.Contains(codes, a.Code), nil
+		sub, err := c.Submit(ctx, experiment)
+		last, lastErr = sub, err
+		return slices.Contains(codes, submitted(sub, err)), nil
 	})
 	if err != nil {
-		return last, fmt.Errorf("no answer %v to POST within %s (last: %v): %w", codes, within, last, err)
+		return last, fmt.Errorf("no answer %v to POST within %s (last: %+v, %v): %w", codes, within, last, lastErr, err)
 	}
 	return last, nil
 }
 
-// experimentBody is a valid body for id with some payload.
-func experimentBody(id string, extra string) string {
-	return fmt.Sprintf(`{"experiment": {"id": %q, "key": "k-%s", "params": {"lr": 0.01, "layers": [64, 32]}%s}}`, id, id, extra)
+// experiment is a valid experiment for id with some payload; extra adds
+// fields (`, "name": value`).
+func experiment(id string, extra string) json.RawMessage {
+	return json.RawMessage(fmt.Sprintf(`{"id": %q, "key": "k-%s", "params": {"lr": 0.01, "layers": [64, 32]}%s}`, id, id, extra))
 }
 
-// goroutines reads go_goroutines from the backend's /metrics.
+// experimentBody is the body of POST /experiment for experiment(id, extra).
+func experimentBody(id string, extra string) string {
+	return `{"experiment": ` + string(experiment(id, extra)) + `}`
+}
+
+// goroutines reads go_goroutines from the backend's /metrics (raw: it is
+// Prometheus' text).
 func goroutines(ctx context.Context, base string) (int, error) {
 	res, err := get(ctx, newClient(1, false), base+"/metrics")
 	if err != nil {

@@ -4,7 +4,6 @@ package reliability
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"sync"
@@ -41,10 +40,10 @@ func trackJobs(ctx context.Context, t *testing.T) *jobtrack.Tracker {
 // settled waits until the experiment's Job is either gone or live (not
 // being deleted, not held for a submit check) and returns it (nil when
 // gone) with the record's state.
-func settled(ctx context.Context, t *testing.T, id string) (*batchv1.Job, map[string]any) {
+func settled(ctx context.Context, t *testing.T, id string) (*batchv1.Job, wire.Status) {
 	t.Helper()
 	var job *batchv1.Job
-	var st map[string]any
+	var st wire.Status
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		j, err := suite.admin.BatchV1().Jobs(ns).Get(ctx, jobspec.JobName(id), metav1.GetOptions{})
 		switch {
@@ -57,15 +56,20 @@ func settled(ctx context.Context, t *testing.T, id string) (*batchv1.Job, map[st
 		default:
 			job = j
 		}
-		a, s := getStatus(ctx, t, id)
+		s, err := getStatus(ctx, t, id)
 		st = s
 		// Gone: wait for the record to be final (the recorder's write).
-		return a.Code == http.StatusOK && (job != nil || s["state"] == "Cancelled" || s["state"] == "Succeeded" || s["state"] == "Failed"), nil
+		return err == nil && (job != nil || final(s.State)), nil
 	})
 	if err != nil {
-		failf(t, "experiment %s never settled: job %v, status %v", id, job != nil, st)
+		failf(t, "experiment %s never settled: job %v, status %+v", id, job != nil, st)
 	}
 	return job, st
+}
+
+// final reports whether an experiment in state has its outcome.
+func final(state string) bool {
+	return state == "Cancelled" || state == "Succeeded" || state == "Failed"
 }
 
 func TestPostRacingDeleteRunsAtMostOnce(t *testing.T) {
@@ -76,11 +80,11 @@ func TestPostRacingDeleteRunsAtMostOnce(t *testing.T) {
 	f := features.New("30 POSTs and 30 DELETEs of one ID at once: never a 5xx, at most one Job that can run and one pod, and a Job left only if its record is not final").
 		Setup(backendAndNoJobs).
 		Assess("rounds of racing POSTs and DELETEs", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			base := suite.backend.URL()
+			c := api(t, suite.backend.URL())
 			jobs := trackJobs(ctx, t)
 			for r := range rounds {
 				id := fmt.Sprintf("racing-%d", r)
-				body := experimentBody(id, "")
+				exp := experiment(id, "")
 				var (
 					mu    sync.Mutex
 					codes = map[string]int{}
@@ -90,24 +94,30 @@ func TestPostRacingDeleteRunsAtMostOnce(t *testing.T) {
 				for i := range 2 * each {
 					wg.Go(func() {
 						<-start
-						var a answer
+						var code int
 						var err error
 						method := http.MethodPost
 						if i%2 == 1 {
 							method = http.MethodDelete
-							a, err = del(ctx, newClient(1, false), base, id)
+							_, err = c.Cancel(ctx, id)
+							code = http.StatusOK
+							if err != nil {
+								code = gmini.StatusCode(err)
+							}
 						} else {
-							a, err = post(ctx, newClient(1, false), base, body)
+							var sub wire.Submission
+							sub, err = c.Submit(ctx, exp)
+							code = submitted(sub, err)
 						}
 						mu.Lock()
 						defer mu.Unlock()
 						switch {
-						case err != nil:
+						case code == 0:
 							codes[method+" error"]++
 						default:
-							codes[fmt.Sprintf("%s %d", method, a.Code)]++
-							if a.Code >= 500 {
-								errorf(t, "%s %s = %s", method, id, a)
+							codes[fmt.Sprintf("%s %d", method, code)]++
+							if code >= 500 {
+								errorf(t, "%s %s = %d: %v", method, id, code, err)
 							}
 						}
 					})
@@ -117,32 +127,27 @@ func TestPostRacingDeleteRunsAtMostOnce(t *testing.T) {
 				job, st := settled(ctx, t, id)
 				time.Sleep(2 * time.Second) // let late watch events in
 				runnable, pods := jobs.Runnable(id), jobs.Pods(id)
-				t.Logf("%s: answers %v; job left %v; record %v; jobs that could run %d, pods %d", id, codes, job != nil, st["state"], runnable, pods)
+				t.Logf("%s: answers %v; job left %v; record %v; jobs that could run %d, pods %d", id, codes, job != nil, st.State, runnable, pods)
 				if runnable > 1 || pods > 1 {
 					errorf(t, "%s: %d Jobs could run and %d pods were made; want at most one each", id, runnable, pods)
 				}
 				if job != nil {
-					if rec := listedRecord(ctx, t, id); rec.State == "Cancelled" || rec.State == "Succeeded" || rec.State == "Failed" {
+					if rec := listedRecord(ctx, t, id); final(rec.State) {
 						errorf(t, "%s: a Job is left whose record is final: %v", id, rec)
 					}
 				}
 				// The answer of one more POST must agree with what is left.
-				a, err := post(ctx, newClient(1, false), base, body)
-				if err != nil {
+				got, err := c.Submit(ctx, exp)
+				if err != nil && gmini.StatusCode(err) == 0 {
 					t.Fatal(err)
 				}
-				var got struct {
-					Created       bool
-					State, Source string
-				}
-				_ = json.Unmarshal(a.Body, &got)
 				switch {
-				case a.Code != http.StatusOK || got.Created:
-					errorf(t, "%s: POST after the race = %s; want 200, nothing created", id, a)
-				case job == nil && (got.Source != "history" || got.State != st["state"]):
-					errorf(t, "%s: POST after the race = %s; want the record's state %v", id, a, st["state"])
+				case err != nil || got.Created:
+					errorf(t, "%s: POST after the race = %+v %v; want 200, nothing created", id, got, err)
+				case job == nil && (got.Source != "history" || got.State != st.State):
+					errorf(t, "%s: POST after the race = %+v; want the record's state %s", id, got, st.State)
 				case job != nil && got.Source != "job":
-					errorf(t, "%s: POST after the race = %s; want the live Job", id, a)
+					errorf(t, "%s: POST after the race = %+v; want the live Job", id, got)
 				}
 			}
 			return ctx
@@ -155,12 +160,8 @@ func TestPostRacingDeleteRunsAtMostOnce(t *testing.T) {
 // lists the records, not the Jobs.
 func listedRecord(ctx context.Context, t *testing.T, id string) wire.Status {
 	t.Helper()
-	c, err := gmini.New(suite.backend.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
 	var rec *wire.Status
-	err = c.ListAll(ctx, gmini.ListOptions{Limit: 1000}, func(s wire.Status) bool {
+	err := api(t, suite.backend.URL()).ListAll(ctx, gmini.ListOptions{Limit: 1000}, func(s wire.Status) bool {
 		if s.ID == id {
 			rec = &s
 		}
@@ -192,16 +193,16 @@ func completeByHand(ctx context.Context, t *testing.T, name string) {
 }
 
 // recordState waits for GET /experiments/{id} to answer want from source.
-func recordState(ctx context.Context, t *testing.T, id, want, source string) map[string]any {
+func recordState(ctx context.Context, t *testing.T, id, want, source string) wire.Status {
 	t.Helper()
-	var st map[string]any
+	var st wire.Status
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		a, s := getStatus(ctx, t, id)
+		s, err := getStatus(ctx, t, id)
 		st = s
-		return a.Code == http.StatusOK && s["state"] == want && s["source"] == source, nil
+		return err == nil && s.State == want && s.Source == source, nil
 	})
 	if err != nil {
-		failf(t, "experiment %s never %s from %s; last %v", id, want, source, st)
+		failf(t, "experiment %s never %s from %s; last %+v", id, want, source, st)
 	}
 	return st
 }
@@ -211,9 +212,9 @@ func TestFinalizerRemovedByHand(t *testing.T) {
 		Setup(backendAndNoJobs).
 		Assess("finished after the finalizer went: recorded Succeeded, labelled and given its TTL back", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			const id = "bare-done"
-			body := experimentBody(id, "")
-			if a, err := post(ctx, newClient(1, false), suite.backend.URL(), body); err != nil || a.Code != http.StatusCreated {
-				failf(t, "POST %s = %v %v", id, a, err)
+			c := api(t, suite.backend.URL())
+			if sub, err := c.Submit(ctx, experiment(id, "")); err != nil || !sub.Created {
+				failf(t, "POST %s = %+v %v, want 201", id, sub, err)
 			}
 			name := jobspec.JobName(id)
 			removeHistoryFinalizer(ctx, t, name)
@@ -235,24 +236,22 @@ func TestFinalizerRemovedByHand(t *testing.T) {
 			rec := recordState(ctx, t, id, "Succeeded", "history")
 			// It reads the same from both: the claim's time, and no pod
 			// counts the record does not have.
-			if live["createdAt"] != rec["createdAt"] {
-				errorf(t, "%s: createdAt %v from the Job, %v from the record; want the same", id, live["createdAt"], rec["createdAt"])
+			if !live.CreatedAt.Equal(rec.CreatedAt) {
+				errorf(t, "%s: createdAt %v from the Job, %v from the record; want the same", id, live.CreatedAt, rec.CreatedAt)
 			}
-			for _, field := range []string{"active", "succeeded", "failed"} {
-				if _, ok := rec[field]; ok {
-					errorf(t, "%s: the record's status shows %q, which only the Job knows: %v", id, field, rec)
-				}
+			if rec.PodCounts != nil {
+				errorf(t, "%s: the record's status shows pod counts (active, succeeded, failed), which only the Job knows: %+v", id, *rec.PodCounts)
 			}
-			if a, err := post(ctx, newClient(1, false), suite.backend.URL(), body); err != nil || a.Code != http.StatusOK {
-				errorf(t, "POST %s after its job was recorded and removed = %v %v; want 200 from the record", id, a, err)
+			if sub, err := c.Submit(ctx, experiment(id, "")); err != nil || sub.Created {
+				errorf(t, "POST %s after its job was recorded and removed = %+v %v; want 200 from the record", id, sub, err)
 			}
 			return ctx
 		}).
 		Assess("deleted after the finalizer went, unfinished: the record is closed Cancelled and a retry runs nothing", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			const id = "bare-deleted"
-			body := experimentBody(id, "")
-			if a, err := post(ctx, newClient(1, false), suite.backend.URL(), body); err != nil || a.Code != http.StatusCreated {
-				failf(t, "POST %s = %v %v", id, a, err)
+			c := api(t, suite.backend.URL())
+			if sub, err := c.Submit(ctx, experiment(id, "")); err != nil || !sub.Created {
+				failf(t, "POST %s = %+v %v, want 201", id, sub, err)
 			}
 			name := jobspec.JobName(id)
 			removeHistoryFinalizer(ctx, t, name)
@@ -261,12 +260,11 @@ func TestFinalizerRemovedByHand(t *testing.T) {
 				t.Fatal(err)
 			}
 			st := recordState(ctx, t, id, "Cancelled", "history")
-			if st["reason"] != "JobDeleted" {
-				errorf(t, "record of %s = %v; want reason JobDeleted", id, st)
+			if st.Reason != "JobDeleted" {
+				errorf(t, "record of %s = %+v; want reason JobDeleted", id, st)
 			}
-			a, err := post(ctx, newClient(1, false), suite.backend.URL(), body)
-			if err != nil || a.Code != http.StatusOK {
-				errorf(t, "POST %s after its job was deleted unrecorded = %v %v; want 200 Cancelled, nothing run again", id, a, err)
+			if sub, err := c.Submit(ctx, experiment(id, "")); err != nil || sub.Created {
+				errorf(t, "POST %s after its job was deleted unrecorded = %+v %v; want 200 Cancelled, nothing run again", id, sub, err)
 			}
 			if n := allJobs(ctx, t); n != 0 {
 				errorf(t, "%d Jobs after the retry, want 0", n)

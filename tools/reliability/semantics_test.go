@@ -9,7 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	neturl "net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,7 +23,9 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
+	gmini "github.com/gmini-dev/gmini/apps/backend/client"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+	"github.com/gmini-dev/gmini/apps/backend/wire"
 )
 
 func TestStatesFromJobConditions(t *testing.T) {
@@ -63,9 +65,8 @@ func TestStatesFromJobConditions(t *testing.T) {
 				if _, err := jobs.UpdateStatus(ctx, made, metav1.UpdateOptions{}); err != nil {
 					t.Fatalf("%s: the API server refused the status: %v", c.id, err)
 				}
-				a, st := getStatus(ctx, t, c.id)
-				if a.Code != http.StatusOK || st["state"] != c.want {
-					errorf(t, "%s: GET = %s, want state %s", c.id, a, c.want)
+				if st, err := getStatus(ctx, t, c.id); err != nil || st.State != c.want {
+					errorf(t, "%s: GET = %+v %v, want state %s", c.id, st, err, c.want)
 				}
 			}
 			return ctx
@@ -81,9 +82,8 @@ func TestStatesFromJobConditions(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The live Job wins over its record while it exists.
-			a, st := getStatus(ctx, t, "state-deleting")
-			if a.Code != http.StatusOK || st["state"] != "Deleting" || st["source"] != "job" {
-				errorf(t, "GET while the Job is being deleted = %s, want state Deleting from the job", a)
+			if st, err := getStatus(ctx, t, "state-deleting"); err != nil || st.State != "Deleting" || st.Source != "job" {
+				errorf(t, "GET while the Job is being deleted = %+v %v, want state Deleting from the job", st, err)
 			}
 			return ctx
 		}).
@@ -114,7 +114,7 @@ func TestListAgreesWithGet(t *testing.T) {
 			// exactly the Jobs jobspec.Owns accepts, as GET finds them.
 			listed := map[string]bool{}
 			err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
-				listed = listIDs(ctx, t, suite.backend.URL(), "")
+				listed = listIDs(ctx, t, suite.backend.URL())
 				return listed["list-good"], nil
 			})
 			if err != nil {
@@ -126,8 +126,9 @@ func TestListAgreesWithGet(t *testing.T) {
 				}
 			}
 			for id, want := range map[string]int{"list-good": 200, "list-no-id": 404, "list-edited": 404, "list-other": 404} {
-				if a, _ := getStatus(ctx, t, id); a.Code != want {
-					t.Errorf("GET /experiments/%s = %s, want %d", id, a, want)
+				st, err := getStatus(ctx, t, id)
+				if code := gmini.StatusCode(err); (err == nil && want != http.StatusOK) || (err != nil && code != want) {
+					t.Errorf("GET /experiments/%s = %+v %v, want %d", id, st, err, want)
 				}
 			}
 			return ctx
@@ -140,11 +141,8 @@ func TestListAgreesWithGet(t *testing.T) {
 			if _, err := suite.admin.BatchV1().Jobs(ns).Create(ctx, foreign, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			p, err := post(ctx, newClient(1, false), suite.backend.URL(), experimentBody("collide-1", ""))
-			if err != nil {
-				t.Fatal(err)
-			}
-			checkError(t, "POST over a foreign Job", p, http.StatusConflict, "was not created by gmini")
+			_, err := api(t, suite.backend.URL()).Submit(ctx, experiment("collide-1", ""))
+			checkRefused(t, "POST over a foreign Job", err, http.StatusConflict, "was not created by gmini")
 			return ctx
 		}).
 		Teardown(removeJobs).Feature()
@@ -156,42 +154,52 @@ func TestRacesAnswerNo5xx(t *testing.T) {
 	f := features.New("POST racing DELETE of the same ID, and two DELETEs, are ordinary races: never a 5xx").
 		Setup(backendAndNoJobs).
 		Assess("each race gets an answer from the documented set", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			base := suite.backend.URL()
+			c := api(t, suite.backend.URL())
+			// cancel is DELETE's status code: 200, the refusal's, or 0 for
+			// no answer.
+			cancel := func(id string) (int, error) {
+				_, err := c.Cancel(ctx, id)
+				if err != nil {
+					return gmini.StatusCode(err), err
+				}
+				return http.StatusOK, nil
+			}
 			seen := map[string]int{}
 			for i := range rounds {
 				id := fmt.Sprintf("race-%02d", i)
-				if a, err := post(ctx, newClient(1, false), base, experimentBody(id, "")); err != nil || a.Code != http.StatusCreated {
-					failf(t, "POST %s: %v %v", id, a, err)
+				exp := experiment(id, "")
+				if sub, err := c.Submit(ctx, exp); err != nil || !sub.Created {
+					failf(t, "POST %s: %+v %v, want 201", id, sub, err)
 				}
 				// A retried POST against a DELETE, then two DELETEs.
 				var wg sync.WaitGroup
-				var p, d1, d2 answer
+				var p, d1, d2 int
 				var perr, d1err, d2err error
-				wg.Go(func() { p, perr = post(ctx, newClient(1, false), base, experimentBody(id, "")) })
-				wg.Go(func() { d1, d1err = del(ctx, newClient(1, false), base, id) })
+				wg.Go(func() {
+					var sub wire.Submission
+					sub, perr = c.Submit(ctx, exp)
+					p = submitted(sub, perr)
+				})
+				wg.Go(func() { d1, d1err = cancel(id) })
 				wg.Wait()
-				wg.Go(func() { d1, d1err = del(ctx, newClient(1, false), base, id) })
-				wg.Go(func() { d2, d2err = del(ctx, newClient(1, false), base, id) })
+				wg.Go(func() { d1, d1err = cancel(id) })
+				wg.Go(func() { d2, d2err = cancel(id) })
 				wg.Wait()
 				for what, r := range map[string]struct {
-					a   answer
-					err error
-					ok  []int
+					code int
+					err  error
+					ok   []int
 				}{
 					"POST racing DELETE": {p, perr, []int{200, 201, 409}},
 					"DELETE":             {d1, d1err, []int{200, 404, 409}},
 					"second DELETE":      {d2, d2err, []int{200, 404, 409}},
 				} {
-					if r.err != nil {
+					if r.code == 0 {
 						failf(t, "%s %s: %v", what, id, r.err)
 					}
-					seen[fmt.Sprintf("%s %d", what, r.a.Code)]++
-					okCode := false
-					for _, c := range r.ok {
-						okCode = okCode || r.a.Code == c
-					}
-					if !okCode {
-						errorf(t, "%s %s = %s, want one of %v", what, id, r.a, r.ok)
+					seen[fmt.Sprintf("%s %d", what, r.code)]++
+					if !slices.Contains(r.ok, r.code) {
+						errorf(t, "%s %s = %d %v, want one of %v", what, id, r.code, r.err, r.ok)
 					}
 				}
 			}
@@ -202,45 +210,30 @@ func TestRacesAnswerNo5xx(t *testing.T) {
 	testenv.Test(t, f)
 }
 
-// listIDs reads every page of GET /experiments (with the given query) and
-// returns the IDs listed.
-func listIDs(ctx context.Context, t *testing.T, base, query string) map[string]bool {
+// listIDs reads every page of GET /experiments and returns the IDs
+// listed.
+func listIDs(ctx context.Context, t *testing.T, base string) map[string]bool {
 	t.Helper()
+	const most = 1000 * 1000 // pages of 1,000: a list that never ends
 	ids := map[string]bool{}
-	cont := ""
-	for pages := 0; ; pages++ {
-		if pages > 1000 {
-			t.Fatal("GET /experiments never ends")
-		}
-		url := base + "/experiments?limit=1000" + query
-		if cont != "" {
-			url += "&continue=" + neturl.QueryEscape(cont)
-		}
-		a, err := get(ctx, newClient(1, false), url)
-		if err != nil || a.Code != http.StatusOK {
-			failf(t, "GET %s = %v %v", url, a, err)
-		}
-		var page struct {
-			Items []struct {
-				ID string `json:"id"`
-			} `json:"items"`
-			Continue string `json:"continue"`
-		}
-		if err := json.Unmarshal(a.Body, &page); err != nil {
-			t.Fatal(err)
-		}
-		for _, it := range page.Items {
-			ids[it.ID] = true
-		}
-		if page.Continue == "" {
-			return ids
-		}
-		cont = page.Continue
+	items := 0
+	err := api(t, base).ListAll(ctx, gmini.ListOptions{Limit: 1000}, func(s wire.Status) bool {
+		ids[s.ID] = true
+		items++
+		return items <= most
+	})
+	if err != nil {
+		failf(t, "GET /experiments: %v", err)
 	}
+	if items > most {
+		t.Fatal("GET /experiments never ends")
+	}
+	return ids
 }
 
 // metric returns the value of the sample whose line starts with prefix, or
-// 0 when there is none.
+// 0 when there is none, and the number of gmini_http_requests_total
+// series (raw: /metrics is Prometheus' text).
 func metric(ctx context.Context, t *testing.T, prefix string) (float64, int) {
 	t.Helper()
 	a, err := get(ctx, newClient(1, false), suite.backend.URL()+"/metrics")
@@ -266,24 +259,23 @@ func TestMetricsAndEdges(t *testing.T) {
 	f := features.New("the documented metrics move as documented, and the HTTP edges answer JSON").
 		Setup(backendAndNoJobs).
 		Assess("created, existing and spawn errors count what happened", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			base := suite.backend.URL()
-			c := newClient(1, false)
+			c := api(t, suite.backend.URL())
 			created0, _ := metric(ctx, t, "gmini_jobs_created_total")
 			existing0, _ := metric(ctx, t, "gmini_jobs_existing_total")
 			bad0, _ := metric(ctx, t, `gmini_spawn_errors_total{code="400"}`)
 			conflict0, _ := metric(ctx, t, `gmini_spawn_errors_total{code="409"}`)
 			for _, step := range []struct {
-				body string
-				code int
+				experiment json.RawMessage
+				code       int
 			}{
-				{experimentBody("metrics-1", ""), 201},
-				{experimentBody("metrics-1", ""), 200},
-				{experimentBody("metrics-1", ""), 200},
-				{experimentBody("metrics-1", `, "other": 1`), 409},
-				{`{"experiment": {}}`, 400},
+				{experiment("metrics-1", ""), 201},
+				{experiment("metrics-1", ""), 200},
+				{experiment("metrics-1", ""), 200},
+				{experiment("metrics-1", `, "other": 1`), 409},
+				{json.RawMessage(`{}`), 400},
 			} {
-				if a, err := post(ctx, c, base, step.body); err != nil || a.Code != step.code {
-					failf(t, "POST %s = %v %v, want %d", step.body, a, err, step.code)
+				if sub, err := c.Submit(ctx, step.experiment); submitted(sub, err) != step.code {
+					failf(t, "POST %s = %+v %v, want %d", step.experiment, sub, err, step.code)
 				}
 			}
 			for name, want := range map[string]float64{
@@ -298,6 +290,8 @@ func TestMetricsAndEdges(t *testing.T) {
 			}
 			return ctx
 		}).
+		// Raw from here: made-up methods, HEAD, paths and targets that are
+		// not the API's, which the Go client never sends.
 		Assess("50 requests with made-up methods add no metric series", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			base := suite.backend.URL()
 			// One of them first, so its "other" series exists before counting.

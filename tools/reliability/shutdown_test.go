@@ -17,6 +17,8 @@ import (
 
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
+
+	"github.com/gmini-dev/gmini/apps/backend/wire"
 )
 
 // shutdownClients is the number of requests in flight at SIGTERM, as
@@ -34,6 +36,8 @@ func TestGracefulShutdown(t *testing.T) {
 	f := features.New("SIGTERM with 50 requests in flight: each is answered 2xx and has its Job, new connections are refused, exit 0").
 		Setup(backendAndNoJobs).
 		Assess("the backend finishes what it accepted, refuses what comes after, then exits 0", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			// Raw requests, cut in half (startHalf): the Go client sends a
+			// request whole.
 			addr := strings.TrimPrefix(suite.backend.URL(), "http://")
 			for i := range shutdownClients {
 				h, err := startHalf(ctx, addr, fmt.Sprintf("shut-%02d", i))
@@ -101,7 +105,7 @@ func TestGracefulShutdown(t *testing.T) {
 					errorf(t, "%s: in flight at SIGTERM, answered %s, want 201", h.id, answers[i])
 					continue
 				}
-				var c createdAnswer
+				var c wire.Submission
 				if err := json.Unmarshal(answers[i].Body, &c); err != nil || c.Job == "" {
 					t.Errorf("%s: answer %s has no Job (%v)", h.id, answers[i], err)
 				} else if jobs[h.id] != c.Job {

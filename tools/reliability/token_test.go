@@ -4,8 +4,6 @@ package reliability
 
 import (
 	"context"
-	"encoding/json"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -57,13 +55,9 @@ func TestRunnerPodHasNoToken(t *testing.T) {
 	f := features.New("runner pods get no ServiceAccount token; the backend's pod does").
 		Setup(backendAndNoJobs).
 		Assess("the pod the Job controller makes for an experiment has no token", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			a, err := post(ctx, newClient(1, false), suite.backend.URL(), experimentBody("token-check", ""))
-			if err != nil || a.Code != http.StatusCreated {
-				failf(t, "POST: %v %v, want 201", a, err)
-			}
-			var c createdAnswer
-			if err := json.Unmarshal(a.Body, &c); err != nil {
-				t.Fatalf("answer %s: %v", short(a.Body), err)
+			c, err := api(t, suite.backend.URL()).Submit(ctx, experiment("token-check", ""))
+			if err != nil || !c.Created {
+				failf(t, "POST: %+v %v, want 201", c, err)
 			}
 			// No node runs it, but the Job controller still creates the
 			// pod object, and admission (ServiceAccount, Pod Security)
