@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/envfuncs"
 
+	gmini "github.com/gmini-dev/gmini/apps/backend/client"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 	"github.com/gmini-dev/gmini/tools/cluster/local"
 	"github.com/gmini-dev/gmini/tools/deploy"
@@ -118,11 +119,14 @@ func oneAtATime(ctx context.Context, log *slog.Logger, client kubernetes.Interfa
 	go watchJobs(wctx, client, tl)
 	time.Sleep(time.Second) // let both watches start
 
-	httpc := &http.Client{Timeout: 30 * time.Second}
+	bc, err := gmini.New(url, gmini.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}))
+	if err != nil {
+		return err
+	}
 	var jobs []string
 	var starts []time.Time
 	for i := range o.e2eN {
-		job, start, err := postOne(ctx, httpc, url, i)
+		job, start, err := postOne(ctx, bc, i)
 		if err != nil {
 			return err
 		}
@@ -180,31 +184,10 @@ func stepTimes(start time.Time, stages []string, seen map[string]time.Time) []ti
 	return out
 }
 
-func postOne(ctx context.Context, c *http.Client, url string, i int) (string, time.Time, error) {
-	body := fmt.Sprintf(`{"experiment": {"id": "e2e-bench-%d", "key": "k-%d"}}`, i, i)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/experiment", strings.NewReader(body))
-	if err != nil {
-		return "", time.Time{}, err
-	}
-	req.Header.Set("Content-Type", "application/json")
+func postOne(ctx context.Context, c *gmini.Client, i int) (string, time.Time, error) {
 	start := time.Now()
-	res, err := c.Do(req)
-	if err != nil {
-		return "", start, fmt.Errorf("POST /experiment: %w", err)
-	}
-	defer res.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
-	if res.StatusCode != http.StatusCreated {
-		return "", start, fmt.Errorf("POST /experiment: %d %s", res.StatusCode, msg)
-	}
-	// {"id":..,"job":"exp-...",...}: take the job name without a struct.
-	s := string(msg)
-	i0 := strings.Index(s, `"job":"`)
-	if i0 < 0 {
-		return "", start, fmt.Errorf("POST /experiment: no job in %s", s)
-	}
-	s = s[i0+len(`"job":"`):]
-	return s[:strings.IndexByte(s, '"')], start, nil
+	sub, err := submit(ctx, c, map[string]any{"id": fmt.Sprintf("e2e-bench-%d", i), "key": fmt.Sprintf("k-%d", i)})
+	return sub.Job, start, err
 }
 
 func watchPods(ctx context.Context, client kubernetes.Interface, tl *timeline) {

@@ -1,11 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	gmini "github.com/gmini-dev/gmini/apps/backend/client"
 	"github.com/gmini-dev/gmini/tools/backendproc"
 )
 
@@ -120,8 +121,12 @@ func listBenchmarks(ctx context.Context, env *benchEnv, backends []*backendRun, 
 }
 
 // gminiDelete cancels an experiment through the backend.
-func gminiDelete(ctx context.Context, c *http.Client, b *backendRun, id string) error {
-	_, err := call(ctx, c, b, http.MethodDelete, "/experiments/"+url.PathEscape(id), "", http.StatusOK, http.StatusAccepted)
+func gminiDelete(ctx context.Context, hc *http.Client, b *backendRun, id string) error {
+	c, err := b.client(hc)
+	if err != nil {
+		return err
+	}
+	_, err = c.Cancel(ctx, id)
 	return err
 }
 
@@ -135,8 +140,8 @@ func restartRecorder(ctx context.Context, c *http.Client, b *backendRun) error {
 		return err
 	}
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		body, err := call(ctx, c, b, http.MethodGet, "/metrics", "", http.StatusOK)
-		return err == nil && strings.Contains(string(body), "\ngmini_history_leader 1"), nil
+		body, err := metrics(ctx, c, b)
+		return err == nil && strings.Contains(body, "\ngmini_history_leader 1"), nil
 	})
 	if err != nil {
 		return fmt.Errorf("wait for %s to record again: %w", b.row, err)
@@ -144,6 +149,28 @@ func restartRecorder(ctx context.Context, c *http.Client, b *backendRun) error {
 	// The informer lists the Jobs in flight after the lease is won.
 	time.Sleep(5 * time.Second)
 	return nil
+}
+
+// metrics reads b's /metrics, Prometheus' text, which is no part of the
+// API the Go client speaks.
+func metrics(ctx context.Context, hc *http.Client, b *backendRun) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.proc.URL()+"/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	res, err := hc.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("GET /metrics: %w", err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		return "", fmt.Errorf("GET /metrics: %w", err)
+	}
+	if res.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET /metrics: %d %s", res.StatusCode, bytes.TrimSpace(body))
+	}
+	return string(body), nil
 }
 
 // waitJobs waits until namespace holds want Jobs: the cancelled ones
@@ -166,7 +193,11 @@ func waitJobs(ctx context.Context, env *benchEnv, namespace string, want int) er
 
 // pageAll has listers clients page through GET /experiments, from the
 // first page to the last and again, for listPeriod.
-func pageAll(ctx context.Context, c *http.Client, b *backendRun) (listRow, error) {
+func pageAll(ctx context.Context, hc *http.Client, b *backendRun) (listRow, error) {
+	c, err := b.client(hc)
+	if err != nil {
+		return listRow{}, err
+	}
 	r := listRow{backend: b.row, idle: b.proc.Memory()}
 	stopPeak := b.proc.PeakMemory()
 	var mu sync.Mutex
@@ -177,12 +208,8 @@ func pageAll(ctx context.Context, c *http.Client, b *backendRun) (listRow, error
 		wg.Go(func() {
 			cont := ""
 			for time.Now().Before(deadline) && ctx.Err() == nil {
-				path := "/experiments"
-				if cont != "" {
-					path += "?continue=" + url.QueryEscape(cont)
-				}
 				t := time.Now()
-				next, err := page(ctx, c, b, path)
+				page, err := c.List(ctx, gmini.ListOptions{Continue: cont})
 				d := time.Since(t)
 				if err != nil {
 					failed.Store(err)
@@ -192,7 +219,7 @@ func pageAll(ctx context.Context, c *http.Client, b *backendRun) (listRow, error
 				r.lat = append(r.lat, d)
 				r.pages++
 				mu.Unlock()
-				cont = next
+				cont = page.Continue
 			}
 		})
 	}
@@ -202,18 +229,4 @@ func pageAll(ctx context.Context, c *http.Client, b *backendRun) (listRow, error
 		return r, fmt.Errorf("list from %s: %w", b.row, err)
 	}
 	return r, nil
-}
-
-func page(ctx context.Context, c *http.Client, b *backendRun, path string) (string, error) {
-	body, err := call(ctx, c, b, http.MethodGet, path, "", http.StatusOK)
-	if err != nil {
-		return "", err
-	}
-	var p struct {
-		Continue string `json:"continue"`
-	}
-	if err := json.Unmarshal(body, &p); err != nil {
-		return "", err
-	}
-	return p.Continue, nil
 }

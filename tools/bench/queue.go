@@ -8,11 +8,9 @@ package main
 // runners at once).
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"net/http"
@@ -35,7 +33,9 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
+	gmini "github.com/gmini-dev/gmini/apps/backend/client"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+	"github.com/gmini-dev/gmini/apps/backend/wire"
 	"github.com/gmini-dev/gmini/tools/cluster/local"
 	"github.com/gmini-dev/gmini/tools/deploy"
 	"github.com/gmini-dev/gmini/tools/internal/layout"
@@ -69,17 +69,21 @@ const (
 // or not (README, Queues).
 func queueBenchmarks(ctx context.Context, log *slog.Logger, l layout.Layout, c *local.Cluster, cs kubernetes.Interface, url string, o options, rep *report) error {
 	httpc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}}
-	without, err := queueRun(ctx, log, cs, httpc, url, queueRowWithout, "q-plain", "", o.queueN)
+	bc, err := gmini.New(url, gmini.WithHTTPClient(httpc))
+	if err != nil {
+		return err
+	}
+	without, err := queueRun(ctx, log, cs, bc, queueRowWithout, "q-plain", "", o.queueN)
 	if err != nil {
 		return err
 	}
 	rep.queue = append(rep.queue, without)
-	took, err := installKueue(ctx, log, l, c, c.KubernetesRestConfig(), httpc, url)
+	took, err := installKueue(ctx, log, l, c, c.KubernetesRestConfig(), bc)
 	if err != nil {
 		return err
 	}
 	rep.kueueInstall = took
-	with, err := queueRun(ctx, log, cs, httpc, url, queueRowWith, "q-kueue", "default", o.queueN)
+	with, err := queueRun(ctx, log, cs, bc, queueRowWith, "q-kueue", "default", o.queueN)
 	if err != nil {
 		return err
 	}
@@ -156,7 +160,7 @@ func (f *follower) done() (complete, failed int) {
 // each naming lq when not empty, and waits until every Job is Complete.
 // Submission order is the order of the 201 answers; completion order the
 // order in which a watch first saw each Job Complete.
-func queueRun(ctx context.Context, log *slog.Logger, cs kubernetes.Interface, httpc *http.Client, url, name, prefix, lq string, n int) (queueRow, error) {
+func queueRun(ctx context.Context, log *slog.Logger, cs kubernetes.Interface, bc *gmini.Client, name, prefix, lq string, n int) (queueRow, error) {
 	r := queueRow{name: name, n: n}
 	ids := make([]string, n)
 	f := &follower{follow: map[string]bool{}, complete: map[string]time.Time{}, failed: map[string]bool{}, live: map[types.UID]bool{}, created: map[types.UID]bool{}, firstPod: map[string]time.Time{}}
@@ -185,12 +189,13 @@ func queueRun(ctx context.Context, log *slog.Logger, cs kubernetes.Interface, ht
 	var wg sync.WaitGroup
 	for i, id := range ids {
 		wg.Go(func() {
-			body := fmt.Sprintf(`{"experiment": {"id": %q, "key": "k-%d"}}`, id, i)
+			experiment := map[string]any{"id": id, "key": fmt.Sprintf("k-%d", i)}
+			var opts []gmini.SubmitOption
 			if lq != "" {
-				body = fmt.Sprintf(`{"queue": %q, "experiment": {"id": %q, "key": "k-%d"}}`, lq, id, i)
+				opts = append(opts, gmini.InQueue(lq))
 			}
 			<-gate
-			errs[i] = postTo(ctx, httpc, url, body)
+			_, errs[i] = submit(ctx, bc, experiment, opts...)
 			answered[i] = time.Now()
 		})
 	}
@@ -249,23 +254,17 @@ func timesAsSeconds(ts []time.Time, start time.Time) []float64 {
 	return out
 }
 
-// postTo sends one POST /experiment and wants 201.
-func postTo(ctx context.Context, c *http.Client, url, body string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/experiment", strings.NewReader(body))
+// submit sends one POST /experiment and wants 201: every experiment of
+// a benchmark is new.
+func submit(ctx context.Context, c *gmini.Client, experiment map[string]any, opts ...gmini.SubmitOption) (wire.Submission, error) {
+	sub, err := c.Submit(ctx, experiment, opts...)
 	if err != nil {
-		return err
+		return sub, fmt.Errorf("POST /experiment %v: %w", experiment["id"], err)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	res, err := c.Do(req)
-	if err != nil {
-		return fmt.Errorf("POST /experiment: %w", err)
+	if !sub.Created {
+		return sub, fmt.Errorf("POST /experiment %v: %w", experiment["id"], errExisting)
 	}
-	defer res.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
-	if res.StatusCode != http.StatusCreated {
-		return fmt.Errorf("POST /experiment %s: %d %s", body, res.StatusCode, bytes.TrimSpace(msg))
-	}
-	return nil
+	return sub, nil
 }
 
 // warning is what one Warning event says: its reason, how often it
@@ -360,7 +359,7 @@ var clusterQueues = schema.GroupVersionResource{Group: "kueue.x-k8s.io", Version
 // (k8s/components/queue/localqueue.yaml) to the namespace, and waits until
 // the ClusterQueue gmini is active and the backend answers a POST naming
 // an unknown queue with the namespace's queues.
-func installKueue(ctx context.Context, log *slog.Logger, l layout.Layout, c *local.Cluster, rc *rest.Config, httpc *http.Client, url string) (time.Duration, error) {
+func installKueue(ctx context.Context, log *slog.Logger, l layout.Layout, c *local.Cluster, rc *rest.Config, bc *gmini.Client) (time.Duration, error) {
 	start := time.Now()
 	reg, err := c.Registry()
 	if err != nil {
@@ -402,12 +401,14 @@ func installKueue(ctx context.Context, log *slog.Logger, l layout.Layout, c *loc
 	// The backend looks for Kueue again at least every 30 s.
 	var last string
 	err = wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		err := postTo(ctx, httpc, url, `{"queue": "no-such-queue", "experiment": {"id": "kueue-probe"}}`)
+		_, err := bc.Submit(ctx, map[string]any{"id": "kueue-probe"}, gmini.InQueue("no-such-queue"))
 		if err == nil {
-			return false, errors.New("a POST naming an unknown queue answered 201")
+			return false, errors.New("a POST naming an unknown queue was accepted")
 		}
 		last = err.Error()
-		return strings.Contains(last, ": 400 ") && strings.Contains(last, "no-such-queue") && !strings.Contains(last, "not enabled") && strings.Contains(last, "default"), nil
+		var e *gmini.Error
+		return errors.As(err, &e) && e.StatusCode == http.StatusBadRequest && strings.Contains(e.Message, "no-such-queue") &&
+			!strings.Contains(e.Message, "not enabled") && strings.Contains(e.Message, "default"), nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("the backend did not take up Kueue and the LocalQueue default: last answer to a POST naming an unknown queue: %s: %w", last, err)

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/gmini-dev/gmini/apps/backend/client"
 	"github.com/gmini-dev/gmini/apps/backend/wire"
 	"github.com/gmini-dev/gmini/tools/deploy"
 )
@@ -39,7 +38,7 @@ func (s *spawnBench) measureSets(ctx context.Context) error {
 	setHTTP := &http.Client{Timeout: 5 * time.Minute}
 	// Warm the set path (its decoder, its first answer) as warmUp did the
 	// single POST's.
-	cl, err := client.New(s.off.proc.URL(), client.WithHTTPClient(setHTTP))
+	cl, err := s.off.client(setHTTP)
 	if err != nil {
 		return err
 	}
@@ -98,7 +97,7 @@ func setBody(prefix string, n int) wire.SetRequest {
 // whatever the Job controller did on the API server meanwhile.
 func (s *spawnBench) runSet(ctx context.Context, hc *http.Client, conc, round int, r spawnRun) (row, error) {
 	b := r.backend
-	cl, err := client.New(b.proc.URL(), client.WithHTTPClient(hc))
+	cl, err := b.client(hc)
 	if err != nil {
 		return row{}, err
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -26,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	gmini "github.com/gmini-dev/gmini/apps/backend/client"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 	"github.com/gmini-dev/gmini/tools/backendproc"
 	"github.com/gmini-dev/gmini/tools/cluster/local"
@@ -109,6 +109,17 @@ type backendRun struct {
 	// records: the backend keeps history, so it records and releases
 	// every Job it made; a row waits for that before reading the CPU.
 	records bool
+}
+
+// client is the Go client of b's API, with b's token if it has one,
+// sending with hc. Make one where it is used: b's address changes when
+// its process is restarted.
+func (b *backendRun) client(hc *http.Client) (*gmini.Client, error) {
+	opts := []gmini.Option{gmini.WithHTTPClient(hc)}
+	if b.token != "" {
+		opts = append(opts, gmini.WithToken(b.token))
+	}
+	return gmini.New(b.proc.URL(), opts...)
 }
 
 // spawnBench is what the spawn rows share: the cluster's clients, the
@@ -536,23 +547,18 @@ func runCreates(ctx context.Context, name string, conc, n int, fn createFunc) (r
 	return r, nil
 }
 
-// statusError is an HTTP answer that was not among those wanted.
-type statusError struct {
-	method, path string
-	code         int
-	body         string
-}
-
-func (e *statusError) Error() string {
-	return fmt.Sprintf("%s %s: %d %s", e.method, e.path, e.code, e.body)
-}
+// errExisting is a 200 to a POST of an experiment that must be new: the
+// backend made no Job for it.
+var errExisting = errors.New("answered 200: the experiment existed already, no Job was made")
 
 // answerOf names what came back for a failed call: the backend's HTTP
 // status, the API server's status for the direct clients, or no answer.
 func answerOf(err error) string {
-	var se *statusError
-	if errors.As(err, &se) {
-		return fmt.Sprintf("HTTP %d", se.code)
+	if code := gmini.StatusCode(err); code != 0 {
+		return fmt.Sprintf("HTTP %d", code)
+	}
+	if errors.Is(err, errExisting) {
+		return fmt.Sprintf("HTTP %d", http.StatusOK)
 	}
 	var as apierrors.APIStatus
 	if errors.As(err, &as) {
@@ -597,40 +603,16 @@ func directCreate(client kubernetes.Interface, tmpl *batchv1.JobTemplateSpec, pr
 	}
 }
 
-func gminiPost(c *http.Client, b *backendRun, prefix string) createFunc {
+// gminiPost submits experiment i through b, and wants it created.
+func gminiPost(hc *http.Client, b *backendRun, prefix string) createFunc {
+	c, err := b.client(hc)
 	return func(ctx context.Context, i int) error {
-		body := fmt.Sprintf(`{"experiment": {"id": "bench-%s-%d", "key": "k-%d"}}`, prefix, i, i)
-		_, err := call(ctx, c, b, http.MethodPost, "/experiment", body, http.StatusCreated)
+		if err != nil {
+			return err
+		}
+		_, err := submit(ctx, c, map[string]any{"id": fmt.Sprintf("bench-%s-%d", prefix, i), "key": fmt.Sprintf("k-%d", i)})
 		return err
 	}
-}
-
-// call sends one request to b's API (with its token, if it has one) and
-// returns the answer's body; an answer not among want is an error.
-func call(ctx context.Context, c *http.Client, b *backendRun, method, path, body string, want ...int) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, method, b.proc.URL()+path, strings.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if b.token != "" {
-		req.Header.Set("Authorization", "Bearer "+b.token)
-	}
-	res, err := c.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer res.Body.Close()
-	out, err := io.ReadAll(res.Body)
-	if err != nil {
-		return nil, err
-	}
-	if !slices.Contains(want, res.StatusCode) {
-		return nil, &statusError{method: method, path: path, code: res.StatusCode, body: strings.TrimSpace(string(out))}
-	}
-	return out, nil
 }
 
 func jobTemplate(ctx context.Context, client kubernetes.Interface) (*batchv1.JobTemplateSpec, error) {

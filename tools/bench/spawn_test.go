@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +12,8 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	gmini "github.com/gmini-dev/gmini/apps/backend/client"
 )
 
 func ms2(n ...int) []time.Duration {
@@ -143,8 +144,9 @@ func TestAnswers(t *testing.T) {
 		err  error
 		want string
 	}{
-		{"backend status", &statusError{method: http.MethodPost, path: "/experiment", code: 503, body: "busy"}, "HTTP 503"},
-		{"wrapped backend status", fmt.Errorf("post: %w", &statusError{code: 429}), "HTTP 429"},
+		{"backend status", &gmini.Error{StatusCode: 503, Message: "busy"}, "HTTP 503"},
+		{"wrapped backend status", fmt.Errorf("post: %w", &gmini.Error{StatusCode: 429}), "HTTP 429"},
+		{"an experiment that existed", fmt.Errorf("POST /experiment x: %w", errExisting), "HTTP 200"},
 		{"API server status", conflict, "API 409 Conflict"},
 		{"timeout", fmt.Errorf("post: %w", context.DeadlineExceeded), "no answer in time"},
 		{"connection refused", errors.New("dial tcp: connection refused"), "no answer"},
@@ -172,10 +174,10 @@ func TestRunCreatesFailsOnAnyError(t *testing.T) {
 		{"all created", func(int) error { return nil }, nil},
 		{"one 503 in 100", func(i int) error {
 			if i == 42 {
-				return &statusError{method: http.MethodPost, path: "/experiment", code: 503, body: "busy"}
+				return fmt.Errorf("POST /experiment bench-42: %w", &gmini.Error{StatusCode: 503, Message: "busy"})
 			}
 			return nil
-		}, []string{"1 of 100 calls failed", "1× HTTP 503", "POST /experiment: 503 busy"}},
+		}, []string{"1 of 100 calls failed", "1× HTTP 503", "POST /experiment bench-42: gmini: 503 Service Unavailable: busy"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
