@@ -25,8 +25,10 @@ import (
 	"github.com/gmini-dev/gmini/apps/backend/internal/lifecycle"
 	"github.com/gmini-dev/gmini/apps/backend/internal/metrics"
 	"github.com/gmini-dev/gmini/apps/backend/internal/recorder"
+	"github.com/gmini-dev/gmini/apps/backend/internal/sets"
 	"github.com/gmini-dev/gmini/apps/backend/internal/spawn"
 	"github.com/gmini-dev/gmini/apps/backend/internal/template"
+	"github.com/gmini-dev/gmini/apps/backend/internal/ui"
 )
 
 // Main runs the backend until SIGTERM or SIGINT and returns the exit code.
@@ -144,6 +146,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		MaxSetBytes:     cfg.MaxSetBytes,
 		MaxInflightSets: cfg.MaxInflightSets,
 		SetConcurrency:  cfg.SetConcurrency,
+
+		UI: ui.New(ui.Config{
+			Experiments: svc,
+			Sets:        &sets.Service{Experiments: svc, Concurrency: cfg.SetConcurrency, ItemTimeout: cfg.APITimeout},
+			Auth:        reviewer,
+			Logger:      log,
+			APITimeout:  cfg.APITimeout,
+		}),
 	})
 
 	ln, err := net.Listen("tcp", cfg.Listen)
