@@ -21,8 +21,13 @@ import (
 // retry field).
 func WithReconnectDelay(d time.Duration) Option { return func(c *Client) { c.reconnect = d } }
 
-// maxReconnects bounds the reconnections in a row that deliver no event.
-const maxReconnects = 10
+// maxReconnects bounds the reconnections in a row that deliver no event;
+// with the backend's 2 s delay doubling to maxReconnectDelay they span
+// about three and a half minutes.
+const (
+	maxReconnects     = 10
+	maxReconnectDelay = 30 * time.Second
+)
 
 // maxEventLine bounds one line of an event stream; the backend's lines
 // are at most its 32 KiB read buffer.
@@ -71,7 +76,10 @@ func (c *Client) streamSSE(ctx context.Context, what, path string, q url.Values,
 		if failures++; failures > maxReconnects {
 			return fmt.Errorf("gmini: %s: %d reconnections in a row failed: %w", what, maxReconnects, err)
 		}
-		delay := retry
+		// The backend's delay, doubled with each failure in a row up to
+		// maxReconnectDelay: a backend restarting takes longer than a
+		// dropped connection, and ten quick tries would give up on it.
+		delay := min(retry<<(failures-1), maxReconnectDelay)
 		if c.reconnect > 0 {
 			delay = c.reconnect
 		}

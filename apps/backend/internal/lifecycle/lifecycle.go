@@ -83,6 +83,15 @@ func FromJob(job *batchv1.Job) Status {
 	if ready := job.Status.Ready; job.Status.Active > 0 && (ready == nil || *ready > 0) {
 		s.State = StateRunning
 	}
+	// Between the runner's successful end and the Job controller's
+	// SuccessCriteriaMet there is a moment (a second or more on a busy
+	// control plane) with no active pod and no condition: the attempt
+	// that ran succeeded, and the experiment is still Running while its
+	// outcome is counted, not back to Pending. (A failed attempt leaves
+	// Pending: the next one is waited for.)
+	if s.State == StatePending && job.Status.Active == 0 && succeededPods(job) {
+		s.State = StateRunning
+	}
 
 	var final, decided, suspended *batchv1.JobCondition
 	for i := range job.Status.Conditions {
@@ -132,6 +141,13 @@ func FromJob(job *batchv1.Job) Status {
 		s.State = StateDeleting
 	}
 	return s
+}
+
+// succeededPods reports whether a pod of the Job succeeded, counted or not
+// yet.
+func succeededPods(job *batchv1.Job) bool {
+	u := job.Status.UncountedTerminatedPods
+	return job.Status.Succeeded > 0 || u != nil && len(u.Succeeded) > 0
 }
 
 // Store reads and deletes experiments in one namespace.

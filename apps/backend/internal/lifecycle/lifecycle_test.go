@@ -52,6 +52,13 @@ func TestFromJob(t *testing.T) {
 			with(func(s *Status) { s.State, s.Active, s.StartedAt = StateRunning, 1, at(t0) })},
 		{"retry pod not ready after a failure", batchv1.JobStatus{Active: 1, Ready: &zero, Failed: 1, StartTime: &t0}, false,
 			with(func(s *Status) { s.State, s.Active, s.Failed, s.StartedAt = StatePending, 1, 1, at(t0) })},
+		{"the pod succeeded, not counted yet, no condition", batchv1.JobStatus{Ready: &zero, StartTime: &t0,
+			UncountedTerminatedPods: &batchv1.UncountedTerminatedPods{Succeeded: []types.UID{"p1"}}}, false,
+			with(func(s *Status) { s.State, s.StartedAt = StateRunning, at(t0) })},
+		{"the pod succeeded and counted, no condition yet", batchv1.JobStatus{Succeeded: 1, Ready: &zero, StartTime: &t0}, false,
+			with(func(s *Status) { s.State, s.Succeeded, s.StartedAt = StateRunning, 1, at(t0) })},
+		{"the pod failed, the next one not made yet", batchv1.JobStatus{Failed: 1, Ready: &zero, StartTime: &t0}, false,
+			with(func(s *Status) { s.State, s.Failed, s.StartedAt = StatePending, 1, at(t0) })},
 		{"success criteria met, pod terminating", batchv1.JobStatus{Succeeded: 1, Ready: &zero, StartTime: &t0,
 			Conditions: conds(cond(batchv1.JobSuccessCriteriaMet, corev1.ConditionTrue, "CompletionsReached", "Reached expected number of succeeded pods", t1))}, false,
 			with(func(s *Status) {
