@@ -125,8 +125,10 @@ kube-test: kube
 cluster-test: kube
 	cd tools && $(GO) test -count=1 -v -timeout 20m ./cluster/local/...
 
-## CLUSTER: the provider `make up`, `make down` and `make e2e` use: auto (default: kind when a
-## Docker engine answers and has, or can pull, kind's node image; else the local node), kind, local
+## CLUSTER: the provider `make up`, `make proxy`, `make down`, `make e2e` and `make reliability`
+## use: auto (default: kind when a Docker engine answers and has kind's node image, pinned or the
+## offline one, or may pull it with GMINI_KIND_PULL=1; else the local node), kind, local.
+## `make down` with auto deletes whichever exists. The reliability suite has only a local form.
 # GMINI_E2E_PROVIDER, which the suites read, is the default when set.
 CLUSTER ?= $(or $(GMINI_E2E_PROVIDER),auto)
 
@@ -136,7 +138,11 @@ e2e: registry flux kueue
 
 ## reliability: bad input, 1,000 concurrent POSTs, API server outage, SIGTERM, RBAC and
 ## Pod Security, against a real API server (a local cluster without a node)
-reliability: kube
+# It has no kind form: checked before anything is built.
+.PHONY: reliability-provider
+reliability-provider:
+	@if [ "$(CLUSTER)" = kind ]; then echo "make reliability: the suite stops and restarts the API server process of a local cluster without a node, which kind cannot do; run it with CLUSTER=local or auto (both run it locally)" >&2; exit 2; fi
+reliability: reliability-provider kube
 	cd tools && $(GO) test -tags e2e -count=1 -v -timeout 30m ./reliability/
 
 ## store-test: the history store's conformance suite against SQLite and a real PostgreSQL

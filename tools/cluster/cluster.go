@@ -45,23 +45,12 @@ var (
 )
 
 // Resolve turns Auto (or "") into the provider that can run here: kind
-// when a Docker engine answers and has, or can pull, kind's node image of
-// the local node's Kubernetes minor; else the local node.
+// when a Docker engine answers and has a node image of the local node's
+// Kubernetes minor (or may pull one); else the local node. Kind asked for
+// where it cannot run is an error that says what to do. Choose says why.
 func Resolve(ctx context.Context, provider string) (string, error) {
-	switch provider {
-	case Kind, Local:
-		return provider, nil
-	case Auto, "":
-		if !kind.DockerAvailable(ctx) {
-			return Local, nil
-		}
-		image, err := kind.NodeImage(local.Version)
-		if err != nil || kind.ImageAvailable(ctx, image) != nil {
-			return Local, nil
-		}
-		return Kind, nil
-	}
-	return "", fmt.Errorf("unknown cluster provider %q: want %s, %s or %s", provider, Auto, Kind, Local)
+	c, err := Choose(ctx, provider, Machine(), DefaultNodeImages())
+	return c.Provider, err
 }
 
 // Feature is a capability a cluster has only when asked for, because it
@@ -159,13 +148,16 @@ func NewLocal(l layout.Layout, node LocalNode, name string, log *slog.Logger, op
 	return local.NewCluster(name, append(base, opts...)...)
 }
 
-// NewKind returns the kind cluster called name, on the node image of the
-// same Kubernetes minor as the local node, so both providers test the
-// version people run. If its creation fails, the nodes' logs go to the
-// checkout's logs directory.
-func NewKind(l layout.Layout, name string, log *slog.Logger, features ...Feature) *kind.Cluster {
+// NewKind returns the kind cluster called name on image; "" is kind's
+// pinned node image of the local node's Kubernetes minor, so both
+// providers test the version people run. If its creation fails, the
+// nodes' logs go to the checkout's logs directory.
+func NewKind(l layout.Layout, name, image string, log *slog.Logger, features ...Feature) *kind.Cluster {
 	c := kind.NewCluster(name)
 	opts := []support.ClusterOpts{kind.WithLogger(log), kind.WithFailureLogs(l.Logs("kind-" + name))}
+	if image != "" {
+		opts = append(opts, kind.WithImage(image))
+	}
 	if slices.Contains(features, Registry) {
 		opts = append(opts, kind.WithRegistry())
 	}
@@ -181,10 +173,20 @@ func NewKind(l layout.Layout, name string, log *slog.Logger, features ...Feature
 func New(ctx context.Context, log *slog.Logger, l layout.Layout, provider, name string, prepare bool, features ...Feature) (Provider, error) {
 	switch provider {
 	case Kind:
-		log.Info("cluster provider: kind (a Docker engine answers)")
-		return NewKind(l, name, log, features...), nil
+		image := ""
+		if prepare {
+			// The image is checked before anything is made: a kind
+			// that cannot start leaves nothing to clean up.
+			c, err := Choose(ctx, Kind, Machine(), DefaultNodeImages())
+			if err != nil {
+				return nil, err
+			}
+			image = c.NodeImage
+			log.Info("cluster provider: kind", "why", c.Reason)
+		}
+		return NewKind(l, name, image, log, features...), nil
 	case Local:
-		log.Info("cluster provider: local node (no Docker engine)", "features", features)
+		log.Info("cluster provider: local node", "features", features)
 		node := Artifacts(l)
 		if prepare {
 			var err error

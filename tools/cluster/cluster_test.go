@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -19,10 +20,8 @@ import (
 
 func TestResolve(t *testing.T) {
 	ctx := context.Background()
-	for _, explicit := range []string{Kind, Local} {
-		if got, err := Resolve(ctx, explicit); err != nil || got != explicit {
-			t.Errorf("Resolve(%q) = %q, %v", explicit, got, err)
-		}
+	if got, err := Resolve(ctx, Local); err != nil || got != Local {
+		t.Errorf("Resolve(local) = %q, %v", got, err)
 	}
 	if _, err := Resolve(ctx, "minikube"); err == nil || !strings.Contains(err.Error(), "unknown cluster provider") {
 		t.Errorf("Resolve(minikube): err = %v", err)
@@ -33,29 +32,109 @@ func TestResolve(t *testing.T) {
 	}
 }
 
-// TestResolveAutoNeedsTheNodeImage puts a fake docker CLI first on PATH:
-// auto picks kind only when the engine answers and has, or can pull,
-// kind's node image.
-func TestResolveAutoNeedsTheNodeImage(t *testing.T) {
-	const answers = "case \"$1\" in info) echo 27.0.1;; "
+// TestChoose: auto takes kind only when an engine answers and a node image
+// can be had; kind asked for where it cannot run is an error naming what
+// to do, before anything is created.
+func TestChoose(t *testing.T) {
+	t.Parallel()
+	imgs := NodeImages{Pinned: "kindest/node:v1.34.11@sha256:44e2", Offline: "gmini.local/kind-node:1.34.4-gmini"}
+	probe := func(docker bool, mayPull bool, present ...string) Probe {
+		return Probe{
+			DockerAnswers: func(context.Context) bool { return docker },
+			ImagePresent:  func(_ context.Context, img string) bool { return slices.Contains(present, img) },
+			MayPull:       mayPull,
+		}
+	}
 	for _, tt := range []struct {
-		name, script, want string
+		name      string
+		provider  string
+		probe     Probe
+		imgs      NodeImages
+		want      Choice // Reason compared by substring
+		wantErr   []string
+		wantWhyIn string
 	}{
-		{"no engine", "#!/bin/sh\nexit 1\n", Local},
-		{"image present", "#!/bin/sh\n" + answers + "image) echo sha256:1;; *) exit 1;; esac\n", Kind},
-		{"image pulled", "#!/bin/sh\n" + answers + "image) exit 1;; pull) exit 0;; *) exit 1;; esac\n", Kind},
-		{"image cannot be had", "#!/bin/sh\n" + answers + "image) exit 1;; pull) echo 'dial tcp: i/o timeout' >&2; exit 1;; *) exit 1;; esac\n", Local},
+		{name: "local asked for", provider: Local, probe: probe(true, true, imgs.Pinned), imgs: imgs,
+			want: Choice{Provider: Local}},
+		{name: "auto, no engine", provider: Auto, probe: probe(false, true), imgs: imgs,
+			want: Choice{Provider: Local}, wantWhyIn: "no Docker engine answers"},
+		{name: "empty is auto", provider: "", probe: probe(false, false), imgs: imgs,
+			want: Choice{Provider: Local}},
+		{name: "auto, pinned image present", provider: Auto, probe: probe(true, false, imgs.Pinned, imgs.Offline), imgs: imgs,
+			want: Choice{Provider: Kind, NodeImage: imgs.Pinned}},
+		{name: "auto, offline image present", provider: Auto, probe: probe(true, false, imgs.Offline), imgs: imgs,
+			want: Choice{Provider: Kind, NodeImage: imgs.Offline}},
+		{name: "auto, no image, pulls allowed", provider: Auto, probe: probe(true, true), imgs: imgs,
+			want: Choice{Provider: Kind, NodeImage: imgs.Pinned}, wantWhyIn: "will pull"},
+		{name: "auto, no image, no pulls", provider: Auto, probe: probe(true, false), imgs: imgs,
+			want: Choice{Provider: Local}, wantWhyIn: "make kind-node-image"},
+		{name: "kind, no engine", provider: Kind, probe: probe(false, true), imgs: imgs,
+			wantErr: []string{"no Docker engine answers", "make docker", "CLUSTER=local"}},
+		{name: "kind, no image, no pulls", provider: Kind, probe: probe(true, false), imgs: imgs,
+			wantErr: []string{imgs.Pinned, imgs.Offline, "make kind-node-image", "GMINI_KIND_PULL=1", "CLUSTER=local"}},
+		{name: "kind, offline image", provider: Kind, probe: probe(true, false, imgs.Offline), imgs: imgs,
+			want: Choice{Provider: Kind, NodeImage: imgs.Offline}},
+		{name: "forced image present", provider: Kind, probe: probe(true, false, "my/node:1", imgs.Pinned),
+			imgs: NodeImages{Forced: "my/node:1", Pinned: imgs.Pinned, Offline: imgs.Offline},
+			want: Choice{Provider: Kind, NodeImage: "my/node:1"}},
+		{name: "forced image missing is not replaced", provider: Auto, probe: probe(true, false, imgs.Pinned),
+			imgs: NodeImages{Forced: "my/node:1", Pinned: imgs.Pinned, Offline: imgs.Offline},
+			want: Choice{Provider: Local}, wantWhyIn: "my/node:1"},
+		{name: "unknown", provider: "minikube", probe: probe(true, true), imgs: imgs,
+			wantErr: []string{"unknown cluster provider"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			if err := os.WriteFile(filepath.Join(dir, "docker"), []byte(tt.script), 0o755); err != nil {
+			t.Parallel()
+			got, err := Choose(context.Background(), tt.provider, tt.probe, tt.imgs)
+			if tt.wantErr != nil {
+				if err == nil {
+					t.Fatalf("Choose = %+v, want an error", got)
+				}
+				for _, w := range tt.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not say %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
 				t.Fatal(err)
 			}
-			t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
-			if got, err := Resolve(context.Background(), Auto); err != nil || got != tt.want {
-				t.Errorf("Resolve(auto) = %q, %v; want %q", got, err, tt.want)
+			if !strings.Contains(got.Reason, tt.wantWhyIn) {
+				t.Errorf("reason %q does not say %q", got.Reason, tt.wantWhyIn)
+			}
+			got.Reason = ""
+			if got != tt.want {
+				t.Errorf("Choose = %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestMachineProbeNeverPulls puts a fake docker CLI first on PATH that
+// records its calls: without GMINI_KIND_PULL, the automatic choice only
+// inspects, so a machine that must not reach the internet never does.
+func TestMachineProbeNeverPulls(t *testing.T) {
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	script := "#!/bin/sh\necho \"$*\" >> " + calls + "\ncase \"$1\" in info) echo 20.10.24;; *) exit 1;; esac\n"
+	if err := os.WriteFile(filepath.Join(dir, "docker"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	t.Setenv("GMINI_KIND_PULL", "")
+	t.Setenv("GITHUB_ACTIONS", "")
+	t.Setenv("GMINI_KIND_IMAGE", "")
+	got, err := Choose(context.Background(), Auto, Machine(), DefaultNodeImages())
+	if err != nil || got.Provider != Local {
+		t.Errorf("Choose(auto) = %+v, %v; want local", got, err)
+	}
+	log, _ := os.ReadFile(calls)
+	if strings.Contains(string(log), "pull") {
+		t.Errorf("the docker CLI was asked to pull:\n%s", log)
+	}
+	if !strings.Contains(string(log), "image inspect") {
+		t.Errorf("the node images were not looked for:\n%s", log)
 	}
 }
 

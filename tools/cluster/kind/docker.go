@@ -23,12 +23,16 @@ func DockerAvailable(ctx context.Context) bool {
 // path here.
 const LocalNodeHint = "use the local node instead: make up CLUSTER=local (make e2e CLUSTER=local for the suites)"
 
-// ImageAvailable reports, as nil, that the Docker engine has image or can
-// pull it now; kind would otherwise fail after creating half a cluster.
-// A pull can take minutes; docker's own timeout ends it at 5.
+// ImageAvailable reports, as nil, that the Docker engine has image or, when
+// MayPull allows it, can pull it now; kind would otherwise fail after
+// creating half a cluster. A pull can take minutes; docker's own timeout
+// ends it at 5.
 func ImageAvailable(ctx context.Context, image string) error {
-	if _, err := docker(ctx, "image", "inspect", "--format", "{{.Id}}", image); err == nil {
+	if ImagePresent(ctx, image) {
 		return nil
+	}
+	if !MayPull() {
+		return fmt.Errorf("kind's node image %s is not in the Docker engine, and pulling is off (%s=1 allows it)", image, PullEnv)
 	}
 	if _, err := docker(ctx, "pull", image); err != nil {
 		return fmt.Errorf("kind's node image %s is not in the Docker engine and cannot be pulled: %w", image, err)

@@ -57,6 +57,7 @@ func TestImageAvailableSaysWhatToDo(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	t.Setenv(PullEnv, "1")
 	err := ImageAvailable(context.Background(), "kindest/node:v1.34.11")
 	if err == nil || !strings.Contains(err.Error(), "kindest/node:v1.34.11") || !strings.Contains(err.Error(), "i/o timeout") {
 		t.Errorf("ImageAvailable = %v; want an error naming the image and the pull's failure", err)
@@ -66,5 +67,40 @@ func TestImageAvailableSaysWhatToDo(t *testing.T) {
 	_, err = c.Create(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "CLUSTER=local") {
 		t.Errorf("Create without the node image = %v; want an error that says how to use the local node", err)
+	}
+}
+
+// TestImageAvailableDoesNotPullUnlessAllowed: without GMINI_KIND_PULL a
+// missing node image is an error at once, and docker is never asked to
+// pull (a pull is traffic to the internet).
+func TestImageAvailableDoesNotPullUnlessAllowed(t *testing.T) {
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	script := "#!/bin/sh\necho \"$*\" >> " + calls + "\nexit 1\n"
+	if err := os.WriteFile(filepath.Join(dir, "docker"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	t.Setenv(PullEnv, "")
+	t.Setenv("GITHUB_ACTIONS", "")
+	err := ImageAvailable(context.Background(), "kindest/node:v1.34.11")
+	if err == nil || !strings.Contains(err.Error(), PullEnv+"=1") {
+		t.Errorf("ImageAvailable = %v; want an error saying how to allow the pull", err)
+	}
+	if log, _ := os.ReadFile(calls); strings.Contains(string(log), "pull") {
+		t.Errorf("docker was asked to pull:\n%s", log)
+	}
+}
+
+// TestDestroyWithoutEngine: make down where no Docker engine answers is
+// not an error, and does not try to list nodes.
+func TestDestroyWithoutEngine(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	c := NewCluster("gmini-kind-test")
+	if err := c.Destroy(context.Background()); err != nil {
+		t.Errorf("Destroy without an engine = %v", err)
+	}
+	if err := c.ExportLogs(context.Background(), t.TempDir()); err != nil {
+		t.Errorf("ExportLogs without an engine = %v", err)
 	}
 }

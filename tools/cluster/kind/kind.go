@@ -247,6 +247,12 @@ func (c *Cluster) failed(err error) error {
 		}
 	}
 	errs := []error{fmt.Errorf("create kind cluster %s (node logs in %s): %w", c.name, dir, err)}
+	// kind fails before making any node when, say, its image cannot be
+	// had: then there are no logs to collect and nothing to delete, and
+	// trying would only add errors that hide the first.
+	if ok, lerr := c.exists(context.Background()); lerr != nil || !ok {
+		return errs[0]
+	}
 	if lerr := c.provider().CollectLogs(c.name, dir); lerr != nil {
 		errs = append(errs, fmt.Errorf("export logs of kind cluster %s: %w", c.name, lerr))
 	}
@@ -319,11 +325,12 @@ func (c *Cluster) GetKubectlContext() string { return "kind-" + c.name }
 func (c *Cluster) KubernetesRestConfig() *rest.Config { return c.rc }
 
 // ExportLogs copies the nodes' logs into dest.
-func (c *Cluster) ExportLogs(_ context.Context, dest string) error {
+func (c *Cluster) ExportLogs(ctx context.Context, dest string) error {
 	// A create that failed before any node existed leaves nothing to
 	// collect: say so instead of a second error.
-	if !c.exists() {
-		c.log.Info("no kind cluster to export logs from", "name", c.name)
+	ok, err := c.exists(ctx)
+	if err != nil || !ok {
+		c.log.Info("no kind cluster to export logs from", "name", c.name, "why", err)
 		return nil
 	}
 	if err := c.provider().CollectLogs(c.name, dest); err != nil {
@@ -332,24 +339,50 @@ func (c *Cluster) ExportLogs(_ context.Context, dest string) error {
 	return nil
 }
 
-// exists reports whether kind lists the cluster; an engine that cannot be
-// asked counts as yes, so the caller's own call reports what is wrong.
-func (c *Cluster) exists() bool {
+// exists reports whether kind lists the cluster. An engine that does not
+// answer has no cluster anyone could reach: that is an error of its own,
+// so callers can tell it from "listed, but not there".
+func (c *Cluster) exists(ctx context.Context) (bool, error) {
+	if !DockerAvailable(ctx) {
+		return false, errNoEngine
+	}
 	names, err := c.provider().List()
-	return err != nil || slices.Contains(names, c.name)
+	if err != nil {
+		return false, fmt.Errorf("list kind clusters: %w", err)
+	}
+	return slices.Contains(names, c.name), nil
 }
 
-// Destroy deletes the cluster and its kubeconfig file; a cluster that was
-// never made is not an error.
-func (c *Cluster) Destroy(_ context.Context) error {
-	if c.exists() {
+// errNoEngine: no Docker engine answers.
+var errNoEngine = errors.New("no Docker engine answers")
+
+// Exists reports whether a kind cluster called name runs in the Docker
+// engine; false when no engine answers.
+func Exists(ctx context.Context, name string) bool {
+	ok, err := NewCluster(name).exists(ctx)
+	return err == nil && ok
+}
+
+// Destroy deletes the cluster, its registry container and its kubeconfig
+// file; a cluster that was never made, or an engine that is not running,
+// is not an error: there is nothing of kind's to delete.
+func (c *Cluster) Destroy(ctx context.Context) error {
+	ok, err := c.exists(ctx)
+	switch {
+	case errors.Is(err, errNoEngine):
+		c.log.Info("no Docker engine answers: no kind cluster to delete", "name", c.name)
+	case err != nil:
+		return fmt.Errorf("delete kind cluster %s: %w", c.name, err)
+	case ok:
 		c.log.Info("deleting kind cluster", "name", c.name)
 		if err := c.provider().Delete(c.name, c.GetKubeconfig()); err != nil {
 			return fmt.Errorf("delete kind cluster %s: %w", c.name, err)
 		}
 	}
-	if err := c.deleteRegistry(context.Background()); err != nil {
-		return fmt.Errorf("delete registry of kind cluster %s: %w", c.name, err)
+	if err == nil {
+		if err := c.deleteRegistry(ctx); err != nil {
+			return fmt.Errorf("delete registry of kind cluster %s: %w", c.name, err)
+		}
 	}
 	if c.kubeDir != "" {
 		if err := os.RemoveAll(c.kubeDir); err != nil {

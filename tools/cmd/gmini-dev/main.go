@@ -68,29 +68,37 @@ func run(ctx context.Context, log *slog.Logger, stdout io.Writer, args []string)
 	if err != nil {
 		return err
 	}
-	cmd := fs.Arg(0)
-	kind, err := cluster.Resolve(ctx, *provider)
-	if err != nil {
-		return err
-	}
-	p, err := cluster.New(ctx, log, l, kind, clusterName, cmd == "up")
-	if err != nil {
-		return err
-	}
-	switch cmd {
+	switch cmd := fs.Arg(0); cmd {
 	case "up":
+		// Chosen before anything is built: a provider that cannot run
+		// here fails now, saying what to do, with nothing to clean up.
+		choice, err := cluster.Choose(ctx, *provider, cluster.Machine(), cluster.DefaultNodeImages())
+		if err != nil {
+			return err
+		}
+		log.Info("cluster provider chosen", "provider", choice.Provider, "why", choice.Reason)
+		p, err := cluster.New(ctx, log, l, choice.Provider, clusterName, true)
+		if err != nil {
+			return err
+		}
 		return up(ctx, log, stdout, p, l)
 	case "down":
-		if err := p.Destroy(ctx); err != nil {
-			return fmt.Errorf("destroy cluster %s: %w", clusterName, err)
+		// auto deletes whichever provider's cluster exists.
+		if err := cluster.Down(ctx, log, l, *provider, clusterName); err != nil {
+			return err
 		}
 		log.Info("cluster deleted", "name", clusterName)
 		return nil
 	case "proxy":
+		p, err := cluster.Existing(ctx, log, l, *provider, clusterName)
+		if err != nil {
+			return err
+		}
 		return proxy(ctx, log, p, *listen)
+	default:
+		fs.Usage()
+		return fmt.Errorf("unknown command %q", cmd)
 	}
-	fs.Usage()
-	return fmt.Errorf("unknown command %q", cmd)
 }
 
 func up(ctx context.Context, log *slog.Logger, stdout io.Writer, p cluster.Provider, l layout.Layout) error {
