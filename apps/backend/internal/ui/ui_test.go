@@ -29,6 +29,7 @@ import (
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/api"
 	"github.com/gmini-dev/gmini/apps/backend/internal/auth"
+	"github.com/gmini-dev/gmini/apps/backend/internal/events"
 	"github.com/gmini-dev/gmini/apps/backend/internal/experiments"
 	"github.com/gmini-dev/gmini/apps/backend/internal/history"
 	"github.com/gmini-dev/gmini/apps/backend/internal/lifecycle"
@@ -72,7 +73,13 @@ func newEnv(t *testing.T, reviewer *auth.Reviewer) *env {
 	}
 	logBuf := &bytes.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logBuf, nil))
+	// The status streams the page's script reads, as the backend serves
+	// them.
+	hub := events.NewHub(store, events.Options{Poll: 20 * time.Millisecond, Log: log})
+	go hub.Run(t.Context())
 	h := api.NewHandler(api.Config{
+		Events:      hub,
+		History:     store,
 		Experiments: svc,
 		Metrics:     metrics.New(),
 		Logger:      log,

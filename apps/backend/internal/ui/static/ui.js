@@ -325,7 +325,8 @@
         });
       })
       .then(function (v) {
-        var st = v.state || "Deleting";
+        // A deleted Job's state is the one it had; it is being deleted now.
+        var st = v.deleted && !FINAL[v.state] ? "Deleting" : v.state || "Deleting";
         var tr = form.closest("tr");
         if (tr) updateRow(tr, { state: st });
         var state = document.getElementById("state");
