@@ -154,7 +154,8 @@ store-test:
 
 ## check-clean: the test clusters left no network namespace, process, mount or cgroup (in any
 ## cgroup v1 hierarchy, or the v2 unified one) behind, and no
-## registry, Flux controller, Kueue controller, PostgreSQL server or kube-router rule or set
+## registry, Flux controller, Kueue controller, PostgreSQL server or kube-router rule or set;
+## nor the project's Docker engine (make docker): no dockerd, bridge, network, mount, chain or cgroup
 TEST_CLUSTERS := gmini-e2e gmini-rel itest itest-api
 check-clean:
 	@left=""; for c in $(TEST_CLUSTERS); do \
@@ -176,6 +177,12 @@ check-clean:
 	done; \
 	pgrep -f '[/]bin/postgres -D \S*(/_output/postgres/|/gmini-)' >/dev/null && left="$$left postgres"; \
 	iptables-save -t filter 2>/dev/null | grep -q -- "-j KUBE-ROUTER-" && left="$$left host-iptables:kube-router"; \
+	pgrep -f "[_]output/docker/" >/dev/null && left="$$left docker-processes"; \
+	ip -o link show gminidock0 >/dev/null 2>&1 && left="$$left docker-bridge:gminidock0"; \
+	ip -4 -o addr show 2>/dev/null | grep -Eq " br-[0-9a-f]+ +inet 198\.18\.(6[4-9]|[7-9][0-9]|1[01][0-9]|12[0-7])\." && left="$$left docker-networks"; \
+	grep -q "/[_]output/docker/" /proc/self/mountinfo && left="$$left docker-mounts"; \
+	iptables-save 2>/dev/null | grep -Eq "gminidock0|198\.18\.64\.0/18" && left="$$left docker-iptables"; \
+	for d in /sys/fs/cgroup/*/gmini-docker /sys/fs/cgroup/gmini-docker; do [ -d "$$d" ] && left="$$left cgroup:$$d"; done; \
 	ipset list -n 2>/dev/null | grep -Eq "^(inet6:)?KUBE-(SRC|DST)-" && left="$$left host-ipsets:kube-router"; \
 	if [ -n "$$left" ]; then echo "left behind:$$left"; exit 1; fi; echo "nothing left behind"
 
@@ -187,9 +194,26 @@ up:
 proxy:
 	cd tools && $(GO) run ./cmd/gmini-dev -provider $(CLUSTER) proxy
 
-## down: delete the cluster that `make up` made, and all it left behind
+## down: delete the cluster that `make up` made, and all it left behind, then stop the
+## project's Docker engine if `make docker` started one
 down:
 	cd tools && $(GO) run ./cmd/gmini-dev -provider $(CLUSTER) down
+	cd tools && $(GO) run ./cmd/gmini-docker stop
+
+## docker: a Docker engine of the project's own for kind (tools/dockerd), on a machine with
+## none: Debian's docker.io (installed if missing), dockerd with its data under _output/docker,
+## its bridge gminidock0 and networks in 198.18.64.0/18, no forwarding or masquerading (nothing
+## leaves the machine), and gmini-runc as its runtime where the kernel's bounding set lacks a
+## capability privileged containers get. Nothing when an engine answers already.
+## docker-stop: stop it and remove its processes, mounts, bridges, iptables chains, cgroups
+## docker-test: start it, run privileged containers from images built here, stop it, check
+.PHONY: docker docker-stop docker-test
+docker:
+	cd tools && $(GO) run ./cmd/gmini-docker start
+docker-stop:
+	cd tools && $(GO) run ./cmd/gmini-docker stop
+docker-test:
+	cd tools && $(GO) test -tags dockerd -count=1 -v -timeout 10m ./dockerd/
 
 ## bench: spawn throughput against the ceiling, end-to-end latency and cost, as Markdown tables
 bench:
