@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
@@ -283,4 +285,51 @@ func TestEventsWithoutHistory(t *testing.T) {
 			t.Errorf("%s without history: %d %s", path, rec.Code, rec.Body)
 		}
 	}
+}
+
+// TestEventStreamsRelease: clients that go away, however many, leave no
+// goroutine, subscription or gauge behind.
+func TestEventStreamsRelease(t *testing.T) {
+	e := newEventsEnv(t, Config{})
+	e.write(t, history.Record{ID: "a"})
+	e.srv.Client().Transport.(*http.Transport).DisableKeepAlives = true
+	goruntime.GC()
+	before := goruntime.NumGoroutine()
+	paths := []string{"/events", "/events?after=0", "/experiments/a/events", "/events?state=Running"}
+	for i := range 40 {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.srv.URL+paths[i%len(paths)], nil)
+		res, err := e.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := res.Body.Read(make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		res.Body.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := goruntime.NumGoroutine()
+		if n <= before && e.hub.Subscribers() == 0 && strings.Contains(scrapeMetrics(t, e.srv.URL), "gmini_event_streams 0") {
+			return
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines, %d before the streams, %d subscriptions:\n%s", n, before, e.hub.Subscribers(), buf[:goruntime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func scrapeMetrics(t *testing.T, base string) string {
+	t.Helper()
+	res, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return string(b)
 }

@@ -153,9 +153,14 @@ func (h *Hub) fanOut(ctx context.Context) error {
 		if idle {
 			// Nobody listens: only keep up with where the store is.
 			var last int64
-			if last, err = h.src.LastEvent(ctx); err == nil && last > after {
+			if last, err = h.src.LastEvent(ctx); err == nil {
 				h.mu.Lock()
-				h.last = max(h.last, last)
+				// Only while still nobody listens: a stream that
+				// subscribed meanwhile may have read the store before
+				// the newest of these events, and gets them from here.
+				if len(h.subs) == 0 {
+					h.last = max(h.last, last)
+				}
 				h.mu.Unlock()
 			}
 			return err

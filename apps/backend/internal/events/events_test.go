@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -200,4 +201,49 @@ func TestStreamStoreDown(t *testing.T) {
 	if got := collect(t, h, Filter{}, 1, 1, 0); !slices.Equal(got, []string{"b:Submitted"}) {
 		t.Errorf("after the store is back: %v", got)
 	}
+}
+
+// A stream that joins a Hub with no other stream gets the events stored
+// right after its catch-up: the idle Hub, which only keeps up with the
+// store's last seq, must not skip them. The source holds the idle Hub's
+// read of the last seq until the stream has caught up and a new event is
+// stored.
+func TestStreamJoinsAnIdleHub(t *testing.T) {
+	src := &gatedSource{entered: make(chan struct{}), release: make(chan struct{})}
+	src.add("a", "", "Submitted")
+	h := startHub(t, src, Options{Poll: time.Millisecond})
+	<-h.ready
+	src.gate.Store(true)
+	<-src.entered // the idle Hub is reading the last seq
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var got []string
+	err := h.Stream(ctx, Filter{}, 0, func(e history.Event) error {
+		got = append(got, e.State)
+		if len(got) == 1 {
+			src.add("a", "", "Running")
+			src.gate.Store(false)
+			close(src.release)
+			return nil
+		}
+		return ErrStop
+	})
+	if err != nil || !slices.Equal(got, []string{"Submitted", "Running"}) {
+		t.Errorf("Stream = %v, got %v; want Submitted, Running", err, got)
+	}
+}
+
+// gatedSource holds LastEvent while gate is set.
+type gatedSource struct {
+	memSource
+	gate             atomic.Bool
+	entered, release chan struct{}
+}
+
+func (g *gatedSource) LastEvent(ctx context.Context) (int64, error) {
+	if g.gate.Load() {
+		g.entered <- struct{}{}
+		<-g.release
+	}
+	return g.memSource.LastEvent(ctx)
 }
