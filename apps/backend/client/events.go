@@ -15,9 +15,13 @@ type EventFilter struct {
 	State, Set, Submitter string
 }
 
-// EventsFrom is where a stream starts: Seq of the last event already seen
-// (an Event's Seq), or 0. For Events, 0 means "from now on".
+// EventsFrom is where a stream starts: after the event with this Seq (an
+// Event's Seq; 0 is before the first event the store has), or FromNow.
 type EventsFrom = int64
+
+// FromNow starts a stream of Events with what is stored from now on; for
+// WatchExperiment and WatchSet it is the same as 0, their first event.
+const FromNow EventsFrom = -1
 
 // WatchExperiment streams the changes of experiment id's state
 // (GET /experiments/{id}/events) after Seq after (0: from its first), and
@@ -25,18 +29,18 @@ type EventsFrom = int64
 // order, across reconnections (Last-Event-ID); its error ends the stream
 // and is returned as is.
 func (c *Client) WatchExperiment(ctx context.Context, id string, after EventsFrom, fn func(wire.Event) error) (wire.EventsDone, error) {
-	return c.watch(ctx, "watch experiment "+id, "/experiments/"+url.PathEscape(id)+"/events", nil, after, fn)
+	return c.watch(ctx, "watch experiment "+id, "/experiments/"+url.PathEscape(id)+"/events", nil, resumeAfter(after, false), fn)
 }
 
 // WatchSet streams the changes of experiment set id's items
 // (GET /experiment-sets/{id}/events) and returns the counts by state once
 // every item is final.
 func (c *Client) WatchSet(ctx context.Context, id string, after EventsFrom, fn func(wire.Event) error) (wire.EventsDone, error) {
-	return c.watch(ctx, "watch experiment set "+id, "/experiment-sets/"+url.PathEscape(id)+"/events", nil, after, fn)
+	return c.watch(ctx, "watch experiment set "+id, "/experiment-sets/"+url.PathEscape(id)+"/events", nil, resumeAfter(after, false), fn)
 }
 
 // Events streams every change that matches f (GET /events) after Seq
-// after, or from now on when after is 0, until ctx ends or fn fails: it
+// after, or from now on with FromNow, until ctx ends or fn fails: it
 // returns ctx's error or fn's.
 func (c *Client) Events(ctx context.Context, f EventFilter, after EventsFrom, fn func(wire.Event) error) error {
 	q := url.Values{}
@@ -45,16 +49,22 @@ func (c *Client) Events(ctx context.Context, f EventFilter, after EventsFrom, fn
 			q.Set(k, v)
 		}
 	}
-	_, err := c.watch(ctx, "watch events", "/events", q, after, fn)
+	_, err := c.watch(ctx, "watch events", "/events", q, resumeAfter(after, true), fn)
 	return err
 }
 
-func (c *Client) watch(ctx context.Context, what, path string, q url.Values, after EventsFrom, fn func(wire.Event) error) (wire.EventsDone, error) {
-	var done wire.EventsDone
-	from := ""
-	if after > 0 {
-		from = strconv.FormatInt(after, 10)
+// resumeAfter is the Last-Event-ID of a first connection: none for the
+// stream's own start (an experiment's or set's first event, or, for GET
+// /events, now), else the seq.
+func resumeAfter(after EventsFrom, fromNowByDefault bool) string {
+	if after < 0 || after == 0 && !fromNowByDefault {
+		return ""
 	}
+	return strconv.FormatInt(after, 10)
+}
+
+func (c *Client) watch(ctx context.Context, what, path string, q url.Values, from string, fn func(wire.Event) error) (wire.EventsDone, error) {
+	var done wire.EventsDone
 	err := c.streamSSE(ctx, what, path, q, from, func(ev sseEvent) error {
 		switch ev.name {
 		case wire.EventState:

@@ -97,3 +97,17 @@ func TestWatchRefused(t *testing.T) {
 		t.Errorf("err = %v; want the 404 as an *Error", err)
 	}
 }
+
+func TestEventsFrom(t *testing.T) {
+	for _, tt := range []struct {
+		after  EventsFrom
+		lastID string
+	}{{FromNow, ""}, {0, "0"}, {41, "41"}} {
+		c, lastIDs := eventsServer(t, state(42, "e", "Running"))
+		ctx, cancel := context.WithCancel(context.Background())
+		err := c.Events(ctx, EventFilter{State: "Running"}, tt.after, func(wire.Event) error { cancel(); return nil })
+		if err != context.Canceled || lastIDs()[0] != tt.lastID {
+			t.Errorf("Events after %d: %v, Last-Event-ID %q; want it cancelled by fn, %q", tt.after, err, lastIDs()[0], tt.lastID)
+		}
+	}
+}

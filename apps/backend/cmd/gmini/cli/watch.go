@@ -72,7 +72,7 @@ Failed or was Cancelled, or the watch failed.`,
 	fl.BoolVar(&all, "all", false, "watch every experiment, from now on, until Ctrl-C")
 	fl.StringVar(&f.State, "state", "", "with --all: only changes to this state ("+strings.Join(state.All(), ", ")+")")
 	fl.StringVar(&f.Submitter, "submitter", "", "with --all: only the experiments of this submitter")
-	fl.Int64Var(&after, "after", 0, "start after the change with this seq (the first column of -o wide); for --all, 0 means from now on")
+	fl.Int64Var(&after, "after", client.FromNow, "start after the change with this seq (the first column of -o wide; 0: from the first one stored); default: for --all from now on, otherwise from the experiment's or set's first change")
 	return cmd
 }
 
