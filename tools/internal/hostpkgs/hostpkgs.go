@@ -86,11 +86,11 @@ func Ensure(ctx context.Context, log *slog.Logger, pkgs ...Package) error {
 	log.Info("installing host packages", "packages", names)
 	// Another apt run may hold the lock for a while; wait for it rather than fail.
 	lock := []string{"-o", "DPkg::Lock::Timeout=300"}
-	if err := apt(ctx, append([]string{"update", "-q"}, lock...)...); err != nil {
+	if err := apt(ctx, log, append([]string{"update", "-q"}, lock...)...); err != nil {
 		return fmt.Errorf("apt-get update: %w", err)
 	}
 	install := append([]string{"install", "-y", "-q", "--no-install-recommends"}, lock...)
-	if err := withoutServiceStarts(policyRCD, func() error { return apt(ctx, append(install, names...)...) }); err != nil {
+	if err := withoutServiceStarts(policyRCD, func() error { return apt(ctx, log, append(install, names...)...) }); err != nil {
 		return fmt.Errorf("install host packages %v: %w", names, err)
 	}
 
@@ -149,12 +149,51 @@ func query(ctx context.Context, pkgs []Package) (string, error) {
 	return stdout.String(), nil
 }
 
-func apt(ctx context.Context, args ...string) error {
+// apt runs apt-get, logging its output line by line as it comes: a large
+// package (a browser) takes minutes to download, and the lines (Get:,
+// Unpacking, Setting up) are its progress. A failure carries the last
+// lines.
+func apt(ctx context.Context, log *slog.Logger, args ...string) error {
 	cmd := exec.CommandContext(ctx, "apt-get", args...)
 	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-	out, err := cmd.CombinedOutput()
+	out := &lineLog{log: log}
+	// One writer for both: exec then calls it from one goroutine at a time.
+	cmd.Stdout, cmd.Stderr = out, out
+	err := cmd.Run()
+	out.flush()
 	if err != nil {
-		return fmt.Errorf("%w: %s", err, logtail.String(string(out), 20))
+		return fmt.Errorf("%w: %s", err, logtail.String(out.all.String(), 20))
 	}
 	return nil
+}
+
+// lineLog logs each line written to it, and keeps them all.
+type lineLog struct {
+	log     *slog.Logger
+	all     bytes.Buffer
+	partial []byte
+}
+
+func (l *lineLog) Write(p []byte) (int, error) {
+	l.all.Write(p)
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		l.line(l.partial[:i])
+		l.partial = l.partial[i+1:]
+	}
+}
+
+func (l *lineLog) flush() {
+	l.line(l.partial)
+	l.partial = nil
+}
+
+func (l *lineLog) line(b []byte) {
+	if s := strings.TrimSpace(string(b)); s != "" {
+		l.log.Info("apt-get", "line", s)
+	}
 }

@@ -1,0 +1,55 @@
+// Package browser is the headless Chromium the e2e suite drives gmini's
+// status page with (github.com/chromedp/chromedp): Debian's chromium
+// package, installed on demand like the local node's packages, started
+// with flags that keep it off every network but this machine's loopback.
+package browser
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/gmini-dev/gmini/tools/internal/hostpkgs"
+)
+
+// Package is Debian's browser package.
+const Package hostpkgs.Package = "chromium"
+
+// ExecPath is where the package installs the browser.
+const ExecPath = "/usr/bin/chromium"
+
+// Ensure installs Chromium unless it is installed (apt-get's lines logged
+// as they come: the download is large), and returns its path.
+func Ensure(ctx context.Context, log *slog.Logger) (string, error) {
+	if err := hostpkgs.Ensure(ctx, log, Package); err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(ExecPath); err != nil {
+		return "", fmt.Errorf("%s is installed but %s is not there: %w", Package, ExecPath, err)
+	}
+	return ExecPath, nil
+}
+
+// Options are chromedp's for a headless Chromium at execPath that can
+// reach nothing but this machine's loopback, where the tests' port-forwards
+// listen: no background traffic (updates, metrics, safe browsing, sync), no
+// name resolution but localhost's, and any other address through a proxy
+// that does not exist. Loopback addresses never go through a proxy. The
+// sandbox is off: the suite runs as root, where Chromium refuses it.
+func Options(execPath string) []chromedp.ExecAllocatorOption {
+	return append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(execPath),
+		chromedp.NoSandbox,
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-domain-reliability", true),
+		chromedp.Flag("no-pings", true),
+		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,OptimizationHints,MediaRouter,DialMediaRouteProvider,AutofillServerCommunication,CertificateTransparencyComponentUpdater"),
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"),
+		chromedp.Flag("proxy-server", "http://127.0.0.1:9"),
+		chromedp.WindowSize(1200, 640),
+	)
+}
