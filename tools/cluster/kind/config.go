@@ -17,8 +17,29 @@ const (
 )
 
 // Config returns the kind configuration of a one-node cluster named name.
-// An empty image leaves kind's default node image in place.
+// An empty image leaves kind's default node image in place. The offline
+// node image (IsOffline) has no kindnet, whose image cannot be had
+// offline: its own CNI configuration (Debian's ptp plugin) takes its
+// place; and kubeadm is told where its images are.
 func Config(name, image string) *v1alpha4.Cluster {
+	cfg := config(name, image)
+	if IsOffline(image) {
+		cfg.Networking.DisableDefaultCNI = true
+		cfg.KubeadmConfigPatches = append(cfg.KubeadmConfigPatches, offlineKubeadmPatch)
+	}
+	return cfg
+}
+
+// offlineKubeadmPatch points kubeadm at the offline image's control-plane
+// images.
+const offlineKubeadmPatch = `kind: ClusterConfiguration
+imageRepository: ` + OfflineImageRepository + `
+etcd:
+  local:
+    imageTag: "` + OfflineEtcdTag + `"
+`
+
+func config(name, image string) *v1alpha4.Cluster {
 	return &v1alpha4.Cluster{
 		TypeMeta: v1alpha4.TypeMeta{Kind: "Cluster", APIVersion: "kind.x-k8s.io/v1alpha4"},
 		Name:     name,

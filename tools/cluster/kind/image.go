@@ -12,6 +12,20 @@ import (
 // it carries; it never has to be pulled, so it needs no registry host.
 const offlineNodeRepo = "gmini.local/kind-node"
 
+// The offline image's control-plane images live under OfflineImageRepository,
+// which the kind configuration gives kubeadm (imageRepository), so no image
+// claims to be registry.k8s.io's; nothing resolves it, so an image the node
+// lacks (CoreDNS) fails on this machine without reaching out. Its etcd is
+// the kube binary's (v3.6.4), tagged OfflineEtcdTag, which the
+// configuration gives kubeadm too (its own default for v1.34 is 3.6.5-0).
+const (
+	OfflineImageRepository = "gmini.local"
+	OfflineEtcdTag         = "3.6.4-0"
+)
+
+// IsOffline reports whether image is the project's offline node image.
+func IsOffline(image string) bool { return strings.HasPrefix(image, offlineNodeRepo+":") }
+
 // OfflineNodeImage is the tag of the node image the project assembles for
 // Kubernetes version (e.g. v1.34.4).
 func OfflineNodeImage(version string) string {

@@ -37,7 +37,9 @@ import (
 	"github.com/gmini-dev/gmini/tools/internal/layout"
 )
 
-const clusterName = "gmini"
+// clusterName is the cluster `make up` makes; -cluster names another, so
+// a second one can run beside it.
+var clusterName = "gmini"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -53,6 +55,7 @@ func run(ctx context.Context, log *slog.Logger, stdout io.Writer, args []string)
 	fs := flag.NewFlagSet("gmini-dev", flag.ContinueOnError)
 	provider := fs.String("provider", cluster.Auto, "cluster provider: auto, kind or local")
 	listen := fs.String("listen", "127.0.0.1:8080", "address for `proxy`")
+	fs.StringVar(&clusterName, "cluster", clusterName, "the cluster's name")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: gmini-dev [-provider auto|kind|local] up|down|proxy")
 		fs.PrintDefaults()
