@@ -1,7 +1,9 @@
 // Package browser is the headless Chromium the e2e suite drives gmini's
 // status page with (github.com/chromedp/chromedp): Debian's chromium
-// package, installed on demand like the local node's packages, started
-// with flags that keep it off every network but this machine's loopback.
+// package, installed on demand like the local node's packages (or a
+// Chromium or Chrome the machine has already, as CI runners' images do),
+// started with flags that keep it off every network but this machine's
+// loopback.
 package browser
 
 import (
@@ -9,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 
 	"github.com/chromedp/chromedp"
 
@@ -21,9 +24,19 @@ const Package hostpkgs.Package = "chromium"
 // ExecPath is where the package installs the browser.
 const ExecPath = "/usr/bin/chromium"
 
-// Ensure installs Chromium unless it is installed (apt-get's lines logged
-// as they come: the download is large), and returns its path.
+// names are the commands a Chromium or Chrome answers to, Debian's
+// first; Ubuntu's chromium-browser, last, may be a stub that wants a snap.
+var names = []string{"chromium", "google-chrome", "google-chrome-stable", "chromium-browser"}
+
+// Ensure returns the path of a Chromium or Chrome on this machine,
+// installing Debian's chromium (apt-get's lines logged as they come: the
+// download is large) when there is none.
 func Ensure(ctx context.Context, log *slog.Logger) (string, error) {
+	for _, name := range names {
+		if p, err := exec.LookPath(name); err == nil {
+			return p, nil
+		}
+	}
 	if err := hostpkgs.Ensure(ctx, log, Package); err != nil {
 		return "", err
 	}
