@@ -51,6 +51,9 @@ type Status struct {
 	// Source says where the answer comes from: the live Job ("job"), or
 	// the history record once the Job is gone ("history").
 	Source string `json:"source"`
+	// Deliveries are its webhook deliveries (GET /experiments/{id} only,
+	// with history on), oldest first.
+	Deliveries []Delivery `json:"deliveries,omitempty"`
 }
 
 // PodCounts count a Job's pods, as its status does.

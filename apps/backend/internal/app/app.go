@@ -95,6 +95,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		hub = events.NewHub(store, events.Options{Log: log})
 		go hub.Run(informerCtx)
 		svc.Spawner.Hold = true
+		whileLeading := startWebhooks(cfg, svc, store, m, log)
 		recorderDone := make(chan struct{})
 		go func() {
 			defer close(recorderDone)
@@ -102,6 +103,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 				Client: client, Namespace: cfg.Namespace, Store: store, Output: live.Capture,
 				Metrics: m, Log: log, Retention: cfg.HistoryRetention,
 				LeaseName: leaseName, Identity: cfg.Identity,
+				WhileLeading: whileLeading,
 			})
 		}()
 		// The recorder stops after the HTTP server: it releases its lease

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/api"
 	"github.com/gmini-dev/gmini/apps/backend/internal/sets"
+	"github.com/gmini-dev/gmini/apps/backend/internal/webhook"
 )
 
 // Config is the backend's configuration. Every flag has an environment
@@ -55,12 +56,25 @@ type Config struct {
 	// DefaultQueue is the Kueue LocalQueue of a POST that names none;
 	// empty: the template's own kueue.x-k8s.io/queue-name, if any.
 	DefaultQueue string
+	// WebhooksFile names the webhooks file; empty turns webhooks off.
+	// Webhooks is its content, validated at start.
+	WebhooksFile string
+	Webhooks     *webhook.Config
+	// WebhookMaxAge is how long a delivery is retried before it is given
+	// up; WebhookWorkers bound the attempts under way at once;
+	// WebhookTimeout bounds one attempt.
+	WebhookMaxAge  time.Duration
+	WebhookWorkers int
+	WebhookTimeout time.Duration
 }
 
 // maxSetBytesLimit keeps a set's body within what the backend's memory
 // limit can hold a few of: 1,000 items of the largest body a single POST
 // takes would not fit beside the rest.
 const maxSetBytesLimit = 64 << 20
+
+// maxWebhookWorkers bounds --webhook-workers: each is a connection out.
+const maxWebhookWorkers = 256
 
 // maxSetConcurrency bounds --set-concurrency: each item in flight is a
 // Job being built and sent.
@@ -79,6 +93,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	var cfg Config
 	var qps, burst, maxBody, apiTimeout, shutdownTimeout, level, retention, inflight, logReads, logFollows, eventStreams string
 	var maxSet, inflightSets, setConcurrency string
+	var hookMaxAge, hookWorkers, hookTimeout string
 	fs.StringVar(&cfg.Listen, "listen", env("GMINI_LISTEN", ":8080"), "address to serve HTTP on (GMINI_LISTEN)")
 	fs.StringVar(&cfg.Namespace, "namespace", env("GMINI_NAMESPACE", getenv("POD_NAMESPACE")), "namespace for Jobs and the template; default: the pod's own namespace, else the kubeconfig's (GMINI_NAMESPACE, POD_NAMESPACE)")
 	fs.StringVar(&cfg.Template, "template", env("GMINI_TEMPLATE", "gmini-runner"), "name of the suspended CronJob used as the Job template (GMINI_TEMPLATE)")
@@ -108,6 +123,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&cfg.DebugListen, "debug-listen", env("GMINI_DEBUG_LISTEN", ""), "address serving Go's CPU and memory profiles under /debug/pprof/, for performance work; empty: off. They need no token: keep it on localhost (GMINI_DEBUG_LISTEN)")
 	fs.StringVar(&cfg.DefaultQueue, "default-queue", env("GMINI_DEFAULT_QUEUE", ""), "Kueue LocalQueue of an experiment whose POST names no \"queue\"; empty: the template's label kueue.x-k8s.io/queue-name, else none (GMINI_DEFAULT_QUEUE)")
 	fs.StringVar(&cfg.Identity, "identity", env("GMINI_IDENTITY", getenv("POD_NAME")), "this replica's name in the recorder's lease, unique among the replicas; default: the pod's name, else the host name followed by _ and a random suffix (GMINI_IDENTITY, POD_NAME)")
+	fs.StringVar(&cfg.WebhooksFile, "webhooks-file", env("GMINI_WEBHOOKS_FILE", ""), "webhooks file (YAML or JSON: sinks, allowNotify, notifySecret), mounted from a Secret; read and checked at start, so a change needs a restart; empty: no webhooks. Needs --history-dsn (GMINI_WEBHOOKS_FILE)")
+	fs.StringVar(&hookMaxAge, "webhook-max-age", env("GMINI_WEBHOOK_MAX_AGE", webhook.DefaultMaxAge.String()), "how long a webhook delivery is retried, with growing pauses up to 10 minutes, before it is given up as failed (GMINI_WEBHOOK_MAX_AGE)")
+	fs.StringVar(&hookWorkers, "webhook-workers", env("GMINI_WEBHOOK_WORKERS", strconv.Itoa(webhook.DefaultWorkers)), "webhook attempts under way at once (GMINI_WEBHOOK_WORKERS)")
+	fs.StringVar(&hookTimeout, "webhook-timeout", env("GMINI_WEBHOOK_TIMEOUT", webhook.DefaultTimeout.String()), "bound on one webhook attempt, connection included (GMINI_WEBHOOK_TIMEOUT)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -176,6 +195,23 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	}
 	if q := cfg.DefaultQueue; q != "" && len(validation.IsDNS1123Label(q)) > 0 {
 		errs = append(errs, fmt.Errorf("default-queue %q: want a LocalQueue name (a DNS-1123 label)", q))
+	}
+	if cfg.WebhookMaxAge, err = time.ParseDuration(hookMaxAge); err != nil || cfg.WebhookMaxAge <= 0 {
+		errs = append(errs, fmt.Errorf("webhook-max-age %q: want a positive duration such as 24h", hookMaxAge))
+	}
+	if cfg.WebhookWorkers, err = strconv.Atoi(hookWorkers); err != nil || cfg.WebhookWorkers < 1 || cfg.WebhookWorkers > maxWebhookWorkers {
+		errs = append(errs, fmt.Errorf("webhook-workers %q: want 1 to %d", hookWorkers, maxWebhookWorkers))
+	}
+	if cfg.WebhookTimeout, err = time.ParseDuration(hookTimeout); err != nil || cfg.WebhookTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("webhook-timeout %q: want a positive duration such as 10s", hookTimeout))
+	}
+	if cfg.WebhooksFile != "" {
+		if cfg.HistoryDSN == "" {
+			errs = append(errs, errors.New("webhooks-file needs --history-dsn: deliveries are kept in the history database"))
+		}
+		if cfg.Webhooks, err = webhook.Load(cfg.WebhooksFile); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if cfg.Template == "" {
 		errs = append(errs, errors.New("template: must not be empty"))

@@ -160,6 +160,62 @@ func (l *lazyStore) LastEvent(ctx context.Context) (int64, error) {
 	return s.LastEvent(ctx)
 }
 
+func (l *lazyStore) OutboxCursor(ctx context.Context) (int64, error) {
+	s, err := l.get()
+	if err != nil {
+		return 0, err
+	}
+	return s.OutboxCursor(ctx)
+}
+
+func (l *lazyStore) OutboxEvents(ctx context.Context, after int64, limit int) ([]history.OutboxEvent, error) {
+	s, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return s.OutboxEvents(ctx, after, limit)
+}
+
+func (l *lazyStore) AddDeliveries(ctx context.Context, from, to int64, ds []history.NewDelivery, at time.Time) (bool, error) {
+	s, err := l.get()
+	if err != nil {
+		return false, err
+	}
+	return s.AddDeliveries(ctx, from, to, ds, at)
+}
+
+func (l *lazyStore) LeaseDeliveries(ctx context.Context, now, until time.Time, limit int) ([]history.Delivery, error) {
+	s, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return s.LeaseDeliveries(ctx, now, until, limit)
+}
+
+func (l *lazyStore) RecordAttempt(ctx context.Context, a history.Attempt) error {
+	s, err := l.get()
+	if err != nil {
+		return err
+	}
+	return s.RecordAttempt(ctx, a)
+}
+
+func (l *lazyStore) Deliveries(ctx context.Context, id string) ([]history.Delivery, error) {
+	s, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return s.Deliveries(ctx, id)
+}
+
+func (l *lazyStore) PendingDeliveries(ctx context.Context) (int64, error) {
+	s, err := l.get()
+	if err != nil {
+		return 0, err
+	}
+	return s.PendingDeliveries(ctx)
+}
+
 func (l *lazyStore) Expire(ctx context.Context, cutoff time.Time) (int64, error) {
 	s, err := l.get()
 	if err != nil {

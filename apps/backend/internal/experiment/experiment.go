@@ -5,7 +5,8 @@
 //	{"experiment": {"id": "<experiment id>", "key": "<key>", ...}}
 //
 // Extra fields inside "experiment" are passed on to the runner untouched.
-// Beside it, an optional "queue" names the Kueue LocalQueue to wait in.
+// Beside it, an optional "queue" names the Kueue LocalQueue to wait in, and
+// an optional "notify" lists URLs to send its state changes to (webhooks).
 package experiment
 
 import (
@@ -50,6 +51,12 @@ type Experiment struct {
 	// for the default. It is not in Body: the runner does not get it, and
 	// a retry naming another queue is the same experiment.
 	Queue string
+	// Notify are the body's "notify" URLs, to be told of the experiment's
+	// state changes (package webhook); which hosts they may name is the
+	// deployment's to say, and checked before the claim. Like Queue they
+	// are not in Body: a retry naming other URLs is the same experiment,
+	// and keeps the first submission's.
+	Notify []string
 	// Set is the experiment set it is submitted in (POST
 	// /experiment-sets), empty for POST /experiment. Decode never sets
 	// it: it is not part of the body, so the same experiment has the same
@@ -86,11 +93,15 @@ func Decode(r io.Reader) (Experiment, error) {
 		return Experiment{}, inputErrorf(`body must be a JSON object: {"experiment": {"id": "..."}}`)
 	}
 	for k := range top {
-		if k != "experiment" && k != "queue" {
-			return Experiment{}, inputErrorf(`unknown field %q: the body holds only "experiment" and "queue"`, k)
+		if k != "experiment" && k != "queue" && k != "notify" {
+			return Experiment{}, inputErrorf(`unknown field %q: the body holds only "experiment", "queue" and "notify"`, k)
 		}
 	}
 	queue, err := decodeQueue(top)
+	if err != nil {
+		return Experiment{}, err
+	}
+	notify, err := decodeNotify(top)
 	if err != nil {
 		return Experiment{}, err
 	}
@@ -131,7 +142,7 @@ func Decode(r io.Reader) (Experiment, error) {
 		return Experiment{}, inputErrorf("the experiment re-encodes to %d bytes; the runner receives it as one argument, limited to %d bytes", len(body), MaxEncodedBytes)
 	}
 	sum := sha256.Sum256(body)
-	return Experiment{ID: id, Body: body, Hash: hex.EncodeToString(sum[:]), Queue: queue}, nil
+	return Experiment{ID: id, Body: body, Hash: hex.EncodeToString(sum[:]), Queue: queue, Notify: notify}, nil
 }
 
 // decodeQueue reads the optional top-level "queue": the name of a Kueue

@@ -22,7 +22,7 @@ func TestDecodeQueue(t *testing.T) {
 		{name: "leading dash", body: `{"experiment": {"id": "e1"}, "queue": "-a"}`, wantErr: "not a valid queue name"},
 		{name: "duplicated", body: `{"experiment": {"id": "e1"}, "queue": "a", "queue": "b"}`, wantErr: `duplicated key "queue"`},
 		{name: "inside the experiment it is the runner's", body: `{"experiment": {"id": "e1", "queue": "Not A Label"}}`},
-		{name: "another unknown field", body: `{"experiment": {"id": "e1"}, "queue": "a", "priority": 1}`, wantErr: `unknown field "priority": the body holds only "experiment" and "queue"`},
+		{name: "another unknown field", body: `{"experiment": {"id": "e1"}, "queue": "a", "priority": 1}`, wantErr: `unknown field "priority": the body holds only "experiment", "queue" and "notify"`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := Decode(strings.NewReader(tt.body))

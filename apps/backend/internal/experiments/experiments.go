@@ -42,6 +42,10 @@ type Service struct {
 	ClaimGrace time.Duration
 	// Queues are Kueue's queues; nil when none may be named.
 	Queues Queues
+	// Notify admits the notify URLs a POST names (the webhooks file's
+	// allowNotify); nil when webhooks are off, and a POST naming any is
+	// refused.
+	Notify NotifyPolicy
 	// Log notes what a request could not undo; default: discard.
 	Log *slog.Logger
 	// Now is the clock; default time.Now.
@@ -81,6 +85,9 @@ func (s *Service) Submit(ctx context.Context, exp experiment.Experiment, submitt
 		return Submitted{}, err
 	}
 	exp.Queue = queue
+	if err := s.admitNotify(exp.Notify); err != nil {
+		return Submitted{}, err
+	}
 	if s.History == nil {
 		return s.create(ctx, exp, submitter, s.now())
 	}
@@ -93,6 +100,7 @@ func (s *Service) Submit(ctx context.Context, exp experiment.Experiment, submitt
 		State:     history.StateSubmitted,
 		CreatedAt: s.now(),
 		Set:       exp.Set,
+		Notify:    exp.Notify,
 	}
 	rec, created, err := s.History.Claim(ctx, claim)
 	if err != nil {
@@ -207,8 +215,16 @@ func fromRecord(rec history.Record) Submitted {
 }
 
 // Get returns the experiment's status: its live Job's while it exists,
-// else its record's.
+// else its record's; with history on, with its webhook deliveries.
 func (s *Service) Get(ctx context.Context, id string) (lifecycle.Status, error) {
+	st, err := s.get(ctx, id)
+	if err == nil {
+		st.Deliveries = s.deliveries(ctx, id)
+	}
+	return st, err
+}
+
+func (s *Service) get(ctx context.Context, id string) (lifecycle.Status, error) {
 	st, err := s.Live.Get(ctx, id)
 	if err == nil || s.History == nil || failure.KindOf(err) != failure.NotFound {
 		return st, err

@@ -76,6 +76,10 @@ type Record struct {
 	// Set is the experiment set the experiment was submitted in, empty
 	// for none. The claim writes it; like the hash it is kept once set.
 	Set string
+	// Notify are the URLs the submission asked to be notified at of the
+	// experiment's state changes (package webhook); nil for none. The
+	// claim writes them; like the hash they are kept once set.
+	Notify []string
 }
 
 // ListOptions select a page of records.
@@ -144,7 +148,32 @@ type Store interface {
 	Events(ctx context.Context, q EventQuery) ([]Event, error)
 	// LastEvent returns the newest event's Seq, 0 when there is none.
 	LastEvent(ctx context.Context) (int64, error)
-	// Expire deletes, with their output and events, the records in a final state that
+	// OutboxCursor returns the seq of the last event the webhook
+	// deliverer turned into deliveries; the first call starts it at the
+	// newest event.
+	OutboxCursor(ctx context.Context) (int64, error)
+	// OutboxEvents returns up to limit events after seq after, oldest
+	// first, each with its experiment's notify URLs.
+	OutboxEvents(ctx context.Context, after int64, limit int) ([]OutboxEvent, error)
+	// AddDeliveries moves the cursor from from to to and creates ds (due
+	// at once, created at at), in one transaction. If the cursor is no
+	// longer at from (another deliverer moved it) it creates nothing and
+	// returns false. A delivery that exists already, or whose record is
+	// gone, is left out.
+	AddDeliveries(ctx context.Context, from, to int64, ds []NewDelivery, at time.Time) (bool, error)
+	// LeaseDeliveries returns up to limit pending deliveries due at now,
+	// with their events, and makes them due again only at until: the
+	// caller attempts each and records it before then.
+	LeaseDeliveries(ctx context.Context, now, until time.Time, limit int) ([]Delivery, error)
+	// RecordAttempt stores the outcome of an attempt of a pending
+	// delivery; a delivery no longer pending is left as it is.
+	RecordAttempt(ctx context.Context, a Attempt) error
+	// Deliveries returns the deliveries of experiment id, oldest first
+	// (at most MaxDeliveriesShown), without their events.
+	Deliveries(ctx context.Context, id string) ([]Delivery, error)
+	// PendingDeliveries counts the deliveries pending.
+	PendingDeliveries(ctx context.Context) (int64, error)
+	// Expire deletes, with their output, events and deliveries, the records in a final state that
 	// finished before cutoff and the Submitted ones (a claim whose Job was
 	// never created) created before cutoff. It returns how many.
 	Expire(ctx context.Context, cutoff time.Time) (int64, error)
@@ -215,6 +244,14 @@ func prepare(rec Record, now time.Time) (Record, error) {
 	// invalid UTF-8 and NUL in text).
 	for _, f := range []*string{&rec.Hash, &rec.Namespace, &rec.Job, &rec.JobUID, &rec.Submitter, &rec.Reason, &rec.Message, &rec.Set} {
 		*f = cleanText(*f)
+	}
+	if len(rec.Notify) == 0 {
+		rec.Notify = nil
+	} else {
+		rec.Notify = slices.Clone(rec.Notify)
+		for i := range rec.Notify {
+			rec.Notify[i] = cleanText(rec.Notify[i])
+		}
 	}
 	now = dbTime(now)
 	if rec.CreatedAt.IsZero() {

@@ -63,7 +63,7 @@ const migrationLockKey int64 = 0x676d696e69686973 // "gminihis"
 // output is written only if the record was (it was not final yet).
 var finishSQL = "WITH up AS (" + upsertSQL(true) + `),
 logs AS (
-	INSERT INTO experiment_logs (id, output) SELECT id, $17::bytea FROM up WHERE $18::boolean
+	INSERT INTO experiment_logs (id, output) SELECT id, $18::bytea FROM up WHERE $19::boolean
 	ON CONFLICT (id) DO UPDATE SET output = excluded.output)
 SELECT ` + columns + " FROM up"
 
@@ -162,10 +162,17 @@ func (s *pgStore) Claim(ctx context.Context, rec Record) (Record, bool, error) {
 		return Record{}, false, err
 	}
 	rec.HasLogs = false
+	// A claim with notify URLs waits for the WAL's flush: the Job rebuilds
+	// what a claim lost in a crash of the server says, but it does not
+	// carry the URLs.
+	pool := s.fast
+	if len(rec.Notify) > 0 {
+		pool = s.pool
+	}
 	// A record can vanish between the INSERT that found it and the read
 	// (Expire); then the ID is free again and the claim is retried.
 	for range 3 {
-		stored, err := scanRecord(s.fast.QueryRow(ctx, claimSQL, s.d.recordArgs(rec)...))
+		stored, err := scanRecord(pool.QueryRow(ctx, claimSQL, s.d.recordArgs(rec)...))
 		if err == nil {
 			return stored, true, nil
 		}

@@ -2,6 +2,7 @@ package history
 
 import (
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -12,9 +13,9 @@ import (
 // epoch in SQLite (which has no time type).
 
 // columns of experiments, in the order of recordArgs and scanRecord.
-const columns = "id, hash, namespace, job, job_uid, submitter, state, reason, message, created_at, started_at, finished_at, exit_code, has_logs, updated_at, set_id"
+const columns = "id, hash, namespace, job, job_uid, submitter, state, reason, message, created_at, started_at, finished_at, exit_code, has_logs, updated_at, set_id, notify"
 
-const values = "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+const values = "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
 
 // claimSQL inserts a new record and returns it; an existing ID returns no
 // row and is read with getSQL.
@@ -40,7 +41,7 @@ func upsertSQL(finish bool) string {
 	// take a record back from Pending or Running. Empty job names, UIDs
 	// and namespaces mean "not known to this writer", not "none". The
 	// hash, the submitter and the set belong to the claim and are kept
-	// once set.
+	// once set, and so are the notify URLs.
 	return "INSERT INTO experiments AS e (" + columns + ") VALUES " + values + `
 ON CONFLICT (id) DO UPDATE SET
 	hash = CASE WHEN e.hash = '' THEN excluded.hash ELSE e.hash END,
@@ -49,6 +50,7 @@ ON CONFLICT (id) DO UPDATE SET
 	job_uid = CASE WHEN excluded.job_uid = '' THEN e.job_uid ELSE excluded.job_uid END,
 	submitter = CASE WHEN e.submitter = '' THEN excluded.submitter ELSE e.submitter END,
 	set_id = COALESCE(e.set_id, excluded.set_id),
+	notify = COALESCE(e.notify, excluded.notify),
 	state = CASE WHEN excluded.state = '` + StateSubmitted + `' THEN e.state ELSE excluded.state END,
 	reason = CASE WHEN excluded.state = '` + StateSubmitted + `' AND e.state <> '` + StateSubmitted + `' THEN e.reason ELSE excluded.reason END,
 	message = CASE WHEN excluded.state = '` + StateSubmitted + `' AND e.state <> '` + StateSubmitted + `' THEN e.message ELSE excluded.message END,
@@ -152,7 +154,7 @@ func (d dialect) recordArgs(rec Record) []any {
 	return []any{rec.ID, rec.Hash, rec.Namespace, rec.Job, rec.JobUID, rec.Submitter,
 		rec.State, rec.Reason, rec.Message,
 		d.timeArg(rec.CreatedAt), d.timePtrArg(rec.StartedAt), d.timePtrArg(rec.FinishedAt),
-		exit, rec.HasLogs, d.timeArg(rec.UpdatedAt), set}
+		exit, rec.HasLogs, d.timeArg(rec.UpdatedAt), set, notifyArg(rec.Notify)}
 }
 
 // row is a result row of database/sql or pgx.
@@ -164,8 +166,35 @@ func scanRecord(r row) (Record, error) {
 	err := r.Scan(&rec.ID, &rec.Hash, &rec.Namespace, &rec.Job, &rec.JobUID, &rec.Submitter,
 		&rec.State, &rec.Reason, &rec.Message,
 		timeScanner{&rec.CreatedAt}, nullTimeScanner{&rec.StartedAt}, nullTimeScanner{&rec.FinishedAt},
-		&rec.ExitCode, &rec.HasLogs, timeScanner{&rec.UpdatedAt}, nullStringScanner{&rec.Set})
+		&rec.ExitCode, &rec.HasLogs, timeScanner{&rec.UpdatedAt}, nullStringScanner{&rec.Set}, notifyScanner{&rec.Notify})
 	return rec, err
+}
+
+// notifyArg binds notify URLs as a JSON array; none is NULL.
+func notifyArg(urls []string) any {
+	if len(urls) == 0 {
+		return nil
+	}
+	b, err := json.Marshal(urls)
+	if err != nil { // strings always marshal
+		panic(err)
+	}
+	return string(b)
+}
+
+// notifyScanner reads the notify column: NULL as nil, else a JSON array.
+type notifyScanner struct{ urls *[]string }
+
+func (n notifyScanner) Scan(src any) error {
+	var s string
+	if err := (nullStringScanner{&s}).Scan(src); err != nil {
+		return err
+	}
+	*n.urls = nil
+	if s == "" {
+		return nil
+	}
+	return json.Unmarshal([]byte(s), n.urls)
 }
 
 // nullStringScanner reads a nullable text column, NULL as "".

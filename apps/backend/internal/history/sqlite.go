@@ -302,7 +302,13 @@ func (s *sqliteStore) Claim(ctx context.Context, rec Record) (Record, bool, erro
 	args := s.d.recordArgs(rec)
 	var stored Record
 	var created bool
-	err = s.writes.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	// A claim with notify URLs is durable: the Job rebuilds what a claim
+	// lost in a crash of the node says, but it does not carry the URLs.
+	write := s.writes.do
+	if len(rec.Notify) > 0 {
+		write = s.writes.durable
+	}
+	err = write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		stored, err = scanRecord(tx.StmtContext(ctx, s.claim).QueryRowContext(ctx, args...))
 		if created = err == nil; !errors.Is(err, sql.ErrNoRows) {

@@ -31,6 +31,9 @@ type Metrics struct {
 	LogFollowers prometheus.Gauge
 	// EventStreams counts the status event streams being served.
 	EventStreams prometheus.Gauge
+
+	// Webhook, written by the deliverer on the leader.
+	Webhook Webhook
 }
 
 // New creates the instruments and registers them, with the Go runtime and
@@ -99,6 +102,7 @@ func New() *Metrics {
 	})
 	m.Registry.MustRegister(m.Sets, m.SetItems, m.LogFollowers, m.EventStreams)
 	m.Registry.MustRegister(m.RecordsWritten, m.WriteErrors, m.CaptureLag, m.RecordsExpired, m.Leader)
+	m.Webhook = newWebhook(m.Registry)
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -56,6 +56,11 @@ type Config struct {
 	Workers int
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// WhileLeading, when set, runs beside the recorder for as long as
+	// this replica holds the lease (the webhook deliverer, which must
+	// deliver from one replica at a time); it returns once its context
+	// ends.
+	WhileLeading func(ctx context.Context)
 }
 
 // Lease timings: package lease, which says how long a hand-over after a
@@ -99,7 +104,12 @@ func Run(ctx context.Context, cfg Config) {
 				OnStartedLeading: func(lctx context.Context) {
 					cfg.Metrics.Leader.Set(1)
 					log.Info("recording history: this replica holds the lease")
+					var wg sync.WaitGroup
+					if cfg.WhileLeading != nil {
+						wg.Go(func() { cfg.WhileLeading(lctx) })
+					}
 					newRecorder(cfg).run(lctx)
+					wg.Wait()
 				},
 				OnStoppedLeading: func() {
 					cfg.Metrics.Leader.Set(0)

@@ -431,3 +431,33 @@ func TestClosesRecordsOfJobsLostWhileNoneRecorded(t *testing.T) {
 		t.Errorf("record of a job still there = %+v, %v; want Running", got, err)
 	}
 }
+
+// WhileLeading runs only while the lease is held, and ends with it.
+func TestWhileLeadingRunsWithTheLease(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	f := newFixture(t)
+	started, ended := make(chan struct{}), make(chan struct{})
+	f.cfg.WhileLeading = func(lctx context.Context) {
+		lease, err := f.client.CoordinationV1().Leases(ns).Get(lctx, "test-recorder", metav1.GetOptions{})
+		if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != "replica-a" {
+			t.Errorf("WhileLeading runs with lease %+v, %v; want it held by replica-a", lease, err)
+		}
+		close(started)
+		<-lctx.Done()
+		close(ended)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); Run(ctx, f.cfg) }()
+	select {
+	case <-started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("WhileLeading did not start")
+	}
+	cancel()
+	<-done
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("WhileLeading still runs after the lease was given up")
+	}
+}

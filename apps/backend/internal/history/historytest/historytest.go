@@ -62,6 +62,10 @@ func Run(t *testing.T, open Opener) {
 		{"Events", testEvents},
 		{"EventsDeleted", testEventsDeleted},
 		{"EventsInOrder", testEventsInOrder},
+		{"Notify", testNotify},
+		{"Outbox", testOutbox},
+		{"OutboxDeleted", testOutboxDeleted},
+		{"OutboxConcurrent", testOutboxConcurrent},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,30 @@
+package app
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/gmini-dev/gmini/apps/backend/internal/experiments"
+	"github.com/gmini-dev/gmini/apps/backend/internal/history"
+	"github.com/gmini-dev/gmini/apps/backend/internal/metrics"
+	"github.com/gmini-dev/gmini/apps/backend/internal/webhook"
+)
+
+// startWebhooks lets POSTs name notify URLs when the webhooks file allows
+// some, and returns what the recorder runs while it holds its lease: the
+// deliverer, so that one replica delivers at a time. Nil without webhooks.
+func startWebhooks(cfg Config, svc *experiments.Service, store history.Store, m *metrics.Metrics, log *slog.Logger) func(context.Context) {
+	if cfg.Webhooks == nil {
+		return nil
+	}
+	if len(cfg.Webhooks.Notify) > 0 {
+		svc.Notify = cfg.Webhooks
+	}
+	log.Info("webhooks on", "file", cfg.WebhooksFile, "config", cfg.Webhooks.String(), "maxAge", cfg.WebhookMaxAge.String())
+	return func(ctx context.Context) {
+		webhook.New(webhook.Options{
+			Store: store, Config: cfg.Webhooks, Namespace: cfg.Namespace, Metrics: m, Log: log,
+			Workers: cfg.WebhookWorkers, MaxAge: cfg.WebhookMaxAge, Timeout: cfg.WebhookTimeout,
+		}).Run(ctx)
+	}
+}
