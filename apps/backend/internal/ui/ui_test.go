@@ -23,6 +23,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
@@ -55,6 +56,12 @@ type env struct {
 
 func newEnv(t *testing.T, reviewer *auth.Reviewer) *env {
 	t.Helper()
+	return newEnvWithQueues(t, reviewer, nil)
+}
+
+// newEnvWithQueues is newEnv whose experiments may wait in queues.
+func newEnvWithQueues(t *testing.T, reviewer *auth.Reviewer, queues experiments.Queues) *env {
+	t.Helper()
 	gin.SetMode(gin.TestMode)
 	kube := fake.NewClientset()
 	store, err := history.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "history.db"), nil)
@@ -70,6 +77,9 @@ func newEnv(t *testing.T, reviewer *auth.Reviewer) *env {
 		Spawner: &spawn.Spawner{Client: kube, Namespace: ns, Templates: template.Static{Template: tmpl}, Hold: true},
 		Live:    &lifecycle.Store{Client: kube, Namespace: ns},
 		History: store,
+	}
+	if queues != nil {
+		svc.Queues, svc.Live.Queues = queues, queues
 	}
 	logBuf := &bytes.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logBuf, nil))
@@ -363,6 +373,48 @@ func TestSetPage(t *testing.T) {
 	}
 	if rec := e.get(t, "/ui/sets/nobody"); rec.Code != http.StatusNotFound {
 		t.Errorf("an unknown set = %d", rec.Code)
+	}
+}
+
+// placedQueues knows every queue and places every waiting Job first.
+type placedQueues struct{}
+
+func (placedQueues) Resolve(_ context.Context, requested string) (string, error) {
+	return requested, nil
+}
+
+func (placedQueues) Describe(_ context.Context, name string, _ types.UID, queued bool) *wire.Queue {
+	q := &wire.Queue{Name: name, ClusterQueue: "cq"}
+	if queued {
+		q.Position = new(int32)
+	}
+	return q
+}
+
+// A set's items read from their records carry no queue; the page shows the
+// place of those that wait, from their Jobs.
+func TestSetPageShowsPlacesInTheQueue(t *testing.T) {
+	e := newEnvWithQueues(t, nil, placedQueues{})
+	rec := e.do(t, request{method: http.MethodPost, path: "/experiment-sets",
+		body:   `{"id": "q", "items": [{"experiment": {"id": "w"}, "queue": "team-a"}, {"experiment": {"id": "r"}, "queue": "team-a"}]}`,
+		header: map[string]string{"Content-Type": "application/json"}})
+	if rec.Code != http.StatusOK {
+		t.Fatalf("POST set = %d %s", rec.Code, rec.Body)
+	}
+	e.record(t, history.Record{ID: "w", State: history.StateQueued})
+	e.record(t, history.Record{ID: "r", State: history.StateRunning})
+	body := e.get(t, "/ui/sets/q").Body.String()
+	for _, want := range []string{
+		`<tr data-id="w" data-state="Queued">`,
+		`<td class="queue">team-a</td>
+      <td class="position">1</td>`,
+		`<tr data-id="r" data-state="Running">`,
+		`<td class="queue"></td>
+      <td class="position"></td>`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("page lacks %q:\n%s", want, body)
+		}
 	}
 }
 
