@@ -15,9 +15,9 @@ import (
 type Event struct {
 	// Seq increases with every event stored, in commit order: a reader
 	// that has seen Seq n never later finds a smaller one.
-	Seq                                       int64
+	Seq                                        int64
 	ID, Set, Submitter, State, Reason, Message string
-	ExitCode                                  *int32
+	ExitCode                                   *int32
 	// At is when the change was stored (the record's UpdatedAt).
 	At time.Time
 }

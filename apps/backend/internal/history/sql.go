@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/gmini-dev/gmini/apps/backend/internal/state"
 )
 
 // The statements both databases run. Placeholders are $N: PostgreSQL's own,
@@ -28,6 +30,15 @@ const getSQL = "SELECT " + columns + " FROM experiments WHERE id = $1"
 // UID recorded, the body it was claimed with.
 const unclaimSQL = "DELETE FROM experiments WHERE id = $1 AND hash = $2 AND state = '" + StateSubmitted + "' AND job_uid = ''"
 
+// keepState says an upsert keeps the stored state (and its reason and
+// message): Submitted only ever starts a record, so a late "claimed" event
+// must not take a record back from Pending or Running; and a Running record
+// goes back to Pending only for another attempt (state.ReasonRetrying). A
+// Job whose runner has just ended has for a moment no ready pod and no
+// condition yet: read from its status alone it looks Pending again.
+const keepState = `((excluded.state = '` + StateSubmitted + `' AND e.state <> '` + StateSubmitted + `')
+		OR (excluded.state = '` + StatePending + `' AND e.state = '` + StateRunning + `' AND excluded.reason <> '` + state.ReasonRetrying + `'))`
+
 // upsertSQL stores progress, or with finish a final state and whether
 // output is stored. The WHERE clause is the monotonicity rule: a final
 // record is never changed, so of two writers racing on one record the final
@@ -37,8 +48,8 @@ func upsertSQL(finish bool) string {
 	if finish {
 		hasLogs = "excluded.has_logs"
 	}
-	// Submitted only ever starts a record: a late "claimed" event must not
-	// take a record back from Pending or Running. Empty job names, UIDs
+	// keepState: Submitted only ever starts a record, and Running goes
+	// back to Pending only for a retry. Empty job names, UIDs
 	// and namespaces mean "not known to this writer", not "none". The
 	// hash, the submitter and the set belong to the claim and are kept
 	// once set, and so are the notify URLs.
@@ -51,9 +62,9 @@ ON CONFLICT (id) DO UPDATE SET
 	submitter = CASE WHEN e.submitter = '' THEN excluded.submitter ELSE e.submitter END,
 	set_id = COALESCE(e.set_id, excluded.set_id),
 	notify = COALESCE(e.notify, excluded.notify),
-	state = CASE WHEN excluded.state = '` + StateSubmitted + `' THEN e.state ELSE excluded.state END,
-	reason = CASE WHEN excluded.state = '` + StateSubmitted + `' AND e.state <> '` + StateSubmitted + `' THEN e.reason ELSE excluded.reason END,
-	message = CASE WHEN excluded.state = '` + StateSubmitted + `' AND e.state <> '` + StateSubmitted + `' THEN e.message ELSE excluded.message END,
+	state = CASE WHEN ` + keepState + ` THEN e.state ELSE excluded.state END,
+	reason = CASE WHEN ` + keepState + ` THEN e.reason ELSE excluded.reason END,
+	message = CASE WHEN ` + keepState + ` THEN e.message ELSE excluded.message END,
 	started_at = COALESCE(e.started_at, excluded.started_at),
 	finished_at = COALESCE(e.finished_at, excluded.finished_at),
 	exit_code = COALESCE(excluded.exit_code, e.exit_code),

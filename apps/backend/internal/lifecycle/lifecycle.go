@@ -92,6 +92,10 @@ func FromJob(job *batchv1.Job) Status {
 	if s.State == StatePending && job.Status.Active == 0 && succeededPods(job) {
 		s.State = StateRunning
 	}
+	if s.State == StatePending && job.Status.Failed > 0 {
+		s.Reason = state.ReasonRetrying
+		s.Message = fmt.Sprintf("%d attempt(s) failed; the next one is starting", job.Status.Failed)
+	}
 
 	var final, decided, suspended *batchv1.JobCondition
 	for i := range job.Status.Conditions {

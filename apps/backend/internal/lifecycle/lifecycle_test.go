@@ -17,6 +17,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
+	"github.com/gmini-dev/gmini/apps/backend/internal/state"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 )
 
@@ -51,14 +52,20 @@ func TestFromJob(t *testing.T) {
 		{"active, ready pods not reported", batchv1.JobStatus{Active: 1, StartTime: &t0}, false,
 			with(func(s *Status) { s.State, s.Active, s.StartedAt = StateRunning, 1, at(t0) })},
 		{"retry pod not ready after a failure", batchv1.JobStatus{Active: 1, Ready: &zero, Failed: 1, StartTime: &t0}, false,
-			with(func(s *Status) { s.State, s.Active, s.Failed, s.StartedAt = StatePending, 1, 1, at(t0) })},
+			with(func(s *Status) {
+				s.State, s.Active, s.Failed, s.StartedAt = StatePending, 1, 1, at(t0)
+				s.Reason, s.Message = state.ReasonRetrying, "1 attempt(s) failed; the next one is starting"
+			})},
 		{"the pod succeeded, not counted yet, no condition", batchv1.JobStatus{Ready: &zero, StartTime: &t0,
 			UncountedTerminatedPods: &batchv1.UncountedTerminatedPods{Succeeded: []types.UID{"p1"}}}, false,
 			with(func(s *Status) { s.State, s.StartedAt = StateRunning, at(t0) })},
 		{"the pod succeeded and counted, no condition yet", batchv1.JobStatus{Succeeded: 1, Ready: &zero, StartTime: &t0}, false,
 			with(func(s *Status) { s.State, s.Succeeded, s.StartedAt = StateRunning, 1, at(t0) })},
 		{"the pod failed, the next one not made yet", batchv1.JobStatus{Failed: 1, Ready: &zero, StartTime: &t0}, false,
-			with(func(s *Status) { s.State, s.Failed, s.StartedAt = StatePending, 1, at(t0) })},
+			with(func(s *Status) {
+				s.State, s.Failed, s.StartedAt = StatePending, 1, at(t0)
+				s.Reason, s.Message = state.ReasonRetrying, "1 attempt(s) failed; the next one is starting"
+			})},
 		{"success criteria met, pod terminating", batchv1.JobStatus{Succeeded: 1, Ready: &zero, StartTime: &t0,
 			Conditions: conds(cond(batchv1.JobSuccessCriteriaMet, corev1.ConditionTrue, "CompletionsReached", "Reached expected number of succeeded pods", t1))}, false,
 			with(func(s *Status) {

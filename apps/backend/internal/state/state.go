@@ -30,6 +30,11 @@ const (
 	Deleting = "Deleting"
 )
 
+// ReasonRetrying is the reason of Pending after a failed attempt, while
+// the next one starts: the one way an experiment goes back from Running
+// to Pending (the history store keeps Running otherwise).
+const ReasonRetrying = "Retrying"
+
 var all = []string{Submitted, Queued, Pending, Running, Succeeded, Failed, Cancelled, Suspended, Deleting}
 
 // All returns every state, in the order messages list them.

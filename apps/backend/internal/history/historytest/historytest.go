@@ -19,6 +19,7 @@ import (
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
 	"github.com/gmini-dev/gmini/apps/backend/internal/history"
+	"github.com/gmini-dev/gmini/apps/backend/internal/state"
 )
 
 // Opener opens a Store for the test t. Each test (and subtest) must get a
@@ -446,9 +447,19 @@ func testUpdate(t *testing.T, open Opener) {
 			name: "a known exit code stays when the next update has none",
 			steps: []step{
 				{op: "update", rec: with(r(history.StateRunning), func(r *history.Record) { r.ExitCode = ptr[int32](3) })},
-				{op: "update", rec: r(history.StatePending)},
+				{op: "update", rec: with(r(history.StatePending), func(r *history.Record) { r.Reason = state.ReasonRetrying })},
 			},
-			want: history.Record{ID: id, State: history.StatePending, CreatedAt: at(0), ExitCode: ptr[int32](3)},
+			want: history.Record{ID: id, State: history.StatePending, Reason: state.ReasonRetrying, CreatedAt: at(0), ExitCode: ptr[int32](3)},
+		},
+		{
+			// The moment between a runner's end and the Job controller's
+			// decision reads as Pending from the Job's status alone.
+			name: "Running does not go back to Pending but for a retry",
+			steps: []step{
+				{op: "update", rec: r(history.StateRunning)},
+				{op: "update", rec: with(r(history.StatePending), func(r *history.Record) { r.Message = "no ready pod" })},
+			},
+			want: history.Record{ID: id, State: history.StateRunning, CreatedAt: at(0)},
 		},
 		{
 			name: "a final state without a finish time gets one",
