@@ -9,7 +9,6 @@ import (
 	"k8s.io/client-go/rest"
 
 	gmini "github.com/gmini-dev/gmini/apps/backend/client"
-	"github.com/gmini-dev/gmini/apps/backend/wire"
 )
 
 func TestBackendURL(t *testing.T) {
@@ -46,7 +45,7 @@ func TestBackendClient(t *testing.T) {
 	if want := "/prefix/api/v1/namespaces/ns/services/gmini-backend:8080/proxy/experiments?limit=5"; got != want {
 		t.Errorf("request to %s, want %s", got, want)
 	}
-	if len(page.Items) != 1 || page.Items[0] != (wire.Status{ID: "e1", State: "Running"}) {
+	if len(page.Items) != 1 || page.Items[0].ID != "e1" || page.Items[0].State != "Running" {
 		t.Errorf("page %+v", page)
 	}
 }
