@@ -57,7 +57,7 @@ var builds = []struct {
 
 // components are the Kustomize Components: not buildable alone, each is
 // rendered through the overlays that use it (queue_test.go).
-var components = []string{"k8s/components/queue"}
+var components = []string{"k8s/components/queue", "k8s/components/webhooks"}
 
 // clusterScoped kinds have no namespace.
 var clusterScoped = map[string]bool{"Namespace": true, "ClusterRole": true, "ClusterRoleBinding": true, "ClusterQueue": true, "ResourceFlavor": true}

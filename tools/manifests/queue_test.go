@@ -17,6 +17,12 @@ import (
 // that opts in does.
 func withQueue(t *testing.T, overlay, namespace string) []runtime.Object {
 	t.Helper()
+	return withComponent(t, overlay, namespace, "k8s/components/queue")
+}
+
+// withComponent renders overlay with the Component component added.
+func withComponent(t *testing.T, overlay, namespace, component string) []runtime.Object {
+	t.Helper()
 	root := repoRoot(t)
 	// Kustomize takes only relative paths to other kustomizations, so
 	// the opting-in overlay lives inside the repository, under _output.
@@ -24,7 +30,7 @@ func withQueue(t *testing.T, overlay, namespace string) []runtime.Object {
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	dir, err := os.MkdirTemp(parent, "with-queue-")
+	dir, err := os.MkdirTemp(parent, "with-component-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +43,7 @@ func withQueue(t *testing.T, overlay, namespace string) []runtime.Object {
 		return r
 	}
 	k := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: " + namespace + "\nresources:\n  - " +
-		rel(overlay) + "\ncomponents:\n  - " + rel("k8s/components/queue") + "\n"
+		rel(overlay) + "\ncomponents:\n  - " + rel(component) + "\n"
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -5,8 +5,9 @@ type SubmitOption func(*submitRequest)
 
 // submitRequest is the body of POST /experiment.
 type submitRequest struct {
-	Experiment any    `json:"experiment"`
-	Queue      string `json:"queue,omitempty"`
+	Experiment any      `json:"experiment"`
+	Queue      string   `json:"queue,omitempty"`
+	Notify     []string `json:"notify,omitempty"`
 }
 
 // InQueue submits into the Kueue LocalQueue queue instead of the backend's

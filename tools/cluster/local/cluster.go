@@ -271,6 +271,7 @@ func copyDir(ctx context.Context, src, dst string) error {
 type Network struct {
 	Namespace   string       // network namespace, for nsenter --net=/run/netns/<Namespace>
 	NodeIP      netip.Addr   // the node's InternalIP, reachable from the host
+	HostIP      netip.Addr   // the host's end of the veth: a server of this machine listening there is reachable from the node and its pods
 	PodCIDR     netip.Prefix // pod addresses
 	ServiceCIDR netip.Prefix // ClusterIPs
 	APIServer   string       // https://<NodeIP>:6443
@@ -285,6 +286,7 @@ func (c *Cluster) Network() (Network, error) {
 	return Network{
 		Namespace:   p.NetNS,
 		NodeIP:      p.nodeIP(),
+		HostIP:      netip.MustParsePrefix(p.HostAddr).Addr(),
 		PodCIDR:     netip.MustParsePrefix(p.PodCIDR),
 		ServiceCIDR: netip.MustParsePrefix(p.ServiceCIDR),
 		APIServer:   p.serverURL(),

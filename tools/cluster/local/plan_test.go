@@ -88,3 +88,16 @@ func TestSubnetIndexSpreads(t *testing.T) {
 		t.Errorf("indices %v: common names collide", idx)
 	}
 }
+
+// Network names both ends of the veth: the node, and the host, where a
+// server of this machine listens for the node's pods.
+func TestNetworkNamesBothEnds(t *testing.T) {
+	c := NewCluster("net", WithRunDir(t.TempDir()), WithSubnetIndex(3))
+	nw, err := c.Network()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nw.HostIP != netip.MustParseAddr("198.18.0.13") || nw.NodeIP != netip.MustParseAddr("198.18.0.14") {
+		t.Errorf("host %s, node %s; want 198.18.0.13 and 198.18.0.14, the two ends of slot 3's /30", nw.HostIP, nw.NodeIP)
+	}
+}
