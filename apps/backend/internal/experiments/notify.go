@@ -2,6 +2,7 @@ package experiments
 
 import (
 	"context"
+	"time"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
 	"github.com/gmini-dev/gmini/apps/backend/internal/history"
@@ -30,12 +31,19 @@ func (s *Service) admitNotify(urls []string) error {
 	return s.Notify.Admit(urls)
 }
 
+// deliveriesTimeout bounds the read of an experiment's deliveries.
+const deliveriesTimeout = 2 * time.Second
+
 // deliveries are the webhook deliveries of experiment id, best effort: a
 // status is still answered when they cannot be read.
 func (s *Service) deliveries(ctx context.Context, id string) []wire.Delivery {
 	if s.History == nil {
 		return nil
 	}
+	// Bounded on its own: a live Job's status must not wait for a
+	// database that does not answer.
+	ctx, cancel := context.WithTimeout(ctx, deliveriesTimeout)
+	defer cancel()
 	ds, err := s.History.Deliveries(ctx, id)
 	if err != nil {
 		s.log().Debug("read the webhook deliveries of an experiment", "id", id, "err", err)

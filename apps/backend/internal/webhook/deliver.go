@@ -362,7 +362,7 @@ func (d *Deliverer) send(ctx context.Context, del history.Delivery) (history.Att
 	var wait time.Duration
 	switch {
 	case err != nil:
-		outcome, a.Error = classify(err, del)
+		outcome, a.Error = classify(err)
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
 		drain(resp)
 		a.State, a.Code, a.NextAt = history.DeliveryDelivered, resp.StatusCode, now
@@ -421,10 +421,10 @@ func (d *Deliverer) resolve(del history.Delivery) (string, []byte, *http.Client,
 }
 
 // classify names a failed request's outcome, and its error without the
-// URL's query (which may carry a token).
-func classify(err error, del history.Delivery) (string, string) {
+// URL's query (which may carry a token, a sink's as a notify URL's).
+func classify(err error) (string, string) {
 	var ue *url.Error
-	if errors.As(err, &ue) && del.Kind == history.DeliveryNotify {
+	if errors.As(err, &ue) {
 		ue.URL = Redact(ue.URL)
 	}
 	var ne net.Error

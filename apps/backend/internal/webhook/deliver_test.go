@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -494,5 +495,39 @@ func TestDeliverHandOver(t *testing.T) {
 	}
 	if len(final) != 12 {
 		t.Errorf("%d final events, want 12", len(final))
+	}
+}
+
+// TestDeliverErrorsHideTheQuery: a failed attempt's error, stored and
+// shown, names the URL without its query, which may carry a token.
+func TestDeliverErrorsHideTheQuery(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now: connections are refused
+	c, err := Parse([]byte(fmt.Sprintf("sinks:\n  - {name: ops, url: 'https://%s/in?token=hunter2', secret: %s}\n", addr, sinkSecret)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t, filepath.Join(t.TempDir(), "history.db"))
+	if _, err := s.OutboxCursor(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	experiment(t, s, "q1", history.StateSucceeded)
+	run(t, Options{Store: s, Config: c, MaxAge: time.Minute, Backoff: Backoff{Base: time.Hour, Cap: time.Hour}})
+	var d history.Delivery
+	waitFor(t, "a failed attempt", 10*time.Second, func() bool {
+		ds, err := s.Deliveries(testCtx(t), "q1")
+		if err != nil || len(ds) != 1 || ds[0].Attempts == 0 {
+			return false
+		}
+		d = ds[0]
+		return true
+	})
+	if d.State != history.DeliveryPending || d.LastCode != 0 || !strings.Contains(d.LastError, addr+"/in") || strings.Contains(d.LastError, "hunter2") {
+		t.Errorf("delivery after a refused connection: %+v; want pending, no code, an error naming the URL without its query", d)
 	}
 }
