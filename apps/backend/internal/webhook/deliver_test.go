@@ -339,9 +339,10 @@ func TestDeliverDownThenUp(t *testing.T) {
 			}
 		}
 	}
-	if got := testutil.ToFloat64(m.Webhook.Deliveries.WithLabelValues("delivered")); got != float64(2*len(ids)) {
-		t.Errorf("gmini_webhook_deliveries_total{result=delivered} = %v, want %d", got, 2*len(ids))
-	}
+	// The counters move just after the store's write that settled.
+	waitFor(t, "gmini_webhook_deliveries_total{result=delivered} at 2 per experiment", 5*time.Second, func() bool {
+		return testutil.ToFloat64(m.Webhook.Deliveries.WithLabelValues("delivered")) == float64(2*len(ids))
+	})
 	if got := testutil.ToFloat64(m.Webhook.Attempts.WithLabelValues("5xx")); got < float64(2*2*len(ids)) {
 		t.Errorf("gmini_webhook_attempts_total{outcome=5xx} = %v, want 2 or more per delivery", got)
 	}
@@ -383,9 +384,9 @@ func TestDeliverGone(t *testing.T) {
 	if n := len(rc.requests()); n != 2 {
 		t.Errorf("receiver got %d requests, want 2: no retry after a 410", n)
 	}
-	if got := testutil.ToFloat64(m.Webhook.Deliveries.WithLabelValues("failed")); got != 1 {
-		t.Errorf("gmini_webhook_deliveries_total{result=failed} = %v, want 1", got)
-	}
+	waitFor(t, "gmini_webhook_deliveries_total{result=failed} at 1", 5*time.Second, func() bool {
+		return testutil.ToFloat64(m.Webhook.Deliveries.WithLabelValues("failed")) == 1
+	})
 }
 
 // TestDeliverGivesUp: a receiver that never answers 2xx is tried until the
