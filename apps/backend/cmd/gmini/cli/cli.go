@@ -135,6 +135,7 @@ func (o *options) call(cmd *cobra.Command, fn func(context.Context, *client.Clie
 
 func submitCmd(o *options) *cobra.Command {
 	var file, queue string
+	var notify []string
 	cmd := &cobra.Command{
 		Use:   "submit -f experiment.json",
 		Short: "Submit an experiment: a JSON object with an id (from a file, or - for standard input)",
@@ -161,6 +162,9 @@ func submitCmd(o *options) *cobra.Command {
 				if queue != "" {
 					opts = append(opts, client.InQueue(queue))
 				}
+				if len(notify) > 0 {
+					opts = append(opts, client.NotifyAt(notify...))
+				}
 				sub, err := c.Submit(ctx, exp, opts...)
 				if err != nil {
 					return err
@@ -180,6 +184,7 @@ func submitCmd(o *options) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&file, "filename", "f", "", "the experiment's JSON (- for standard input)")
 	cmd.Flags().StringVar(&queue, "queue", "", "the Kueue queue to wait in (default: the backend's)")
+	cmd.Flags().StringArrayVar(&notify, "notify", nil, "a URL to send this experiment's webhooks to (repeatable; its host must be in the backend's allow-list)")
 	return cmd
 }
 

@@ -36,3 +36,16 @@ func TestQueueColumns(t *testing.T) {
 		}
 	}
 }
+
+func TestSubmitWithNotify(t *testing.T) {
+	srv := apitest.Server(t).URL
+	// The test backend has no webhooks: its refusal reaches the user, and
+	// nothing is created.
+	code, _, errs := run(t, srv, `{"id": "cli-n"}`, nil, "submit", "-f", "-", "--notify", "https://hooks.example/x")
+	if code != ExitError || !strings.Contains(errs, "400") {
+		t.Errorf("submit --notify = %d %q; want exit 1 with the 400", code, errs)
+	}
+	if code, _, _ := run(t, srv, "", nil, "get", "cli-n"); code != ExitError {
+		t.Errorf("get after a refused submit = %d; want 1 (nothing created)", code)
+	}
+}
