@@ -20,6 +20,7 @@ import (
 	"github.com/gmini-dev/gmini/tools/internal/hostpkgs"
 	"github.com/gmini-dev/gmini/tools/internal/layout"
 	"github.com/gmini-dev/gmini/tools/internal/modbuild"
+	"github.com/gmini-dev/gmini/tools/kindnode"
 )
 
 // Provider names accepted by Resolve.
@@ -58,7 +59,8 @@ func Resolve(ctx context.Context, provider string) (string, error) {
 type Feature string
 
 // NetworkPolicy makes the cluster enforce NetworkPolicy objects. kind's
-// kindnet does; the local node runs kube-router for it, which Prepare
+// kindnet does, and on the offline node image (tools/kindnode) kube-router
+// in the node; the local node runs kube-router for it, which Prepare
 // builds (a cold build takes minutes, a warm one seconds).
 const NetworkPolicy Feature = "network-policy"
 
@@ -66,7 +68,8 @@ const NetworkPolicy Feature = "network-policy"
 // (Provider.Registry): on the local node CNCF Distribution's registry,
 // which Prepare builds (a cold build takes minutes), serving TLS with a
 // certificate of the cluster's CA; on kind a registry container, as kind's
-// local-registry guide sets one up.
+// local-registry guide sets one up (registry:3, or where it cannot be
+// pulled the registry the local node runs, as an image: kindnode).
 const Registry Feature = "registry"
 
 // LocalNode is what a local node takes from the machine: the Kubernetes
@@ -184,7 +187,17 @@ func New(ctx context.Context, log *slog.Logger, l layout.Layout, provider, name 
 			image = c.NodeImage
 			log.Info("cluster provider: kind", "why", c.Reason)
 		}
-		return NewKind(l, name, image, log, features...), nil
+		k := NewKind(l, name, image, log, features...)
+		if prepare && slices.Contains(features, Registry) && !kind.ImagePresent(ctx, kind.RegistryImage) && !kind.MayPull() {
+			// registry:3 cannot be pulled here: the registry the local
+			// node runs, as an image.
+			img, err := kindnode.BuildRegistryImage(ctx, log, l)
+			if err != nil {
+				return nil, fmt.Errorf("registry image for kind: %w", err)
+			}
+			k.WithOpts(kind.WithRegistryImage(img))
+		}
+		return k, nil
 	case Local:
 		log.Info("cluster provider: local node", "features", features)
 		node := Artifacts(l)

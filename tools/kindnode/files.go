@@ -91,6 +91,34 @@ Wants=gmini-images.service
 After=gmini-images.service
 `
 
+// kubeRouterUnit runs kube-router's firewall on the node, as the local
+// node runs it (tools/cluster/local/kuberouter.go: the same flags), to
+// enforce NetworkPolicy, which kindnet would have done; started by
+// kubeRouterPath once kubeadm has written the admin kubeconfig. Test-only
+// infrastructure, as there: v2.1.0 is the only version the Go module proxy
+// serves.
+var kubeRouterUnit = `[Unit]
+Description=gmini: kube-router's NetworkPolicy firewall
+After=kubelet.service
+
+[Service]
+Environment=NODE_NAME=%H
+ExecStart=/usr/bin/kube-router --kubeconfig=/etc/kubernetes/admin.conf --run-firewall=true --run-router=false --run-service-proxy=false --run-loadbalancer=false --hostname-override=%H --service-cluster-ip-range=` + kind.ServiceSubnet + ` --health-port=0 --metrics-port=0 --iptables-sync-period=1m --cache-sync-timeout=1m --v=1
+Restart=always
+RestartSec=2
+`
+
+const kubeRouterPath = `[Unit]
+Description=gmini: start kube-router once the cluster's admin kubeconfig exists
+
+[Path]
+PathExists=/etc/kubernetes/admin.conf
+Unit=gmini-kube-router.service
+
+[Install]
+WantedBy=multi-user.target
+`
+
 // The node's storage, as the local node's (tools/cluster/local/storage.go):
 // a default StorageClass "standard" without a provisioner, and static
 // volumes made in the image, writable by the pods' non-root users (a
@@ -167,7 +195,7 @@ var kindFiles = []struct {
 // Dockerfile does after installing packages (units enabled and removed,
 // journald not reading kmsg), the binaries, the configuration, the
 // images.
-func additions(idx *rootfsIndex, rootfsTar, kindDir, kube, kubeadm, kubectl, runc, cpTar string) ([]entry, error) {
+func additions(idx *rootfsIndex, rootfsTar, kindDir, kube, kubeadm, kubectl, kubeRouter, runc, cpTar string) ([]entry, error) {
 	var out []entry
 	for _, f := range kindFiles {
 		src := filepath.Join(kindDir, filepath.FromSlash(f.path))
@@ -205,6 +233,10 @@ func additions(idx *rootfsIndex, rootfsTar, kindDir, kube, kubeadm, kubectl, run
 		link("/etc/systemd/system/multi-user.target.wants/undo-mount-hacks.service", "/etc/systemd/system/undo-mount-hacks.service"),
 		link("/etc/systemd/system/multi-user.target.wants/gmini-images.service", "/etc/systemd/system/gmini-images.service"),
 		link("/etc/systemd/system/systemd-binfmt.service", "/dev/null"),
+		link("/etc/systemd/system/multi-user.target.wants/gmini-kube-router.path", "/etc/systemd/system/gmini-kube-router.path"),
+		file("/etc/systemd/system/gmini-kube-router.path", 0o644, kubeRouterPath),
+		file("/etc/systemd/system/gmini-kube-router.service", 0o644, kubeRouterUnit),
+		copyOf("/usr/bin/kube-router", 0o755, kubeRouter),
 		file("/etc/systemd/system/gmini-images.service", 0o644, imagesUnit),
 		file("/etc/systemd/system/kubelet.service.d/20-gmini-images.conf", 0o644, kubeletWantsImages),
 		dir("/etc/kubernetes/manifests"),

@@ -134,3 +134,16 @@ func image(layers []v1.Layer, entrypoint []string) (v1.Image, error) {
 	cfg.Config = v1.Config{Entrypoint: entrypoint, Env: imageEnv, WorkingDir: "/"}
 	return mutate.ConfigFile(img, cfg)
 }
+
+func withLabel(img v1.Image, k, v string) (v1.Image, error) {
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cfg = cfg.DeepCopy()
+	if cfg.Config.Labels == nil {
+		cfg.Config.Labels = map[string]string{}
+	}
+	cfg.Config.Labels[k] = v
+	return mutate.ConfigFile(img, cfg)
+}

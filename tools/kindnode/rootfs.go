@@ -28,13 +28,16 @@ const (
 // clean-install list) that a node of this project needs, and the
 // container runtime, which kind builds from source and Debian packages:
 // containerd 1.6, runc 1.1, and the CNI plugins (ptp, host-local,
-// loopback, portmap). Left out of kind's list: nfs-common, open-iscsi,
+// loopback, portmap), and ipset. Left out of kind's list: nfs-common, open-iscsi,
 // e2fsprogs, fuse-overlayfs (storage and rootless), curl, jq.
 var Packages = []string{
 	"systemd", "systemd-sysv", "dbus",
 	"conntrack", "iptables", "nftables", "iproute2", "ethtool", "util-linux", "mount", "kmod",
 	"libseccomp2", "pigz", "bash", "ca-certificates", "procps",
 	"containerd", "runc", "containernetworking-plugins",
+	// kube-router's firewall, the node's NetworkPolicy engine, keeps its
+	// pod and CIDR sets in ipset.
+	"ipset",
 }
 
 // rootfsKey names a root file system by what makes it: a change of the

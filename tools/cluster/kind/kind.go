@@ -48,12 +48,14 @@ type Cluster struct {
 	imageErr error
 	// failureLogs receives the nodes' logs when Create fails.
 	failureLogs string
-	// registry runs a registry container for the cluster (WithRegistry).
-	registry bool
-	log      *slog.Logger
-	kind     *cluster.Provider
-	kubeDir  string // holds the kubeconfig file
-	rc       *rest.Config
+	// registry runs a registry container for the cluster (WithRegistry),
+	// from registryImage if set.
+	registry      bool
+	registryImage string
+	log           *slog.Logger
+	kind          *cluster.Provider
+	kubeDir       string // holds the kubeconfig file
+	rc            *rest.Config
 }
 
 // NewCluster returns a provider for the kind cluster called name.

@@ -44,6 +44,19 @@ func WithRegistry() support.ClusterOpts {
 	}
 }
 
+// WithRegistryImage runs the registry container from image instead of
+// registry:3 (the project's own build where registry:3 cannot be pulled).
+func WithRegistryImage(image string) support.ClusterOpts {
+	return func(p support.E2EClusterProvider) {
+		if c, ok := p.(*Cluster); ok {
+			c.registryImage = image
+		}
+	}
+}
+
+// RegistryImage is the image the registry container runs by default.
+const RegistryImage = registryImage
+
 // registryName is the container's name, per cluster so clusters side by
 // side each have their own; pods and nodes reach it by this name on the
 // kind network.
@@ -62,9 +75,9 @@ func withRegistryPatch(cfg *v1alpha4.Cluster) *v1alpha4.Cluster {
 
 // registryRunArgs starts the container: restarted with the Docker engine,
 // its port published on loopback only, at a port Docker picks.
-func registryRunArgs(cluster string) []string {
+func registryRunArgs(cluster, image string) []string {
 	return []string{"run", "-d", "--restart=always", "--network", "bridge",
-		"-p", fmt.Sprintf("127.0.0.1::%d", registryPort), "--name", registryName(cluster), registryImage}
+		"-p", fmt.Sprintf("127.0.0.1::%d", registryPort), "--name", registryName(cluster), image}
 }
 
 // registryHostsTOML maps the name images are pushed and referenced by
@@ -105,8 +118,16 @@ func (c *Cluster) startRegistry(ctx context.Context) error {
 		}
 		return nil
 	}
-	c.log.Info("starting registry container", "name", name, "image", registryImage)
-	_, err := docker(ctx, registryRunArgs(c.name)...)
+	image := c.registryImage
+	if image == "" {
+		image = registryImage
+	}
+	// docker run would pull a missing image: only where pulls are allowed.
+	if !ImagePresent(ctx, image) && !MayPull() {
+		return fmt.Errorf("registry image %s is not in the Docker engine, and pulling is off (%s=1 allows it)", image, PullEnv)
+	}
+	c.log.Info("starting registry container", "name", name, "image", image)
+	_, err := docker(ctx, registryRunArgs(c.name, image)...)
 	return err
 }
 

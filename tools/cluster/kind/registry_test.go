@@ -44,7 +44,7 @@ func TestRegistryConfigPatch(t *testing.T) {
 }
 
 func TestRegistryContainer(t *testing.T) {
-	got := registryRunArgs("gmini-e2e")
+	got := registryRunArgs("gmini-e2e", "registry:3")
 	want := []string{"run", "-d", "--restart=always", "--network", "bridge", "-p", "127.0.0.1::5000", "--name", "gmini-e2e-registry", "registry:3"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("docker run arguments (-want +got):\n%s", diff)
