@@ -131,9 +131,14 @@ cluster-test: kube
 ## `make down` with auto deletes whichever exists. The reliability suite has only a local form.
 # GMINI_E2E_PROVIDER, which the suites read, is the default when set.
 CLUSTER ?= $(or $(GMINI_E2E_PROVIDER),auto)
+# CLUSTER=kind brings what kind needs: the project's Docker engine when none answers (make
+# docker), and the offline node image (make kind-node-image) unless kind may pull its own
+# (GMINI_KIND_PULL=1, or GitHub Actions). auto uses what is there and starts nothing.
+KIND_PULLS := $(filter 1,$(GMINI_KIND_PULL))$(filter true,$(GITHUB_ACTIONS))
+KIND_PREREQS := $(if $(filter kind,$(CLUSTER)),docker $(if $(KIND_PULLS),,kind-node-image))
 
 ## e2e: create a cluster (CLUSTER), deploy, test, delete it
-e2e: registry flux kueue
+e2e: $(KIND_PREREQS) registry flux kueue
 	cd tools && GMINI_E2E_PROVIDER=$(CLUSTER) $(GO) test -tags e2e -count=1 -v -timeout 40m ./e2e/
 
 ## reliability: bad input, 1,000 concurrent POSTs, API server outage, SIGTERM, RBAC and
@@ -187,7 +192,7 @@ check-clean:
 	if [ -n "$$left" ]; then echo "left behind:$$left"; exit 1; fi; echo "nothing left behind"
 
 ## up: a cluster with gmini deployed and one experiment run; stays up until `make down`
-up:
+up: $(KIND_PREREQS)
 	cd tools && $(GO) run ./cmd/gmini-dev -provider $(CLUSTER) up
 
 ## proxy: the backend on 127.0.0.1:8080 (after make up)

@@ -32,9 +32,8 @@ func Machine() Probe {
 }
 
 // NodeImages are the kind node images a choice may use, in this order:
-// Forced if set, the pinned kindest/node if the engine has it, the
-// project's offline one if the engine has it, the pinned one if it may be
-// pulled.
+// Forced if set, the pinned kindest/node if the engine has it or it may be
+// pulled, the project's offline one if the engine has it.
 type NodeImages struct {
 	Forced  string // kind.ImageEnv
 	Pinned  string // kind.NodeImage of the local node's version
@@ -95,13 +94,15 @@ func nodeImage(ctx context.Context, p Probe, imgs NodeImages) (image, why string
 		}
 		return "", fmt.Sprintf("node image %s (%s) is not in the Docker engine and pulling is off", imgs.Forced, kind.ImageEnv)
 	}
+	// kind's own image first wherever it can be had; the offline one where
+	// it cannot.
 	switch {
 	case imgs.Pinned != "" && p.ImagePresent(ctx, imgs.Pinned):
 		return imgs.Pinned, "kind's node image " + imgs.Pinned + " is in the Docker engine"
-	case imgs.Offline != "" && p.ImagePresent(ctx, imgs.Offline):
-		return imgs.Offline, "the offline node image " + imgs.Offline + " is in the Docker engine"
 	case imgs.Pinned != "" && p.MayPull:
 		return imgs.Pinned, "kind will pull its node image " + imgs.Pinned + " (" + kind.PullEnv + "=1 or GitHub Actions)"
+	case imgs.Offline != "" && p.ImagePresent(ctx, imgs.Offline):
+		return imgs.Offline, "the offline node image " + imgs.Offline + " is in the Docker engine"
 	}
 	return "", fmt.Sprintf("neither kind's node image %s nor the offline one %s is in the Docker engine, and pulling is off", imgs.Pinned, imgs.Offline)
 }
@@ -120,6 +121,14 @@ func Existing(ctx context.Context, log *slog.Logger, l layout.Layout, provider, 
 	case Kind, Local:
 	default:
 		return nil, fmt.Errorf("unknown cluster provider %q: want %s, %s or %s", provider, Auto, Kind, Local)
+	}
+	if provider == Kind {
+		// kind keeps no kubeconfig of ours between commands: write one.
+		k := NewKind(l, name, "", log)
+		if _, err := k.GenerateKubeconfig(); err != nil {
+			return nil, fmt.Errorf("kind cluster %s (is it up? make up CLUSTER=kind): %w", name, err)
+		}
+		return k, nil
 	}
 	return New(ctx, log, l, provider, name, false)
 }

@@ -74,6 +74,8 @@ func TestChoose(t *testing.T) {
 			wantErr: []string{imgs.Pinned, imgs.Offline, "make kind-node-image", "GMINI_KIND_PULL=1", "CLUSTER=local"}},
 		{name: "kind, offline image", provider: Kind, probe: probe(true, false, imgs.Offline), imgs: imgs,
 			want: Choice{Provider: Kind, NodeImage: imgs.Offline}},
+		{name: "kind's own image wherever it can be pulled", provider: Kind, probe: probe(true, true, imgs.Offline), imgs: imgs,
+			want: Choice{Provider: Kind, NodeImage: imgs.Pinned}, wantWhyIn: "will pull"},
 		{name: "forced image present", provider: Kind, probe: probe(true, false, "my/node:1", imgs.Pinned),
 			imgs: NodeImages{Forced: "my/node:1", Pinned: imgs.Pinned, Offline: imgs.Offline},
 			want: Choice{Provider: Kind, NodeImage: "my/node:1"}},
