@@ -18,6 +18,9 @@
 // cluster with a node: -queue-n experiments POSTed at once, without Kueue
 // (the dev overlay's ResourceQuota) and then with it (installed as
 // tools/e2e does), for makespan, completion order, warnings and pods.
+// events, on a node-less cluster of its own: the delay from a Job status
+// write to the SSE event at 1, 100 and 500 followers, and what idle
+// followers cost the backend (events.go).
 package main
 
 import (
@@ -64,6 +67,7 @@ type options struct {
 	setItems       int // items of the one POST /experiment-sets
 	setConcurrency int // the backend's --set-concurrency, and the other rows' concurrency beside it
 	queueN         int // experiments POSTed at once, with and without Kueue
+	events         eventsOptions
 }
 
 // Parts of the benchmark, for -only. spawn is the spawn rows, the list
@@ -83,15 +87,15 @@ func parseOnly(s string) (map[string]bool, error) {
 	parts := map[string]bool{}
 	for _, p := range strings.Split(s, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case partSpawn, partE2E, partSets, partQueue:
+		case partSpawn, partE2E, partSets, partQueue, partEvents:
 			parts[p] = true
 		case "all":
-			for _, q := range []string{partSpawn, partE2E, partSets, partQueue} {
+			for _, q := range []string{partSpawn, partE2E, partSets, partQueue, partEvents} {
 				parts[q] = true
 			}
 		case "":
 		default:
-			return nil, fmt.Errorf("-only %q: want a comma-separated list of spawn, e2e, sets, queue (or all)", p)
+			return nil, fmt.Errorf("-only %q: want a comma-separated list of spawn, e2e, sets, queue, events (or all)", p)
 		}
 	}
 	if len(parts) == 0 {
@@ -132,10 +136,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	fs.StringVar(&o.spawnName, "cluster", "gmini-bench", "name of the node-less cluster")
 	fs.StringVar(&o.e2eNm, "node-cluster", "gmini-bench-node", "name of the cluster with a node")
 	var only string
-	fs.StringVar(&only, "only", "spawn,e2e", "parts to run, comma-separated: spawn (spawn rows, list, cost), e2e (POST to Complete one at a time), sets (one POST /experiment-sets beside direct creates and single POSTs), queue (a batch POSTed at once with and without Kueue), or all")
+	fs.StringVar(&only, "only", "spawn,e2e", "parts to run, comma-separated: spawn (spawn rows, list, cost), e2e (POST to Complete one at a time), sets (one POST /experiment-sets beside direct creates and single POSTs), queue (a batch POSTed at once with and without Kueue), events (status event delay and idle followers), or all")
 	fs.IntVar(&o.setItems, "set-items", 1000, "items of the one POST /experiment-sets per round of the sets part (the backend takes at most 1000)")
 	fs.IntVar(&o.setConcurrency, "set-concurrency", 16, "the reference backend's --set-concurrency in the sets part, and the concurrency of the direct and single-POST rows measured beside it")
 	fs.IntVar(&o.queueN, "queue-n", 60, "experiments POSTed at once in the queue part, with and without Kueue")
+	o.events.register(fs)
 	timeout := fs.Duration("timeout", 45*time.Minute, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -145,6 +150,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 	o.parts = parts
+	if err := o.events.validate(); err != nil {
+		return err
+	}
 	if o.skipE2E {
 		delete(o.parts, partE2E)
 	}
@@ -242,8 +250,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			return err
 		}
 	}
+	var events *eventsReport
+	if o.parts[partEvents] {
+		eventsNode := node
+		eventsNode.Registry = ""
+		c := cluster.NewLocal(l, eventsNode, o.events.cluster, log, local.WithoutNode())
+		if events, err = eventsBenchmark(ctx, log, l, c, o, backendBin); err != nil {
+			return err
+		}
+	}
 	rep.elapsed = time.Since(start)
 	rep.print(stdout)
+	events.print(stdout)
 	return nil
 }
 

@@ -50,7 +50,7 @@ func TestParseOnly(t *testing.T) {
 	if err != nil || len(p) != 2 || !p[partSets] || !p[partQueue] {
 		t.Errorf("parseOnly(sets, queue) = %v, %v", p, err)
 	}
-	if p, err := parseOnly("all"); err != nil || len(p) != 4 {
+	if p, err := parseOnly("all"); err != nil || len(p) != 5 {
 		t.Errorf("parseOnly(all) = %v, %v", p, err)
 	}
 	for _, bad := range []string{"", "spawn,lists", ","} {
