@@ -111,6 +111,9 @@ type server struct {
 	inflight, logReads, logFollows, setSlots chan struct{}
 	eventStreams                             chan struct{}
 	sets                                     *sets.Service
+	// done is Done as a context, made once: streams hang their end on it
+	// with context.AfterFunc, which needs no goroutine per stream.
+	done context.Context
 }
 
 // NewHandler returns the backend's routes. Every error it answers is JSON.
@@ -125,6 +128,11 @@ func NewHandler(cfg Config) http.Handler {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &server{Config: cfg}
+	if cfg.Done != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { <-cfg.Done; cancel() }()
+		s.done = ctx
+	}
 	if cfg.MaxInflight > 0 {
 		s.inflight = make(chan struct{}, cfg.MaxInflight)
 	}

@@ -215,12 +215,12 @@ func (s *server) replayEvents(c *gin.Context, f events.Filter, after int64, done
 
 func (s *server) startEvents(c *gin.Context) (*followWriter, context.Context, context.CancelFunc) {
 	s.Metrics.EventStreams.Inc()
-	w := &followWriter{c: c, rc: http.NewResponseController(c.Writer), sse: true, heartbeat: s.Heartbeat, stop: make(chan struct{})}
+	w := &followWriter{c: c, rc: http.NewResponseController(c.Writer), sse: true, heartbeat: s.Heartbeat}
 	ctx, cancel := context.WithCancel(c.Request.Context())
-	if s.Done != nil {
+	if s.done != nil {
 		// A backend shutting down ends its streams; clients resume on
 		// another replica with Last-Event-ID.
-		ctx, cancel = contextUntil(ctx, s.Done)
+		ctx, cancel = contextUntil(ctx, s.done)
 	}
 	if err := w.Begin(); err != nil {
 		cancel()

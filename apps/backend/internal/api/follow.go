@@ -98,14 +98,14 @@ func (s *server) followLogs(c *gin.Context, id string) {
 	s.Metrics.LogFollowers.Inc()
 	defer s.Metrics.LogFollowers.Dec()
 
-	w := &followWriter{c: c, rc: http.NewResponseController(c.Writer), sse: sse, heartbeat: s.Heartbeat, stop: make(chan struct{})}
+	w := &followWriter{c: c, rc: http.NewResponseController(c.Writer), sse: sse, heartbeat: s.Heartbeat}
 	defer w.close()
 	ctx := c.Request.Context()
-	if s.Done != nil {
+	if s.done != nil {
 		// A backend shutting down ends its follows (without done), so the
 		// drain does not wait for them and clients resume elsewhere.
 		var cancel func()
-		ctx, cancel = contextUntil(ctx, s.Done)
+		ctx, cancel = contextUntil(ctx, s.done)
 		defer cancel()
 	}
 	end, err := s.Experiments.FollowLogs(ctx, id, from, w, lifecycle.FollowOptions{CallTimeout: s.APITimeout, Poll: s.FollowPoll})
@@ -131,9 +131,12 @@ type followWriter struct {
 
 	mu    sync.Mutex
 	begun bool
-	buf   bytes.Buffer
-	stop  chan struct{}
-	wg    sync.WaitGroup
+	// closed: the handler has returned; the heartbeat writes no more.
+	closed bool
+	buf    bytes.Buffer
+	// beat is the heartbeat's timer: a timer, not a goroutine, so that
+	// an idle stream costs no stack of its own.
+	beat *time.Timer
 }
 
 func (w *followWriter) Begin() error {
@@ -156,37 +159,33 @@ func (w *followWriter) Begin() error {
 		return err
 	}
 	if w.heartbeat > 0 {
-		w.wg.Add(1)
-		go w.beat()
+		w.beat = time.AfterFunc(w.heartbeat, w.ping)
 	}
 	return nil
 }
 
-// beat writes a comment every heartbeat, so proxies and clients see the
+// ping writes a comment every heartbeat, so proxies and clients see the
 // stream alive while the runner is silent.
-func (w *followWriter) beat() {
-	defer w.wg.Done()
-	t := time.NewTicker(w.heartbeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.stop:
-			return
-		case <-t.C:
-			w.mu.Lock()
-			w.buf.WriteString(": ping\n\n")
-			err := w.flushLocked()
-			w.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
+func (w *followWriter) ping() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return
+	}
+	w.buf.WriteString(": ping\n\n")
+	if err := w.flushLocked(); err == nil {
+		w.beat.Reset(w.heartbeat)
 	}
 }
 
 func (w *followWriter) close() {
-	close(w.stop)
-	w.wg.Wait()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	// A ping that fires from now on sees closed and writes nothing.
+	w.closed = true
+	if w.beat != nil {
+		w.beat.Stop()
+	}
 	// A kept-alive connection must not carry this follow's deadline into
 	// its next response.
 	_ = w.rc.SetWriteDeadline(time.Time{})
@@ -277,8 +276,9 @@ func (w *followWriter) flushLocked() error {
 	if err := w.rc.Flush(); err != nil {
 		return fmt.Errorf("flush logs: %w", err)
 	}
-	// Keep the buffer small: one event's worth, whatever came before.
-	if w.buf.Cap() > 2*64<<10 {
+	// An idle stream keeps no large buffer: what a follower costs while
+	// nothing happens is what the benchmark's idle rows measure.
+	if w.buf.Cap() > 8<<10 {
 		w.buf = bytes.Buffer{}
 	}
 	return nil
@@ -306,15 +306,9 @@ func writeData(b *bytes.Buffer, p []byte) {
 	}
 }
 
-// contextUntil is ctx, also cancelled once done is closed.
-func contextUntil(ctx context.Context, done <-chan struct{}) (context.Context, context.CancelFunc) {
+// contextUntil is ctx, also cancelled once done is.
+func contextUntil(ctx, done context.Context) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(ctx)
-	go func() {
-		select {
-		case <-done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, cancel
+	stop := context.AfterFunc(done, cancel)
+	return ctx, func() { stop(); cancel() }
 }

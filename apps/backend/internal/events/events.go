@@ -15,6 +15,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -32,10 +34,10 @@ const (
 	// DefaultPoll is how often a Hub asks the store for new events: the
 	// delay it adds to an event, at most.
 	DefaultPoll = 200 * time.Millisecond
-	// DefaultBuffer is how many events a stream's subscription holds for
-	// a client that reads slower than they come; past it the stream reads
-	// the rest from the store instead (see Stream).
-	DefaultBuffer = 256
+	// DefaultWindow is how many of the newest events a Hub keeps, once
+	// for all its streams: a stream that falls further behind reads what
+	// it missed from the store instead (see Stream).
+	DefaultWindow = 4096
 )
 
 // Filter selects events; empty fields select all.
@@ -53,34 +55,42 @@ func (f Filter) query(after int64) history.EventQuery {
 }
 
 // Hub fans the store's new events out to the streams of one replica.
+//
+// It keeps one window of the newest events for all streams; a stream
+// holds only a cursor into it and a wake-up channel, so an idle follower
+// costs a few hundred bytes of the Hub, however many events pass.
 type Hub struct {
 	src    Source
 	poll   time.Duration
-	buffer int
+	window int
 	log    *slog.Logger
 
 	mu   sync.Mutex
 	subs map[*sub]struct{}
-	// last is the newest Seq fanned out; a subscription gets the events
-	// after it.
+	// recent holds every event with a Seq in (from, last], oldest first,
+	// at most window of them.
+	recent []history.Event
+	from   int64
+	// last is the newest Seq the Hub has read (or, while nobody
+	// listens, the newest the store had).
 	last int64
 	// ready is closed once last is known (the first poll).
-	ready    chan struct{}
-	readyErr error
+	ready chan struct{}
 }
 
-// sub is one stream's subscription.
+// sub is one stream's subscription: a wake-up when events it may want
+// come.
 type sub struct {
 	filter Filter
-	ch     chan history.Event
-	// overflow is closed, and the sub dropped, when ch was full.
-	overflow chan struct{}
+	wake   chan struct{}
 }
 
 // Options tune a Hub; zero values take the defaults.
 type Options struct {
-	Poll   time.Duration
-	Buffer int
+	Poll time.Duration
+	// Window is how many recent events the Hub keeps for streams that
+	// read slower than events come.
+	Window int
 	Log    *slog.Logger
 }
 
@@ -89,13 +99,13 @@ func NewHub(src Source, o Options) *Hub {
 	if o.Poll <= 0 {
 		o.Poll = DefaultPoll
 	}
-	if o.Buffer <= 0 {
-		o.Buffer = DefaultBuffer
+	if o.Window <= 0 {
+		o.Window = DefaultWindow
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Hub{src: src, poll: o.Poll, buffer: o.Buffer, log: o.Log, subs: map[*sub]struct{}{}, ready: make(chan struct{})}
+	return &Hub{src: src, poll: o.Poll, window: o.Window, log: o.Log, subs: map[*sub]struct{}{}, ready: make(chan struct{})}
 }
 
 // Run polls the store until ctx ends.
@@ -108,7 +118,7 @@ func (h *Hub) Run(ctx context.Context) {
 		last, err := h.src.LastEvent(ctx)
 		if err == nil {
 			h.mu.Lock()
-			h.last = last
+			h.last, h.from = last, last
 			h.mu.Unlock()
 			close(h.ready)
 			break
@@ -142,52 +152,51 @@ func (h *Hub) Run(ctx context.Context) {
 	}
 }
 
-// fanOut reads every event after last and hands each to the matching subs.
+// fanOut reads every event after last into the window and wakes the
+// streams that may want them.
 func (h *Hub) fanOut(ctx context.Context) error {
 	for {
 		h.mu.Lock()
 		after, idle := h.last, len(h.subs) == 0
 		h.mu.Unlock()
-		var evs []history.Event
-		var err error
 		if idle {
 			// Nobody listens: only keep up with where the store is.
-			var last int64
-			if last, err = h.src.LastEvent(ctx); err == nil {
+			last, err := h.src.LastEvent(ctx)
+			if err == nil {
 				h.mu.Lock()
 				// Only while still nobody listens: a stream that
 				// subscribed meanwhile may have read the store before
-				// the newest of these events, and gets them from here.
-				if len(h.subs) == 0 {
-					h.last = max(h.last, last)
+				// the newest of these events, and gets them from the
+				// window.
+				if len(h.subs) == 0 && last > h.last {
+					h.last, h.from, h.recent = last, last, nil
 				}
 				h.mu.Unlock()
 			}
 			return err
 		}
-		if evs, err = h.src.Events(ctx, history.EventQuery{After: after, Limit: history.MaxEventBatch}); err != nil {
+		evs, err := h.src.Events(ctx, history.EventQuery{After: after, Limit: history.MaxEventBatch})
+		if err != nil {
 			return err
 		}
 		if len(evs) == 0 {
 			return nil
 		}
 		h.mu.Lock()
-		for _, e := range evs {
-			for s := range h.subs {
-				if !s.filter.match(e) {
-					continue
-				}
+		h.recent = append(h.recent, evs...)
+		if drop := len(h.recent) - h.window; drop > 0 {
+			h.from = h.recent[drop-1].Seq
+			h.recent = h.recent[:copy(h.recent, h.recent[drop:])]
+		}
+		h.last = evs[len(evs)-1].Seq
+		for s := range h.subs {
+			if slices.ContainsFunc(evs, s.filter.match) {
 				select {
-				case s.ch <- e:
-				default:
-					// Never wait for a slow stream: it reads the rest
-					// from the store.
-					close(s.overflow)
-					delete(h.subs, s)
+				case s.wake <- struct{}{}:
+				default: // woken already
 				}
 			}
 		}
-		h.last = evs[len(evs)-1].Seq
 		h.mu.Unlock()
 		if len(evs) < history.MaxEventBatch {
 			return nil
@@ -195,17 +204,19 @@ func (h *Hub) fanOut(ctx context.Context) error {
 	}
 }
 
-func (h *Hub) subscribe(ctx context.Context, f Filter) (*sub, error) {
+// subscribe registers a stream and returns where the Hub is: every event
+// after it reaches the window.
+func (h *Hub) subscribe(ctx context.Context, f Filter) (*sub, int64, error) {
 	select {
 	case <-h.ready:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, 0, ctx.Err()
 	}
-	s := &sub{filter: f, ch: make(chan history.Event, h.buffer), overflow: make(chan struct{})}
+	s := &sub{filter: f, wake: make(chan struct{}, 1)}
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.subs[s] = struct{}{}
-	h.mu.Unlock()
-	return s, nil
+	return s, h.last, nil
 }
 
 func (h *Hub) unsubscribe(s *sub) {
@@ -221,6 +232,31 @@ func (h *Hub) Subscribers() int {
 	return len(h.subs)
 }
 
+// readBatch bounds the events a stream copies out of the window at once.
+const readBatch = 64
+
+// read copies up to readBatch events of f after cursor from the window,
+// and returns the new cursor: the Seq of the last event looked at, matched
+// or not. behind reports that the window no longer holds what follows
+// cursor: the stream must read it from the store.
+func (h *Hub) read(f Filter, cursor int64, into []history.Event) (evs []history.Event, next int64, behind bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if cursor < h.from {
+		return into, h.last, true
+	}
+	i := sort.Search(len(h.recent), func(i int) bool { return h.recent[i].Seq > cursor })
+	next = cursor
+	for ; i < len(h.recent) && len(into) < readBatch; i++ {
+		e := h.recent[i]
+		next = e.Seq
+		if f.match(e) {
+			into = append(into, e)
+		}
+	}
+	return into, next, false
+}
+
 // ErrStop is returned by a send function to end a stream without error
 // (its experiment ended).
 var ErrStop = errors.New("events: stream done")
@@ -228,9 +264,10 @@ var ErrStop = errors.New("events: stream done")
 // Stream sends send every event of f after Seq after, oldest first, each
 // once, until ctx ends or send returns an error (ErrStop ends it with nil).
 // It first reads from the store what is stored after after, then what the
-// Hub fans out; a stream whose client reads slower than events come does
-// not hold them in memory past the Hub's buffer: it goes back to the store
-// for what it missed.
+// Hub fans out; a stream holds no events of its own (at most readBatch
+// while it sends them): one whose client reads slower than events come
+// falls behind the Hub's window and goes back to the store for what it
+// missed.
 func (h *Hub) Stream(ctx context.Context, f Filter, after int64, send func(history.Event) error) error {
 	err := h.stream(ctx, f, after, send)
 	if errors.Is(err, ErrStop) {
@@ -240,24 +277,23 @@ func (h *Hub) Stream(ctx context.Context, f Filter, after int64, send func(histo
 }
 
 func (h *Hub) stream(ctx context.Context, f Filter, after int64, send func(history.Event) error) error {
+	// Subscribe before reading the store: an event the store does not
+	// have yet reaches the window after cursor; one it has is sent from
+	// the store and skipped in the window (Seq <= after).
+	s, cursor, err := h.subscribe(ctx, f)
+	if err != nil {
+		return err
+	}
+	defer h.unsubscribe(s)
 	for {
-		// Subscribe before reading the store: an event the store does not
-		// have yet reaches the subscription; one it has is skipped there.
-		s, err := h.subscribe(ctx, f)
-		if err != nil {
+		if after, err = h.catchUp(ctx, f, after, send); err != nil {
 			return err
 		}
-		after, err = h.catchUp(ctx, f, after, send)
-		if err != nil {
-			h.unsubscribe(s)
+		if cursor, after, err = h.live(ctx, s, cursor, after, send); err != nil {
 			return err
 		}
-		after, err = h.live(ctx, s, after, send)
-		h.unsubscribe(s)
-		if err != nil {
-			return err
-		}
-		// The subscription overflowed: catch up from the store again.
+		// The stream fell behind the window: what it missed is in the
+		// store, and cursor is where the window was when it looked.
 	}
 }
 
@@ -291,23 +327,36 @@ func (h *Hub) catchUp(ctx context.Context, f Filter, after int64, send func(hist
 	}
 }
 
-// live sends the subscription's events until it overflows (nil error).
-func (h *Hub) live(ctx context.Context, s *sub, after int64, send func(history.Event) error) (int64, error) {
+// live sends the window's events of s after cursor (those after after)
+// until the stream falls behind the window: it then returns (nil error)
+// where the window is, for the stream to read the rest from the store.
+func (h *Hub) live(ctx context.Context, s *sub, cursor, after int64, send func(history.Event) error) (int64, int64, error) {
+	var batch []history.Event
 	for {
-		select {
-		case <-ctx.Done():
-			return after, ctx.Err()
-		case e := <-s.ch:
+		evs, next, behind := h.read(s.filter, cursor, batch[:0])
+		if behind {
+			return next, after, nil
+		}
+		cursor = next
+		for _, e := range evs {
 			if e.Seq <= after {
 				continue
 			}
 			if err := send(e); err != nil {
-				return after, err
+				return cursor, after, err
 			}
 			after = e.Seq
-		case <-s.overflow:
-			// What is still in ch is in the store too.
-			return after, nil
+		}
+		if len(evs) == readBatch {
+			batch = evs // more may be waiting
+			continue
+		}
+		// Read to the window's end: an idle stream keeps no buffer.
+		batch = nil
+		select {
+		case <-ctx.Done():
+			return cursor, after, ctx.Err()
+		case <-s.wake:
 		}
 	}
 }

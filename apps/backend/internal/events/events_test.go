@@ -133,7 +133,7 @@ func TestStream(t *testing.T) {
 // reads the rest from the store, and nothing is lost or repeated.
 func TestStreamSlowReader(t *testing.T) {
 	src := &memSource{}
-	h := startHub(t, src, Options{Buffer: 2, Poll: time.Millisecond})
+	h := startHub(t, src, Options{Window: 2, Poll: time.Millisecond})
 	const n = 200
 	go func() {
 		for h.Subscribers() == 0 {
@@ -148,6 +148,80 @@ func TestStreamSlowReader(t *testing.T) {
 		if want := fmt.Sprintf("%d:Submitted", i); g != want {
 			t.Fatalf("event %d is %s, want %s", i, g, want)
 		}
+	}
+}
+
+// A stream held up while more events pass than the window keeps: the
+// window stays its size, the stream reads what it missed from the store,
+// once each, and goes on live; a filtered stream's cursor moves past
+// events that are not its own.
+func TestStreamBehindWindow(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		f    Filter
+		want func(i int) bool
+	}{
+		{"all", Filter{}, func(int) bool { return true }},
+		{"every third", Filter{Set: "s"}, func(i int) bool { return i%3 == 0 }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			src := &memSource{}
+			h := startHub(t, src, Options{Window: 4, Poll: time.Millisecond})
+			add := func(from, to int) {
+				for i := from; i < to; i++ {
+					set := ""
+					if i%3 == 0 {
+						set = "s"
+					}
+					src.add(fmt.Sprint(i), set, "Submitted")
+				}
+			}
+			hold := make(chan struct{})
+			var got []string
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			const n = 60
+			var want []string
+			for i := range n {
+				if tt.want(i) {
+					want = append(want, fmt.Sprint(i)+":Submitted")
+				}
+			}
+			errc := make(chan error, 1)
+			go func() {
+				errc <- h.Stream(ctx, tt.f, 0, func(e history.Event) error {
+					if len(got) == 0 {
+						<-hold
+					}
+					got = append(got, fmt.Sprintf("%s:%s", e.ID, e.State))
+					if len(got) == len(want) {
+						return ErrStop
+					}
+					return nil
+				})
+			}()
+			for h.Subscribers() == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			add(0, 1) // the stream blocks on it ...
+			time.Sleep(20 * time.Millisecond)
+			add(1, n/2) // ... while these pass the window
+			for h.lastSeq() < n/2 {
+				time.Sleep(time.Millisecond)
+			}
+			if w := h.windowLen(); w > 4 {
+				t.Errorf("window holds %d events, want at most 4", w)
+			}
+			close(hold)
+			time.Sleep(20 * time.Millisecond)
+			add(n/2, n) // live again
+			if err := <-errc; err != nil {
+				t.Fatalf("Stream: %v (got %v)", err, got)
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("got %v\nwant %v", got, want)
+			}
+		})
 	}
 }
 
@@ -246,4 +320,16 @@ func (g *gatedSource) LastEvent(ctx context.Context) (int64, error) {
 		<-g.release
 	}
 	return g.memSource.LastEvent(ctx)
+}
+
+func (h *Hub) lastSeq() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.last
+}
+
+func (h *Hub) windowLen() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.recent)
 }
