@@ -54,7 +54,7 @@ type receiver struct {
 	answer func(path string) int
 }
 
-func newReceiver(t *testing.T) *receiver {
+func newReceiver(t testing.TB) *receiver {
 	rc := &receiver{answer: func(string) int { return http.StatusOK }}
 	rc.srv = httptest.NewTLSServer(http.HandlerFunc(rc.serve))
 	t.Cleanup(rc.srv.Close)
@@ -115,7 +115,7 @@ func (rc *receiver) roots() *x509.CertPool {
 
 // config delivers the final states to the sink /sink and lets notify URLs
 // name the receiver, on its IP literal (internal, but named).
-func (rc *receiver) config(t *testing.T) *Config {
+func (rc *receiver) config(t testing.TB) *Config {
 	t.Helper()
 	host := strings.TrimPrefix(rc.srv.URL, "https://")
 	c, err := Parse([]byte(fmt.Sprintf(`
@@ -132,7 +132,7 @@ notifySecret: %s
 	return c
 }
 
-func openStore(t *testing.T, path string) history.Store {
+func openStore(t testing.TB, path string) history.Store {
 	t.Helper()
 	s, err := history.Open(context.Background(), "sqlite:"+path, nil)
 	if err != nil {
@@ -142,14 +142,14 @@ func openStore(t *testing.T, path string) history.Store {
 	return s
 }
 
-func testCtx(t *testing.T) context.Context {
+func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	return ctx
 }
 
 // run starts a deliverer until the returned stop is called.
-func run(t *testing.T, o Options) (stop func()) {
+func run(t testing.TB, o Options) (stop func()) {
 	t.Helper()
 	if o.Backoff == (Backoff{}) {
 		o.Backoff = Backoff{Base: 10 * time.Millisecond, Cap: 80 * time.Millisecond}
@@ -176,7 +176,7 @@ func run(t *testing.T, o Options) (stop func()) {
 // experiment records an experiment from its claim (with notify URLs) to
 // its end, as the API and the recorder do: events Submitted, Running and
 // the end.
-func experiment(t *testing.T, s history.Store, id, end string, notify ...string) {
+func experiment(t testing.TB, s history.Store, id, end string, notify ...string) {
 	t.Helper()
 	ctx := testCtx(t)
 	if _, _, err := s.Claim(ctx, history.Record{ID: id, Hash: "h", Notify: notify}); err != nil {
@@ -194,7 +194,7 @@ func experiment(t *testing.T, s history.Store, id, end string, notify ...string)
 	}
 }
 
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -206,7 +206,7 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 }
 
 // settled reports whether no delivery is pending.
-func settled(t *testing.T, s history.Store) func() bool {
+func settled(t testing.TB, s history.Store) func() bool {
 	return func() bool {
 		n, err := s.PendingDeliveries(testCtx(t))
 		return err == nil && n == 0
@@ -215,7 +215,7 @@ func settled(t *testing.T, s history.Store) func() bool {
 
 // allDelivered reports whether each of ids has its two deliveries
 // (sink and notify) delivered; the last look is logged when the test fails.
-func allDelivered(t *testing.T, s history.Store, ids []string) func() bool {
+func allDelivered(t testing.TB, s history.Store, ids []string) func() bool {
 	var last []history.Delivery
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -242,7 +242,7 @@ func allDelivered(t *testing.T, s history.Store, ids []string) func() bool {
 }
 
 // finalEvents are the seqs of the experiments' final events, by ID.
-func finalEvents(t *testing.T, s history.Store) map[string]int64 {
+func finalEvents(t testing.TB, s history.Store) map[string]int64 {
 	t.Helper()
 	evs, err := s.Events(testCtx(t), history.EventQuery{Limit: history.MaxEventBatch})
 	if err != nil {
@@ -531,4 +531,55 @@ func TestDeliverErrorsHideTheQuery(t *testing.T) {
 	if d.State != history.DeliveryPending || d.LastCode != 0 || !strings.Contains(d.LastError, addr+"/in") || strings.Contains(d.LastError, "hunter2") {
 		t.Errorf("delivery after a refused connection: %+v; want pending, no code, an error naming the URL without its query", d)
 	}
+}
+
+// BenchmarkDeliver measures webhook throughput: b.N experiments end while
+// the receiver answers 503, each with two deliveries (the sink and its
+// notify URL); the clock runs from the moment the receiver answers 200
+// until no delivery is pending: a backlog drained, as after an outage.
+// The receiver is a local HTTPS server that checks every CloudEvent and
+// signature, as a careful receiver would. Run with
+// `go test -run '^$' -bench Deliver -benchtime 2000x ./internal/webhook/`.
+func BenchmarkDeliver(b *testing.B) {
+	rc := newReceiver(b)
+	rc.setAnswer(func(string) int { return http.StatusServiceUnavailable })
+	s := openStore(b, filepath.Join(b.TempDir(), "h.db"))
+	// A store's first deliverer starts after the newest event: place the
+	// cursor before any, or the deliverer, started a moment late, would
+	// skip the first experiments.
+	if _, err := s.OutboxCursor(testCtx(b)); err != nil {
+		b.Fatal(err)
+	}
+	stop := run(b, Options{Store: s, Config: rc.config(b), RootCAs: rc.roots(),
+		Backoff: Backoff{Base: 50 * time.Millisecond, Cap: 200 * time.Millisecond}})
+	notify := rc.srv.URL + "/notify"
+	for i := range b.N {
+		experiment(b, s, fmt.Sprintf("bench-%06d", i), history.StateSucceeded, notify)
+	}
+	waitFor(b, "every delivery created", 5*time.Minute, func() bool {
+		n, err := s.PendingDeliveries(testCtx(b))
+		return err == nil && n == int64(2*b.N)
+	})
+	before := len(rc.requests())
+	b.ResetTimer()
+	start := time.Now()
+	rc.setAnswer(func(string) int { return http.StatusOK })
+	waitFor(b, "every delivery made", 10*time.Minute, settled(b, s))
+	elapsed := time.Since(start)
+	b.StopTimer()
+	stop()
+	ok := map[string]int{}
+	for _, r := range rc.requests() {
+		if r.err != nil {
+			b.Fatalf("a bad request: %v", r.err)
+		}
+		if r.code == http.StatusOK {
+			ok[r.path+" "+r.id]++
+		}
+	}
+	if len(ok) != 2*b.N {
+		b.Fatalf("%d deliveries answered 200, want %d", len(ok), 2*b.N)
+	}
+	b.ReportMetric(float64(2*b.N)/elapsed.Seconds(), "deliveries/s")
+	b.ReportMetric(float64(len(rc.requests())-before)/float64(2*b.N), "requests/delivery")
 }
