@@ -348,10 +348,16 @@ func (s *eventsBench) restart(ctx context.Context) error {
 func (s *eventsBench) waitLeader(ctx context.Context) error {
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		v, err := s.metric(ctx, "gmini_history_leader")
-		return err == nil && v == 1, nil
+		if err != nil || v != 1 {
+			return false, nil
+		}
+		// /readyz does not wait for the database (on purpose): a list
+		// from the history does, and a POST answers 503 until it is open.
+		_, err = s.api.List(ctx, gmini.ListOptions{Limit: 1})
+		return err == nil, nil
 	})
 	if err != nil {
-		return fmt.Errorf("wait for the backend to record history (gmini_history_leader 1): %w", err)
+		return fmt.Errorf("wait for the backend to record history (gmini_history_leader 1) and to list from it: %w", err)
 	}
 	return nil
 }
