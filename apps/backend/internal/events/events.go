@@ -65,7 +65,9 @@ type Hub struct {
 	window int
 	log    *slog.Logger
 
-	mu   sync.Mutex
+	// mu guards what follows; streams read the window under its read
+	// lock, so 500 of them woken at once do not queue behind each other.
+	mu   sync.RWMutex
 	subs map[*sub]struct{}
 	// recent holds every event with a Seq in (from, last], oldest first,
 	// at most window of them.
@@ -240,8 +242,8 @@ const readBatch = 64
 // or not. behind reports that the window no longer holds what follows
 // cursor: the stream must read it from the store.
 func (h *Hub) read(f Filter, cursor int64, into []history.Event) (evs []history.Event, next int64, behind bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.mu.RLock()
+	defer h.mu.RUnlock()
 	if cursor < h.from {
 		return into, h.last, true
 	}
