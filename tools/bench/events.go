@@ -969,7 +969,7 @@ func (r *eventsReport) print(w io.Writer) {
 			share(x.cpuBefore, x.window), share(x.cpuWith, x.window), share(x.apiBefore, x.window), share(x.apiWith, x.window),
 			x.reqsBefore/x.window.Seconds(), x.reqsWith/x.window.Seconds())
 	}
-	fmt.Fprintf(w, "\nCPU window: %s each. Webhook throughput: not measured by this part.\n", r.idle[0].window)
+	fmt.Fprintf(w, "\nCPU window: %s each. Webhook throughput: `BenchmarkDeliver` (apps/backend/internal/webhook), not this part.\n", r.idle[0].window)
 }
 
 func kib(b float64) string { return fmt.Sprintf("%.1f KiB", b/1024) }
