@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/utils/ptr"
 
 	"github.com/gmini-dev/gmini/apps/backend/internal/failure"
 	"github.com/gmini-dev/gmini/apps/backend/internal/lifecycle/lifecycletest"
@@ -408,5 +409,53 @@ func TestParsePosition(t *testing.T) {
 		if err != nil && failure.KindOf(err) != failure.Invalid {
 			t.Errorf("ParsePosition(%q): kind %q, want Invalid", tt.in, failure.KindOf(err))
 		}
+	}
+}
+
+// TestFollowQueuedListsNoPods: while the Job is suspended and has had no
+// pod (held for its record, or queued), a follow reads only the Job; once
+// resumed it lists the pods and streams.
+func TestFollowQueuedListsNoPods(t *testing.T) {
+	t.Parallel()
+	job := ownedJob("e1", "u-now")
+	job.Spec.Suspend = ptr.To(true)
+	kube := fake.NewClientset(job)
+	logs := lifecycletest.NewLogs()
+	s := &Store{Client: kube, Namespace: ns, PodLogs: logs}
+	sink := &recSink{}
+	run := startFollow(context.Background(), s, Position{}, sink)
+
+	time.Sleep(50 * time.Millisecond) // about ten looks
+	gets, lists := 0, 0
+	for _, a := range kube.Actions() {
+		switch {
+		case a.Matches("get", "jobs"):
+			gets++
+		case a.Matches("list", "pods"):
+			lists++
+		}
+	}
+	if gets < 2 || lists != 0 {
+		t.Fatalf("while queued: %d job reads, %d pod lists; want several reads and no list", gets, lists)
+	}
+
+	ctx := context.Background()
+	job.Spec.Suspend = ptr.To(false)
+	if _, err := kube.BatchV1().Jobs(ns).Update(ctx, job, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	job.Status.Active = 1
+	if _, err := kube.BatchV1().Jobs(ns).UpdateStatus(ctx, job, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	setPod(t, kube, pod("p1", "u-now", 0, corev1.PodRunning, "runner", "running"))
+	logs.Write("p1", "hello\n")
+	sink.waitFor(t, "hello\n")
+	logs.End("p1")
+	setPod(t, kube, pod("p1", "u-now", 0, corev1.PodSucceeded, "runner", "exit 0"))
+	finishJob(t, kube, batchv1.JobComplete)
+	run.wait(t)
+	if run.err != nil || run.end.State != StateSucceeded {
+		t.Fatalf("Follow = %+v, %v; want Succeeded", run.end, run.err)
 	}
 }
