@@ -129,7 +129,7 @@ func TestStream(t *testing.T) {
 	}
 }
 
-// A client slower than the events: the subscription overflows, the stream
+// A client slower than the events: the stream falls behind the window,
 // reads the rest from the store, and nothing is lost or repeated.
 func TestStreamSlowReader(t *testing.T) {
 	src := &memSource{}
