@@ -275,6 +275,11 @@ func (s *server) spawnFailed(c *gin.Context, id string, err error) {
 // logFailure logs an experiment request that failed, with its cause: the
 // client reads only MessageOf(err).
 func (s *server) logFailure(c *gin.Context, msg, id string, code int, err error) {
+	s.logFailureCtx(c.Request.Context(), msg, id, code, err)
+}
+
+// logFailureCtx is logFailure for a request whose gin context is gone.
+func (s *server) logFailureCtx(ctx context.Context, msg, id string, code int, err error) {
 	level := slog.LevelInfo
 	if code >= http.StatusInternalServerError {
 		level = slog.LevelError
@@ -283,7 +288,7 @@ func (s *server) logFailure(c *gin.Context, msg, id string, code int, err error)
 	if id != "" {
 		attrs = append([]any{"id", id, "job", jobspec.JobName(id)}, attrs...)
 	}
-	s.Logger.Log(c.Request.Context(), level, msg, attrs...)
+	s.Logger.Log(ctx, level, msg, attrs...)
 }
 
 // listOptions reads a page's query (limit, continue, state) as GET

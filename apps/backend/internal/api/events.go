@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/gin-gonic/gin"
 
@@ -18,16 +20,47 @@ import (
 )
 
 // DefaultMaxEventStreams bounds the status event streams served at once.
-// An idle stream holds a goroutine and a subscription buffer; the poller
-// reading the store is shared.
+// An idle stream holds a connection, a subscription and two small
+// goroutines; the poller reading the store is shared.
 const DefaultMaxEventStreams = 1000
 
 // eventsRoutes registers the status event streams. Each is SSE, whatever
 // the Accept header says: there is no other form of them.
 func (s *server) eventsRoutes(r *gin.Engine) {
-	r.GET("/events", s.authorize(auth.VerbList), bounded(s.eventStreams, s.tooManyEventStreams), s.allEvents)
-	r.GET("/experiments/:id/events", s.authorize(auth.VerbGet), bounded(s.eventStreams, s.tooManyEventStreams), s.experimentEvents)
-	r.GET("/experiment-sets/:set/events", s.authorize(auth.VerbList), bounded(s.eventStreams, s.tooManyEventStreams), s.setEvents)
+	r.GET("/events", s.authorize(auth.VerbList), s.boundEvents, s.allEvents)
+	r.GET("/experiments/:id/events", s.authorize(auth.VerbGet), s.boundEvents, s.experimentEvents)
+	r.GET("/experiment-sets/:set/events", s.authorize(auth.VerbList), s.boundEvents, s.setEvents)
+}
+
+// streamSlot is a stream's place among --max-event-streams. A stream that
+// outlives its handler (see beginEvents) keeps it until it ends.
+type streamSlot struct {
+	release func()
+	kept    bool
+}
+
+const streamSlotKey = "gmini.streamSlot"
+
+// boundEvents bounds the event streams served at once, as bounded does,
+// but a stream the handler keeps going holds its slot until it ends.
+func (s *server) boundEvents(c *gin.Context) {
+	if s.eventStreams == nil {
+		return
+	}
+	select {
+	case s.eventStreams <- struct{}{}:
+	default:
+		s.tooManyEventStreams(c)
+		return
+	}
+	slot := &streamSlot{release: sync.OnceFunc(func() { <-s.eventStreams })}
+	c.Set(streamSlotKey, slot)
+	defer func() {
+		if !slot.kept {
+			slot.release()
+		}
+	}()
+	c.Next()
 }
 
 func (s *server) tooManyEventStreams(c *gin.Context) {
@@ -85,7 +118,7 @@ func (s *server) allEvents(c *gin.Context) {
 			return
 		}
 	}
-	s.streamEvents(c, f, after, func(history.Event) (bool, any) { return false, nil })
+	s.streamEvents(c, f, after, func(context.Context, history.Event) (bool, any) { return false, nil })
 }
 
 // experimentEvents streams one experiment's changes from its first (or
@@ -111,7 +144,7 @@ func (s *server) experimentEvents(c *gin.Context) {
 		s.replayEvents(c, f, after, wire.EventsDone{State: rec.State})
 		return
 	}
-	s.streamEvents(c, f, after, func(e history.Event) (bool, any) {
+	s.streamEvents(c, f, after, func(_ context.Context, e history.Event) (bool, any) {
 		return history.Final(e.State), wire.EventsDone{State: e.State}
 	})
 }
@@ -143,7 +176,9 @@ func (s *server) setEvents(c *gin.Context) {
 		s.replayEvents(c, f, after, wire.EventsDone{Counts: counts})
 		return
 	}
-	s.streamEvents(c, f, after, func(e history.Event) (bool, any) {
+	// The stream may outlive the request's context: last reads the store
+	// with the stream's.
+	s.streamEvents(c, f, after, func(ctx context.Context, e history.Event) (bool, any) {
 		if !history.Final(e.State) {
 			return false, nil
 		}
@@ -167,76 +202,182 @@ func allFinal(counts map[string]int) bool {
 // streamEvents serves f's events after after until the client goes, the
 // backend stops, or last says an event was the last (with the done event's
 // data).
-func (s *server) streamEvents(c *gin.Context, f events.Filter, after int64, last func(history.Event) (bool, any)) {
-	w, ctx, cancel := s.startEvents(c)
-	defer cancel()
-	defer w.close()
+func (s *server) streamEvents(c *gin.Context, f events.Filter, after int64, last func(context.Context, history.Event) (bool, any)) {
+	st := s.beginEvents(c)
 	// Where the stream starts, as an id without an event: a client that
 	// loses the connection before the first event resumes from here
 	// (browsers keep it as lastEventId too), not from a later "now".
-	_ = w.mark(strconv.FormatInt(after, 10))
+	_ = st.w.mark(strconv.FormatInt(after, 10))
 	var done any
 	send := func(e history.Event) error {
-		if err := w.send(strconv.FormatInt(e.Seq, 10), wire.EventState, eventOf(e)); err != nil {
+		if err := st.w.send(strconv.FormatInt(e.Seq, 10), wire.EventState, eventOf(e)); err != nil {
 			return err
 		}
 		after = e.Seq
 		return nil
 	}
-	err := s.Events.Stream(ctx, f, after, func(e history.Event) error {
+	// What the store holds is read here, on the request's goroutine; the
+	// wait for what comes next may run on a goroutine of its own.
+	fl, err := s.Events.Follow(st.ctx, f, after, func(e history.Event) error {
 		if err := send(e); err != nil {
 			return err
 		}
-		if end, data := last(e); end {
+		if end, data := last(st.ctx, e); end {
 			done = data
 			return events.ErrStop
 		}
 		return nil
 	})
-	if err == nil && done != nil {
-		// The last change may be stored before the events that precede
-		// it reach this stream (a set's items end in any order): send
-		// what is stored, then done.
-		err = s.Events.Replay(ctx, f, after, send)
+	if err != nil {
+		st.end(err, nil)
+		return
 	}
-	s.endEvents(c, w, ctx, err, done)
+	st.run(func() {
+		defer fl.Close()
+		err := fl.Live(st.ctx)
+		if err == nil && done != nil {
+			// The last change may be stored before the events that
+			// precede it reach this stream (a set's items end in any
+			// order): send what is stored, then done.
+			err = s.Events.Replay(st.ctx, f, after, send)
+		}
+		st.end(err, done)
+	})
 }
 
 // replayEvents sends what the store holds of f after after, then done.
 func (s *server) replayEvents(c *gin.Context, f events.Filter, after int64, done any) {
-	w, ctx, cancel := s.startEvents(c)
-	defer cancel()
-	defer w.close()
-	err := s.Events.Replay(ctx, f, after, func(e history.Event) error {
-		return w.send(strconv.FormatInt(e.Seq, 10), wire.EventState, eventOf(e))
+	st := s.beginEvents(c)
+	err := s.Events.Replay(st.ctx, f, after, func(e history.Event) error {
+		return st.w.send(strconv.FormatInt(e.Seq, 10), wire.EventState, eventOf(e))
 	})
-	s.endEvents(c, w, ctx, err, done)
+	st.end(err, done)
 }
 
-func (s *server) startEvents(c *gin.Context) (*followWriter, context.Context, context.CancelFunc) {
+// eventStream is one status event stream being served.
+//
+// Over HTTP/1.x the stream takes its connection from net/http (Hijack)
+// and answers with a body that ends when the connection closes, so that
+// the request's goroutine, its buffers and gin's context are released
+// once the stream has caught up with the store: an idle follower is then
+// a socket, a subscription, a timer and two small goroutines (one waits
+// for events, one notices the client leave), not net/http's 10 KiB of
+// buffers and a deep stack (the idle rows of docs/benchmarks.md). Where
+// the connection cannot be taken (HTTP/2, a test's recorder), the stream
+// stays on the request's goroutine and writes through gin.
+type eventStream struct {
+	s   *server
+	w   *followWriter
+	ctx context.Context
+	// stop ends ctx; for a detached stream it also closes the connection.
+	stop func()
+	// conn is the connection taken from net/http, nil if none was.
+	conn net.Conn
+	slot *streamSlot
+	// req and id are what the end's log line needs: gin's context is
+	// reused once the handler returns.
+	req *http.Request
+	id  string
+}
+
+func (s *server) beginEvents(c *gin.Context) *eventStream {
 	s.Metrics.EventStreams.Inc()
-	w := &followWriter{c: c, rc: http.NewResponseController(c.Writer), sse: true, heartbeat: s.Heartbeat}
-	ctx, cancel := context.WithCancel(c.Request.Context())
+	st := &eventStream{s: s, req: c.Request, id: c.Param("id")}
+	if v, ok := c.Get(streamSlotKey); ok {
+		st.slot = v.(*streamSlot)
+	}
+	base := c.Request.Context()
+	if conn := hijack(c); conn != nil {
+		st.conn = conn
+		// The request's context ends when its handler returns; the
+		// stream's ends when the client closes the connection, which
+		// only a read notices.
+		base = context.WithoutCancel(base)
+		st.w = &followWriter{conn: conn, sse: true, heartbeat: s.Heartbeat}
+	} else {
+		st.w = &followWriter{rw: c.Writer, rc: http.NewResponseController(c.Writer), sse: true, heartbeat: s.Heartbeat}
+	}
+	ctx, cancel := context.WithCancel(base)
 	if s.done != nil {
 		// A backend shutting down ends its streams; clients resume on
 		// another replica with Last-Event-ID.
 		ctx, cancel = contextUntil(ctx, s.done)
 	}
-	if err := w.Begin(); err != nil {
+	st.ctx, st.stop = ctx, cancel
+	if st.conn != nil {
+		conn := st.conn
+		st.stop = func() { cancel(); conn.Close() }
+		go watchClose(conn, cancel)
+	}
+	if err := st.w.Begin(); err != nil {
 		cancel()
 	}
-	return w, ctx, func() { cancel(); s.Metrics.EventStreams.Dec() }
+	return st
 }
 
-func (s *server) endEvents(c *gin.Context, w *followWriter, ctx context.Context, err error, done any) {
+// hijack takes c's connection from net/http, if it can, before anything
+// was written to it. The stream writes its own response head then.
+func hijack(c *gin.Context) net.Conn {
+	if c.Request.ProtoMajor != 1 {
+		return nil
+	}
+	// Through gin's writer, so that gin knows the response is not its
+	// to write; its status stays 200 for the access log and metrics.
+	conn, _, err := http.NewResponseController(c.Writer).Hijack()
+	if err != nil {
+		return nil
+	}
+	return conn
+}
+
+// watchClose cancels a detached stream when its client closes the
+// connection (or the stream closes it): the only read on it.
+func watchClose(conn net.Conn, cancel func()) {
+	// Small: a client sends nothing on an event stream, and whatever it
+	// sends is dropped.
+	var buf [16]byte
+	for {
+		if _, err := conn.Read(buf[:]); err != nil {
+			cancel()
+			return
+		}
+	}
+}
+
+// run runs the rest of the stream: on a goroutine of its own once the
+// connection is the stream's (the handler returns and net/http lets go of
+// the request), else here.
+func (st *eventStream) run(rest func()) {
+	if st.conn == nil {
+		rest()
+		return
+	}
+	if st.slot != nil {
+		st.slot.kept = true
+	}
+	go rest()
+}
+
+// end writes how the stream ends and releases what it holds.
+func (st *eventStream) end(err error, done any) {
+	defer st.release()
 	switch {
 	case err == nil && done != nil:
-		w.event(wire.EventDone, done)
-	case err == nil, ctx.Err() != nil: // the client went away, or the backend stops
+		st.w.event(wire.EventDone, done)
+	case err == nil, st.ctx.Err() != nil: // the client went away, or the backend stops
 	case errors.Is(err, errSend):
 	default:
-		s.logFailure(c, "stream events", c.Param("id"), http.StatusOK, err)
-		w.event(wire.EventError, wire.Error{Error: failure.MessageOf(err)})
+		st.s.logFailureCtx(st.req.Context(), "stream events", st.id, http.StatusOK, err)
+		st.w.event(wire.EventError, wire.Error{Error: failure.MessageOf(err)})
+	}
+}
+
+func (st *eventStream) release() {
+	st.w.close()
+	st.stop()
+	st.s.Metrics.EventStreams.Dec()
+	if st.slot != nil && st.slot.kept {
+		st.slot.release()
 	}
 }
 

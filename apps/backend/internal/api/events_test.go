@@ -34,7 +34,7 @@ type eventsEnv struct {
 	srv     *httptest.Server
 }
 
-func newEventsEnv(t *testing.T, cfg Config) *eventsEnv {
+func newEventsEnv(t testing.TB, cfg Config) *eventsEnv {
 	t.Helper()
 	gin.SetMode(gin.TestMode)
 	store, err := history.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "history.db"), nil)
@@ -54,7 +54,7 @@ func newEventsEnv(t *testing.T, cfg Config) *eventsEnv {
 	return e
 }
 
-func (e *eventsEnv) write(t *testing.T, rec history.Record) {
+func (e *eventsEnv) write(t testing.TB, rec history.Record) {
 	t.Helper()
 	var err error
 	switch {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"mime"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -98,7 +99,7 @@ func (s *server) followLogs(c *gin.Context, id string) {
 	s.Metrics.LogFollowers.Inc()
 	defer s.Metrics.LogFollowers.Dec()
 
-	w := &followWriter{c: c, rc: http.NewResponseController(c.Writer), sse: sse, heartbeat: s.Heartbeat}
+	w := &followWriter{rw: c.Writer, rc: http.NewResponseController(c.Writer), sse: sse, heartbeat: s.Heartbeat}
 	defer w.close()
 	ctx := c.Request.Context()
 	if s.done != nil {
@@ -124,8 +125,11 @@ func (s *server) followLogs(c *gin.Context, id string) {
 // followWriter writes a follow to the client: plain text, or SSE with a
 // heartbeat. Writes come from the follow and the heartbeat, hence mu.
 type followWriter struct {
-	c         *gin.Context
+	// rw and rc write through net/http; conn, when set instead, is a
+	// connection taken from it (Hijack), written directly.
+	rw        http.ResponseWriter
 	rc        *http.ResponseController
+	conn      net.Conn
 	sse       bool
 	heartbeat time.Duration
 
@@ -143,17 +147,25 @@ func (w *followWriter) Begin() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.begun = true
-	h := w.c.Writer.Header()
-	h.Set("Cache-Control", "no-cache")
-	// Proxies such as nginx would otherwise buffer the stream.
-	h.Set("X-Accel-Buffering", "no")
-	if !w.sse {
-		h.Set("Content-Type", textPlain)
-		w.c.Writer.WriteHeader(http.StatusOK)
-		return w.flushLocked()
+	if w.conn != nil {
+		// The whole response is this stream's to write: its head, and a
+		// body the connection's close ends (HTTP/1.1 allows it with
+		// Connection: close).
+		w.buf.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n" +
+			"Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n")
+	} else {
+		h := w.rw.Header()
+		h.Set("Cache-Control", "no-cache")
+		// Proxies such as nginx would otherwise buffer the stream.
+		h.Set("X-Accel-Buffering", "no")
+		if !w.sse {
+			h.Set("Content-Type", textPlain)
+			w.rw.WriteHeader(http.StatusOK)
+			return w.flushLocked()
+		}
+		h.Set("Content-Type", "text/event-stream; charset=utf-8")
+		w.rw.WriteHeader(http.StatusOK)
 	}
-	h.Set("Content-Type", "text/event-stream; charset=utf-8")
-	w.c.Writer.WriteHeader(http.StatusOK)
 	fmt.Fprintf(&w.buf, "retry: %d\n\n", sseRetryMillis)
 	if err := w.flushLocked(); err != nil {
 		return err
@@ -188,7 +200,9 @@ func (w *followWriter) close() {
 	}
 	// A kept-alive connection must not carry this follow's deadline into
 	// its next response.
-	_ = w.rc.SetWriteDeadline(time.Time{})
+	if w.conn == nil {
+		_ = w.rc.SetWriteDeadline(time.Time{})
+	}
 }
 
 func (w *followWriter) Header(at lifecycle.Position, line string) error {
@@ -238,7 +252,7 @@ func (w *followWriter) fail(err error) {
 		// HTTP/2, which cannot hijack, the stream just ends.
 		// gin's writer refuses to hijack once the body started; the
 		// connection's own writer does not.
-		var raw http.ResponseWriter = w.c.Writer
+		var raw http.ResponseWriter = w.rw
 		if u, ok := raw.(interface{ Unwrap() http.ResponseWriter }); ok {
 			raw = u.Unwrap()
 		}
@@ -265,10 +279,20 @@ func (w *followWriter) event(name string, v any) {
 // flushLocked writes what is buffered and flushes it to the client, each
 // write bounded by followWriteTimeout.
 func (w *followWriter) flushLocked() error {
+	if w.conn != nil {
+		_ = w.conn.SetWriteDeadline(time.Now().Add(followWriteTimeout))
+		_, err := w.conn.Write(w.buf.Bytes())
+		w.buf.Reset()
+		if err != nil {
+			return fmt.Errorf("send: %w", err)
+		}
+		w.shrinkLocked()
+		return nil
+	}
 	// Not every ResponseWriter can take a deadline (a test recorder);
 	// the write then waits as any other.
 	_ = w.rc.SetWriteDeadline(time.Now().Add(followWriteTimeout))
-	_, err := w.c.Writer.Write(w.buf.Bytes())
+	_, err := w.rw.Write(w.buf.Bytes())
 	w.buf.Reset()
 	if err != nil {
 		return fmt.Errorf("send logs: %w", err)
@@ -276,12 +300,16 @@ func (w *followWriter) flushLocked() error {
 	if err := w.rc.Flush(); err != nil {
 		return fmt.Errorf("flush logs: %w", err)
 	}
-	// An idle stream keeps no large buffer: what a follower costs while
-	// nothing happens is what the benchmark's idle rows measure.
+	w.shrinkLocked()
+	return nil
+}
+
+// shrinkLocked drops a large buffer: what a follower costs while nothing
+// happens is what the benchmark's idle rows measure.
+func (w *followWriter) shrinkLocked() {
 	if w.buf.Cap() > 8<<10 {
 		w.buf = bytes.Buffer{}
 	}
-	return nil
 }
 
 // writeData writes p as an event's data lines and ends the event. SSE

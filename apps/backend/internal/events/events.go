@@ -271,33 +271,73 @@ var ErrStop = errors.New("events: stream done")
 // falls behind the Hub's window and goes back to the store for what it
 // missed.
 func (h *Hub) Stream(ctx context.Context, f Filter, after int64, send func(history.Event) error) error {
-	err := h.stream(ctx, f, after, send)
+	fl, err := h.Follow(ctx, f, after, send)
+	if err != nil {
+		return err
+	}
+	defer fl.Close()
+	return fl.Live(ctx)
+}
+
+// Following is a stream that has sent what the store held when it
+// started: Live sends the rest. It is Stream in two steps, so that a
+// caller can read the store on one goroutine and wait for what comes
+// on another, whose stack then stays small while it waits.
+type Following struct {
+	h    *Hub
+	s    *sub
+	send func(history.Event) error
+	// cursor is where the stream is in the Hub's window, after the Seq
+	// of the last event sent.
+	cursor, after int64
+	// done: send returned ErrStop; Live has nothing to do.
+	done bool
+}
+
+// Follow subscribes f and sends what the store holds after after. Close
+// releases the subscription.
+func (h *Hub) Follow(ctx context.Context, f Filter, after int64, send func(history.Event) error) (*Following, error) {
+	// Subscribe before reading the store: an event the store does not
+	// have yet reaches the window after cursor; one it has is sent from
+	// the store and skipped in the window (Seq <= after).
+	s, cursor, err := h.subscribe(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	fl := &Following{h: h, s: s, send: send, cursor: cursor}
+	fl.after, err = h.catchUp(ctx, f, after, send)
+	switch {
+	case errors.Is(err, ErrStop):
+		fl.done = true
+	case err != nil:
+		fl.Close()
+		return nil, err
+	}
+	return fl, nil
+}
+
+// Live sends what the Hub fans out until ctx ends or send returns an
+// error (ErrStop ends it with nil).
+func (fl *Following) Live(ctx context.Context) error {
+	var err error
+	for !fl.done {
+		if fl.cursor, fl.after, err = fl.h.live(ctx, fl.s, fl.cursor, fl.after, fl.send); err != nil {
+			break
+		}
+		// The stream fell behind the window: what it missed is in the
+		// store, and cursor is where the window was when it looked.
+		if fl.after, err = fl.h.catchUp(ctx, fl.s.filter, fl.after, fl.send); err != nil {
+			break
+		}
+	}
 	if errors.Is(err, ErrStop) {
 		return nil
 	}
 	return err
 }
 
-func (h *Hub) stream(ctx context.Context, f Filter, after int64, send func(history.Event) error) error {
-	// Subscribe before reading the store: an event the store does not
-	// have yet reaches the window after cursor; one it has is sent from
-	// the store and skipped in the window (Seq <= after).
-	s, cursor, err := h.subscribe(ctx, f)
-	if err != nil {
-		return err
-	}
-	defer h.unsubscribe(s)
-	for {
-		if after, err = h.catchUp(ctx, f, after, send); err != nil {
-			return err
-		}
-		if cursor, after, err = h.live(ctx, s, cursor, after, send); err != nil {
-			return err
-		}
-		// The stream fell behind the window: what it missed is in the
-		// store, and cursor is where the window was when it looked.
-	}
-}
+// Close ends the subscription.
+func (fl *Following) Close() { fl.h.unsubscribe(fl.s) }
 
 // Replay sends what the store holds of f after after, oldest first, and
 // returns: a stream of events that are all stored already (an experiment
