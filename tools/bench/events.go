@@ -18,6 +18,7 @@ package main
 // client hands the event to its callback.
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -607,6 +608,35 @@ func delaysOf(sent []time.Time, a *arrivals, exp func(f, slot int) int) (delays,
 	return delays, stored, missing
 }
 
+// logSlowestWrites logs the three writes whose events reached the
+// followers latest (by their median delay), each with its spread over the
+// followers: one write late for every follower is a pause somewhere before
+// or in the Hub's poll; a long spread is the streams' delivery.
+func (s *eventsBench) logSlowestWrites(sent []time.Time, a *arrivals) {
+	type write struct {
+		i                          int
+		min, med, max, storedToMed time.Duration
+	}
+	var ws []write
+	for i, t0 := range sent {
+		var d, st []time.Duration
+		for f := range a.at {
+			if at := a.at[f][i]; !at.IsZero() && !t0.IsZero() {
+				d, st = append(d, at.Sub(t0)), append(st, at.Sub(a.stored[f][i]))
+			}
+		}
+		if len(d) == 0 {
+			continue
+		}
+		ws = append(ws, write{i: i, min: pct(d, 0), med: pct(d, 50), max: pct(d, 100), storedToMed: pct(st, 50)})
+	}
+	slices.SortFunc(ws, func(x, y write) int { return cmp.Compare(y.med, x.med) })
+	for _, w := range ws[:min(3, len(ws))] {
+		s.log.Info("events: one of the slowest writes", "write", w.i, "at", sent[w.i].Sub(sent[0]).Round(time.Millisecond),
+			"delay min", w.min, "median", w.med, "max", w.max, "stored → client median", w.storedToMed)
+	}
+}
+
 // Follower slots: with every follower on GET /events, slot i of each is
 // experiment i; with one experiment per follower, follower f's one slot
 // is experiment f.
@@ -708,6 +738,9 @@ func (s *eventsBench) timeWrites(ctx context.Context, batch []experimentRef, a *
 	})
 	stop()
 	r.delays, r.stored, r.missing = delaysOf(sent, a, exp)
+	if len(a.at[0]) > 1 {
+		s.logSlowestWrites(sent, a)
+	}
 	r.failed = a.failed
 	if a.failed > 0 {
 		s.log.Warn("events: followers failed", "count", a.failed, "first", a.firstErr)

@@ -2,16 +2,22 @@ package api
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"net/url"
 	"runtime"
 	"runtime/metrics"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/gmini-dev/gmini/apps/backend/client"
 	"github.com/gmini-dev/gmini/apps/backend/internal/history"
+	"github.com/gmini-dev/gmini/apps/backend/wire"
 )
 
 // BenchmarkIdleEventFollowers measures what an idle GET /events follower
@@ -29,7 +35,7 @@ func BenchmarkIdleEventFollowers(b *testing.B) {
 	}
 	// One follower first, so that what the first request sets up once
 	// (pools, gin's trees, the Hub's first poll) is not counted.
-	warm := dialFollower(b, u.Host)
+	warm, _ := dialFollower(b, u.Host)
 	defer warm.Close()
 	waitSubscribers(b, e, 1)
 
@@ -37,7 +43,8 @@ func BenchmarkIdleEventFollowers(b *testing.B) {
 	b.ResetTimer()
 	conns := make([]net.Conn, 0, b.N)
 	for range b.N {
-		conns = append(conns, dialFollower(b, u.Host))
+		c, _ := dialFollower(b, u.Host)
+		conns = append(conns, c)
 	}
 	waitSubscribers(b, e, b.N+1)
 	b.StopTimer()
@@ -53,19 +60,19 @@ func BenchmarkIdleEventFollowers(b *testing.B) {
 
 // dialFollower opens GET /events on a raw connection and reads the
 // response head and the stream's first frames.
-func dialFollower(tb testing.TB, host string) net.Conn {
+func dialFollower(tb testing.TB, host string) (net.Conn, *bufio.Reader) {
 	tb.Helper()
 	c, err := net.Dial("tcp", host)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	fmt.Fprintf(c, "GET /events HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", host)
-	r := bufio.NewReaderSize(c, 512)
+	r := bufio.NewReaderSize(c, 4096)
 	line, err := r.ReadString('\n')
 	if err != nil || !strings.Contains(line, " 200 ") {
 		tb.Fatalf("GET /events: %q %v", line, err)
 	}
-	return c
+	return c, r
 }
 
 func waitSubscribers(tb testing.TB, e *eventsEnv, n int) {
@@ -89,4 +96,105 @@ func memSample() memFigures {
 	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"}, {Name: "/sched/goroutines:goroutines"}}
 	metrics.Read(s)
 	return memFigures{s[0].Value.Uint64(), s[1].Value.Uint64(), s[2].Value.Uint64()}
+}
+
+// BenchmarkEventDelay measures the backend's share of an event's delay:
+// from the moment the store has it to the moment it arrives at each of
+// 500 GET /events followers, with the Hub's production poll; b.N events
+// are written, one every 250 ms. "raw": each follower is a connection
+// read by a goroutine that only looks for the frame's id; "client": each
+// is the Go client's Events, decoding every event as a user's program
+// would. What the Job status write and the recorder add is tools/bench's.
+func BenchmarkEventDelay(b *testing.B) {
+	b.Run("raw", func(b *testing.B) {
+		benchEventDelay(b, func(tb testing.TB, base string, arrived func(seq int64)) func() {
+			u, err := url.Parse(base)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			c, r := dialFollower(tb, u.Host)
+			go func() {
+				for {
+					line, err := r.ReadSlice('\n')
+					if err != nil {
+						return
+					}
+					if id, ok := strings.CutPrefix(string(line), "id: "); ok {
+						seq, _ := strconv.ParseInt(strings.TrimSpace(id), 10, 64)
+						arrived(seq)
+					}
+				}
+			}()
+			return func() { c.Close() }
+		})
+	})
+	b.Run("client", func(b *testing.B) {
+		benchEventDelay(b, func(tb testing.TB, base string, arrived func(seq int64)) func() {
+			cl, err := client.New(base)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			go func() {
+				_ = cl.Events(ctx, client.EventFilter{}, client.FromNow, func(e wire.Event) error {
+					arrived(e.Seq)
+					return nil
+				})
+			}()
+			return cancel
+		})
+	})
+}
+
+// benchEventDelay connects 500 followers with follow, which calls arrived
+// with the seq of each event its follower receives, and times b.N events.
+func benchEventDelay(b *testing.B, follow func(tb testing.TB, base string, arrived func(seq int64)) (stop func())) {
+	const followers = 500
+	e := newEventsEnvPoll(b, Config{MaxEventStreams: followers}, 0)
+	e.write(b, history.Record{ID: "a"})
+	var (
+		mu      sync.Mutex
+		stored  = map[int64]time.Time{}
+		delays  []time.Duration
+		arrival = make(chan struct{}, followers*64)
+	)
+	arrived := func(seq int64) {
+		now := time.Now()
+		mu.Lock()
+		if at, ok := stored[seq]; ok {
+			delays = append(delays, now.Sub(at))
+		}
+		mu.Unlock()
+		arrival <- struct{}{}
+	}
+	for range followers {
+		defer follow(b, e.srv.URL, arrived)()
+	}
+	waitSubscribers(b, e, followers)
+	b.ResetTimer()
+	for i := range b.N {
+		at := time.Now()
+		mu.Lock()
+		e.write(b, history.Record{ID: fmt.Sprintf("e%d-%d", b.N, i)})
+		seq, err := e.store.LastEvent(context.Background())
+		stored[seq] = at
+		mu.Unlock()
+		if err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	deadline := time.After(30 * time.Second)
+	for range b.N * followers {
+		select {
+		case <-arrival:
+		case <-deadline:
+			b.Fatalf("%d of %d events arrived", len(delays), b.N*followers)
+		}
+	}
+	b.StopTimer()
+	slices.Sort(delays)
+	b.ReportMetric(float64(delays[len(delays)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(delays[len(delays)*99/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(delays[len(delays)-1].Microseconds())/1000, "max-ms")
 }

@@ -36,13 +36,19 @@ type eventsEnv struct {
 
 func newEventsEnv(t testing.TB, cfg Config) *eventsEnv {
 	t.Helper()
+	return newEventsEnvPoll(t, cfg, 5*time.Millisecond)
+}
+
+// newEventsEnvPoll is newEventsEnv with the Hub polling every poll.
+func newEventsEnvPoll(t testing.TB, cfg Config, poll time.Duration) *eventsEnv {
+	t.Helper()
 	gin.SetMode(gin.TestMode)
 	store, err := history.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "history.db"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	e := &eventsEnv{store: store, hub: events.NewHub(store, events.Options{Poll: 5 * time.Millisecond}), metrics: metrics.New()}
+	e := &eventsEnv{store: store, hub: events.NewHub(store, events.Options{Poll: poll}), metrics: metrics.New()}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); e.hub.Run(ctx) }()

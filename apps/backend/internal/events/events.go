@@ -206,19 +206,26 @@ func (h *Hub) fanOut(ctx context.Context) error {
 	}
 }
 
-// subscribe registers a stream and returns where the Hub is: every event
-// after it reaches the window.
-func (h *Hub) subscribe(ctx context.Context, f Filter) (*sub, int64, error) {
+// subscribe registers a stream that has sent every event up to after, and
+// returns its cursor in the window: every event after it reaches the
+// window. store reports that the window no longer holds all of what
+// follows after (or never did): the stream reads that from the store.
+func (h *Hub) subscribe(ctx context.Context, f Filter, after int64) (s *sub, cursor int64, store bool, err error) {
 	select {
 	case <-h.ready:
 	case <-ctx.Done():
-		return nil, 0, ctx.Err()
+		return nil, 0, false, ctx.Err()
 	}
-	s := &sub{filter: f, wake: make(chan struct{}, 1)}
+	s = &sub{filter: f, wake: make(chan struct{}, 1)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.subs[s] = struct{}{}
-	return s, h.last, nil
+	if after < h.from {
+		return s, h.last, true, nil
+	}
+	// What the stream lacks is in the window, or still to come: a stream
+	// that starts now, or resumes from a recent event, reads no store.
+	return s, min(after, h.last), false, nil
 }
 
 func (h *Hub) unsubscribe(s *sub) {
@@ -300,12 +307,14 @@ func (h *Hub) Follow(ctx context.Context, f Filter, after int64, send func(histo
 	// Subscribe before reading the store: an event the store does not
 	// have yet reaches the window after cursor; one it has is sent from
 	// the store and skipped in the window (Seq <= after).
-	s, cursor, err := h.subscribe(ctx, f)
+	s, cursor, store, err := h.subscribe(ctx, f, after)
 	if err != nil {
 		return nil, err
 	}
-	fl := &Following{h: h, s: s, send: send, cursor: cursor}
-	fl.after, err = h.catchUp(ctx, f, after, send)
+	fl := &Following{h: h, s: s, send: send, cursor: cursor, after: after}
+	if store {
+		fl.after, err = h.catchUp(ctx, f, after, send)
+	}
 	switch {
 	case errors.Is(err, ErrStop):
 		fl.done = true
