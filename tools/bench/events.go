@@ -141,8 +141,9 @@ type idleRow struct {
 	what   string
 	n      int
 	failed int
-	// before: no follower; with: n connected; after: all gone again.
-	before, with, after  snapshot
+	// before: no follower; with: n connected; idled: n connected, at the
+	// end of the CPU window; after: all gone again.
+	before, with, idled, after snapshot
 	window               time.Duration
 	cpuBefore, cpuWith   time.Duration // the backend's, over window
 	apiBefore, apiWith   time.Duration // kube-apiserver + etcd, over window
@@ -719,6 +720,11 @@ func (s *eventsBench) timeWrites(ctx context.Context, batch []experimentRef, a *
 		stop()
 		return r, err
 	}
+	// As in the idle rows: the writes time a steady state, not the
+	// moments after n connections arrived at once. What those moments
+	// cost is in the log (an event written right after 500 followers
+	// connected reached some of them 1.5 s later: docs/benchmarks.md).
+	time.Sleep(settle)
 	sent := make([]time.Time, len(batch))
 	next := time.Now()
 	for i, e := range batch {
@@ -805,6 +811,12 @@ func (s *eventsBench) idleCost(ctx context.Context, name, what, gauge string, n 
 		stop()
 		return r, err
 	}
+	// Again at the window's end: what the Go runtime kept of the memory
+	// the connections' setup touched, it has partly given back by then.
+	if r.idled, err = s.snapshot(ctx); err != nil {
+		stop()
+		return r, err
+	}
 	stop()
 	if r.failed > 0 {
 		return r, fmt.Errorf("%s: %d of %d idle followers failed: %w", what, r.failed, n, firstErr)
@@ -826,7 +838,7 @@ func (s *eventsBench) idleCost(ctx context.Context, name, what, gauge string, n 
 		s.log.Info("events: goroutines more after the followers left than before them", "what", what, "groups", strings.Join(left, "; "))
 	}
 	s.log.Info("events: idle followers", "what", what, "n", n,
-		"rss before", mib(r.before.mem.RSS), "with", mib(r.with.mem.RSS), "after", mib(r.after.mem.RSS),
+		"rss before", mib(r.before.mem.RSS), "with", mib(r.with.mem.RSS), "idled", mib(r.idled.mem.RSS), "after", mib(r.after.mem.RSS),
 		"goroutines", fmt.Sprintf("%.0f/%.0f/%.0f", r.before.goroutines, r.with.goroutines, r.after.goroutines),
 		"cpu before", r.cpuBefore, "with", r.cpuWith)
 	return r, nil
@@ -987,17 +999,18 @@ func (r *eventsReport) print(w io.Writer) {
 	fmt.Fprintf(w, "\n### Idle followers: what they cost the backend (nothing changes while they are connected)\n\n")
 	fmt.Fprintln(w, "Each row on a backend started again just before (same database), so the followers' memory is pages touched for them. "+
 		"Memory, read right after a GC the benchmark forces (the heap profile of --debug-listen, ?gc=1): VmRSS and RssAnon of /proc/<pid>/status, "+
-		"Go's heap in use and stacks from the backend's /metrics; "+
-		"per follower: (with − before) / followers. CPU: utime + stime of /proc/<pid>/stat over the window, as a share of one CPU; "+
+		"Go's heap in use and stacks from the backend's /metrics; \"with\" 3 s after the last follower was served, \"idled\" with the same followers at the end of the CPU window; "+
+		"per follower: (with − before) / followers, and (idled − before) / followers. CPU: utime + stime of /proc/<pid>/stat over the window, as a share of one CPU; "+
 		"API requests: the API server's apiserver_request_total over the window, every client's.")
-	fmt.Fprintln(w, "\n| followers | endpoint | RSS before / with / after | RSS per follower | anonymous per follower | Go heap / stacks per follower | goroutines before / with / after | backend CPU before / with | kube-apiserver + etcd CPU before / with | API requests/s before / with |")
+	fmt.Fprintln(w, "\n| followers | endpoint | RSS before / with / idled / after | RSS per follower, with / idled | anonymous per follower, with / idled | Go heap / stacks per follower | goroutines before / with / after | backend CPU before / with | kube-apiserver + etcd CPU before / with | API requests/s before / with |")
 	fmt.Fprintln(w, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, x := range r.idle {
 		n := float64(x.n)
 		heap, stacks := (x.with.heapInuse-x.before.heapInuse)/n, (x.with.stackIn-x.before.stackIn)/n
-		fmt.Fprintf(w, "| %d | %s | %s / %s / %s | %s | %s | %s / %s | %.0f / %.0f / %.0f | %s / %s | %s / %s | %.1f / %.1f |\n", x.n, x.what,
-			mib(x.before.mem.RSS), mib(x.with.mem.RSS), mib(x.after.mem.RSS),
-			kib(float64(x.with.mem.RSS-x.before.mem.RSS)/n), kib(float64(x.with.mem.Anon-x.before.mem.Anon)/n), kib(heap), kib(stacks),
+		fmt.Fprintf(w, "| %d | %s | %s / %s / %s / %s | %s / %s | %s / %s | %s / %s | %.0f / %.0f / %.0f | %s / %s | %s / %s | %.1f / %.1f |\n", x.n, x.what,
+			mib(x.before.mem.RSS), mib(x.with.mem.RSS), mib(x.idled.mem.RSS), mib(x.after.mem.RSS),
+			kib((float64(x.with.mem.RSS)-float64(x.before.mem.RSS))/n), kib((float64(x.idled.mem.RSS)-float64(x.before.mem.RSS))/n),
+			kib((float64(x.with.mem.Anon)-float64(x.before.mem.Anon))/n), kib((float64(x.idled.mem.Anon)-float64(x.before.mem.Anon))/n), kib(heap), kib(stacks),
 			x.before.goroutines, x.with.goroutines, x.after.goroutines,
 			share(x.cpuBefore, x.window), share(x.cpuWith, x.window), share(x.apiBefore, x.window), share(x.apiWith, x.window),
 			x.reqsBefore/x.window.Seconds(), x.reqsWith/x.window.Seconds())

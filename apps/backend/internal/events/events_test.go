@@ -333,3 +333,51 @@ func (h *Hub) windowLen() int {
 	defer h.mu.Unlock()
 	return len(h.recent)
 }
+
+// countingSource counts the reads of a stream's own (filtered) events:
+// the Hub's poll reads every event, unfiltered.
+type countingSource struct {
+	memSource
+	streamReads atomic.Int64
+}
+
+func (c *countingSource) Events(ctx context.Context, q history.EventQuery) ([]history.Event, error) {
+	if q.ID != "" {
+		c.streamReads.Add(1)
+	}
+	return c.memSource.Events(ctx, q)
+}
+
+// TestStreamFromWindow: a stream resuming after an event the Hub's window
+// still holds gets the rest from the window, without reading the store;
+// one resuming from further back reads the store.
+func TestStreamFromWindow(t *testing.T) {
+	src := &countingSource{}
+	h := startHub(t, src, Options{Window: 3})
+	// A stream of everything keeps the Hub reading into its window.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = h.Stream(ctx, Filter{}, 0, func(history.Event) error { return nil }) }()
+	for h.Subscribers() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	for _, e := range []struct{ id, state string }{{"x", "Submitted"}, {"y", "Submitted"}, {"x", "Running"}, {"y", "Running"}, {"x", "Succeeded"}} {
+		src.add(e.id, "", e.state)
+	}
+	for h.lastSeq() != 5 {
+		time.Sleep(time.Millisecond)
+	}
+	// The window holds 3, 4 and 5.
+	if got, want := collect(t, h, Filter{ID: "x"}, 2, 2, 0), []string{"x:Running", "x:Succeeded"}; !slices.Equal(got, want) {
+		t.Errorf("after 2: %v, want %v", got, want)
+	}
+	if n := src.streamReads.Load(); n != 0 {
+		t.Errorf("a stream resuming inside the window read the store %d times", n)
+	}
+	if got, want := collect(t, h, Filter{ID: "x"}, 0, 3, 0), []string{"x:Submitted", "x:Running", "x:Succeeded"}; !slices.Equal(got, want) {
+		t.Errorf("after 0: %v, want %v", got, want)
+	}
+	if src.streamReads.Load() == 0 {
+		t.Error("a stream resuming before the window did not read the store")
+	}
+}
