@@ -144,10 +144,10 @@ type idleRow struct {
 	// before: no follower; with: n connected; idled: n connected, at the
 	// end of the CPU window; after: all gone again.
 	before, with, idled, after snapshot
-	window               time.Duration
-	cpuBefore, cpuWith   time.Duration // the backend's, over window
-	apiBefore, apiWith   time.Duration // kube-apiserver + etcd, over window
-	reqsBefore, reqsWith float64       // API server requests (all clients) over window
+	window                     time.Duration
+	cpuBefore, cpuWith         time.Duration // the backend's, over window
+	apiBefore, apiWith         time.Duration // kube-apiserver + etcd, over window
+	reqsBefore, reqsWith       float64       // API server requests (all clients) over window
 }
 
 // snapshot is the backend's memory and goroutines at one moment.
