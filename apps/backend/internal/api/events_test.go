@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	goruntime "runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -338,4 +340,62 @@ func scrapeMetrics(t *testing.T, base string) string {
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
 	return string(b)
+}
+
+// TestEventStreamOwnsItsConnection: over HTTP/1.1 a stream answers with a
+// body its connection's close ends (no chunks), its events readable as
+// SSE by any client; the request's goroutine is gone while the stream
+// waits; a backend shutting down ends the stream, closing the
+// connection, and releases its slot.
+func TestEventStreamOwnsItsConnection(t *testing.T) {
+	done := make(chan struct{})
+	e := newEventsEnv(t, Config{Done: done, MaxEventStreams: 1})
+	e.write(t, history.Record{ID: "a"})
+	u, err := url.Parse(e.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, r := dialFollower(t, u.Host)
+	defer c.Close()
+	head := map[string]string{}
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line == "\r\n" {
+			break
+		}
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ": ")
+		head[strings.ToLower(k)] = v
+	}
+	if head["content-type"] != "text/event-stream; charset=utf-8" || head["connection"] != "close" || head["transfer-encoding"] != "" || head["content-length"] != "" {
+		t.Errorf("response head %v: want an event stream ended by the connection's close", head)
+	}
+	waitSubscribers(t, e, 1)
+	e.write(t, history.Record{ID: "a", State: history.StateRunning})
+	var frames []string
+	for !slices.Contains(frames, "event: state") {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("after %q: %v", frames, err)
+		}
+		frames = append(frames, strings.TrimSpace(line))
+	}
+	buf := make([]byte, 1<<20)
+	if stacks := string(buf[:goruntime.Stack(buf, true)]); strings.Contains(stacks, "api.(*server).allEvents") {
+		t.Errorf("the request's handler still runs while its stream waits:\n%s", stacks)
+	}
+	close(done)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if rest, err := io.ReadAll(r); err != nil {
+		t.Errorf("the stream did not end with the backend's shutdown: %v (read %q)", err, rest)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.hub.Subscribers() != 0 || !strings.Contains(scrapeMetrics(t, e.srv.URL), "gmini_event_streams 0") {
+		if time.Now().After(deadline) {
+			t.Fatal("the ended stream's subscription or gauge was not released")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
