@@ -77,7 +77,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 	if err != nil {
 		return err
 	}
-	live := &lifecycle.Store{Client: client, Namespace: cfg.Namespace, Queues: queues}
+	// Log follows waiting for their runners read Jobs and pods from one
+	// watch of each; a replica without the RBAC to watch pods (an older
+	// Role) has follows read the API each poll, as before.
+	watch, err := lifecycle.NewWatch(client, cfg.Namespace, 0)
+	if err != nil {
+		return err
+	}
+	go watch.Run(informerCtx)
+	live := &lifecycle.Store{Client: client, Namespace: cfg.Namespace, Queues: queues, Watch: watch}
 	svc := &experiments.Service{
 		Spawner: &spawn.Spawner{Client: client, Namespace: cfg.Namespace, Templates: templates},
 		Live:    live,

@@ -253,12 +253,15 @@ func (f *follower) look(ctx context.Context) (*batchv1.Job, []*corev1.Pod, error
 func (f *follower) lookOnce(ctx context.Context) (*batchv1.Job, []*corev1.Pod, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.opts.CallTimeout)
 	defer cancel()
-	job, err := f.s.job(ctx, f.id)
-	if err != nil {
-		if failure.KindOf(err) == failure.NotFound {
-			f.state.Message = "the job is gone"
+	job, pods, watched := f.s.watched(f.id)
+	if !watched {
+		var err error
+		if job, err = f.s.job(ctx, f.id); err != nil {
+			if failure.KindOf(err) == failure.NotFound {
+				f.state.Message = "the job is gone"
+			}
+			return nil, nil, err
 		}
-		return nil, nil, err
 	}
 	if f.jobUID == "" {
 		f.jobUID = job.UID
@@ -274,9 +277,11 @@ func (f *follower) lookOnce(ctx context.Context) (*batchv1.Job, []*corev1.Pod, e
 		// by the hundred cost one read a second each, not two.
 		return job, nil, nil
 	}
-	pods, err := f.s.attempts(ctx, job)
-	if err != nil {
-		return nil, nil, err
+	if !watched {
+		var err error
+		if pods, err = f.s.attempts(ctx, job); err != nil {
+			return nil, nil, err
+		}
 	}
 	started := pods[:0:0]
 	for _, p := range pods {
@@ -285,6 +290,28 @@ func (f *follower) lookOnce(ctx context.Context) (*batchv1.Job, []*corev1.Pod, e
 		}
 	}
 	return job, started, nil
+}
+
+// watched is the experiment's Job and its pods from s.Watch, if it has
+// them, and only while the Job is unfinished: a follow decides from a
+// finished Job that it has read every attempt, which holds only for pods
+// read after the Job (from the API), and two watches do not promise that.
+func (s *Store) watched(id string) (*batchv1.Job, []*corev1.Pod, bool) {
+	if s.Watch == nil {
+		return nil, nil, false
+	}
+	job := s.Watch.job(s.Namespace, jobspec.JobName(id))
+	if job == nil || job.DeletionTimestamp != nil {
+		return nil, nil, false
+	}
+	if owner, ok := jobspec.Owns(job); !ok || owner != id || state.Final(FromJob(job).State) {
+		return nil, nil, false
+	}
+	pods, ok := s.Watch.podsOf(job.UID)
+	if !ok {
+		return nil, nil, false
+	}
+	return job, ownedAttempts(job, pods), true
 }
 
 // next is the attempt to follow after the current one: the first started

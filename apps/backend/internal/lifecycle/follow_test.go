@@ -459,3 +459,46 @@ func TestFollowQueuedListsNoPods(t *testing.T) {
 		t.Fatalf("Follow = %+v, %v; want Succeeded", run.end, run.err)
 	}
 }
+
+// TestFollowWaitsOnTheWatch: with a Watch, a follow waiting for its runner
+// (its pod created, not started) reads the Job and pods from the Watch: no
+// GET or LIST per look; it still follows the runner once it starts and
+// ends with the Job, reading the finished Job from the API.
+func TestFollowWaitsOnTheWatch(t *testing.T) {
+	t.Parallel()
+	job := ownedJob("e1", "u-now")
+	job.Status.Active = 1
+	kube := fake.NewClientset(job, pod("p1", "u-now", 0, corev1.PodPending, "", ""))
+	watch, err := NewWatch(kube, ns, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go watch.Run(ctx)
+	for !watch.synced() {
+		time.Sleep(time.Millisecond)
+	}
+	logs := lifecycletest.NewLogs()
+	s := &Store{Client: kube, Namespace: ns, PodLogs: logs, Watch: watch}
+	sink := &recSink{}
+	before := len(kube.Actions())
+	run := startFollow(context.Background(), s, Position{}, sink)
+	time.Sleep(50 * time.Millisecond) // about ten looks
+	for _, a := range kube.Actions()[before:] {
+		if a.Matches("get", "jobs") || a.Matches("list", "pods") {
+			t.Fatalf("a follow waiting with a synced Watch called the API: %s %s", a.GetVerb(), a.GetResource().Resource)
+		}
+	}
+
+	setPod(t, kube, pod("p1", "u-now", 0, corev1.PodRunning, "runner", "running"))
+	logs.Write("p1", "hello\n")
+	sink.waitFor(t, "hello\n")
+	logs.End("p1")
+	setPod(t, kube, pod("p1", "u-now", 0, corev1.PodSucceeded, "runner", "exit 0"))
+	finishJob(t, kube, batchv1.JobComplete)
+	run.wait(t)
+	if run.err != nil || run.end.State != StateSucceeded || run.end.ExitCode == nil || *run.end.ExitCode != 0 {
+		t.Fatalf("Follow = %+v, %v; want Succeeded, exit code 0", run.end, run.err)
+	}
+}

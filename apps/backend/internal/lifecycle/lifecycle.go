@@ -165,6 +165,9 @@ type Store struct {
 	// PodLogs opens the runner's log for Follow; nil: the API server's
 	// pods/log.
 	PodLogs PodLogs
+	// Watch, when set and synced, is where Follow reads an unfinished
+	// Job and its pods, instead of the API server each poll.
+	Watch *Watch
 }
 
 // QueueDescriber describes the queue of a Job under one.

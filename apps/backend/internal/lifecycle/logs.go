@@ -148,9 +148,17 @@ func (s *Store) attempts(ctx context.Context, job *batchv1.Job) ([]*corev1.Pod, 
 	if err != nil {
 		return nil, fmt.Errorf("list pods of job %s: %w", job.Name, err)
 	}
-	var pods []*corev1.Pod
+	pods := make([]*corev1.Pod, len(list.Items))
 	for i := range list.Items {
-		p := &list.Items[i]
+		pods[i] = &list.Items[i]
+	}
+	return ownedAttempts(job, pods), nil
+}
+
+// ownedAttempts keeps the pods job controls, oldest first.
+func ownedAttempts(job *batchv1.Job, all []*corev1.Pod) []*corev1.Pod {
+	var pods []*corev1.Pod
+	for _, p := range all {
 		// The label can be copied by hand; the controller reference
 		// cannot be faked by another Job's controller.
 		if ref := metav1.GetControllerOf(p); ref != nil && ref.UID == job.UID {
@@ -166,7 +174,7 @@ func (s *Store) attempts(ctx context.Context, job *batchv1.Job) ([]*corev1.Pod, 
 		}
 		return pods[i].Name < pods[j].Name
 	})
-	return pods, nil
+	return pods
 }
 
 // openLogs starts reading the runner's log of pod.
