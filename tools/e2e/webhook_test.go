@@ -193,6 +193,11 @@ func hookObjects(t *testing.T, receiver netip.AddrPort, file string) []*unstruct
 // experiment's notify URL, each event with its own ce-id, the same for both
 // targets and on every retry, every request a signed binary CloudEvent. A
 // notify URL outside the allow-list is refused with 400, nothing created.
+// hostAddr is a cluster with an address of this machine its pods reach.
+type hostAddr interface {
+	HostAddr(context.Context) (netip.Addr, error)
+}
+
 func TestWebhook(t *testing.T) {
 	var (
 		rc       *hookReceiver
@@ -201,17 +206,17 @@ func TestWebhook(t *testing.T) {
 	)
 	f := features.New("webhooks: a receiver down for a minute gets every completion once it is up, signed, ce-id stable; notify outside the allow-list refused").
 		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			hn, ok := provider.(hostNetwork)
+			ha, ok := provider.(hostAddr)
 			if !ok {
-				requireOrSkip(t, "webhook", "the webhook test needs a receiver of the test process that the node's pods reach: the local node has one (the host's end of its veth), this cluster not")
+				requireOrSkip(t, "webhook", "the webhook test needs a receiver of the test process that the node's pods reach: the local node has one (the host's end of its veth), kind another (its Docker network's gateway), this cluster not")
 			}
-			nw, err := hn.Network()
+			addr, err := ha.HostAddr(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
-			ln, err := net.Listen("tcp", netip.AddrPortFrom(nw.HostIP, 0).String())
+			ln, err := net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
 			if err != nil {
-				t.Fatalf("listen on the host's end of the veth: %v", err)
+				t.Fatalf("listen on %s, where the node's pods reach this machine: %v", addr, err)
 			}
 			receiver = netip.MustParseAddrPort(ln.Addr().String())
 			rc = &hookReceiver{sinkSecret: []byte(randomSecret(t)), notifySecret: []byte(randomSecret(t))}
@@ -221,9 +226,10 @@ func TestWebhook(t *testing.T) {
 					t.Errorf("receiver: %v", err)
 				}
 			}()
-			// The receiver is on an address of 198.18.0.0/15, internal to
-			// the backend's guard: the sink and the allowNotify entry name
-			// it as an IP literal, which allows it. Plain HTTP, allowed
+			// The receiver is on an internal address to the backend's
+			// guard (in 198.18.0.0/15 here, a private range on a stock
+			// Docker): the sink and the allowNotify entry name it as an IP
+			// literal, which allows it. Plain HTTP, allowed
 			// explicitly: the pod has no CA for a certificate of ours.
 			file := fmt.Sprintf(`sinks:
   - name: e2e

@@ -216,3 +216,23 @@ func (c *Cluster) Registry() (images.Registry, error) {
 	}
 	return images.Registry{Host: host, InCluster: fmt.Sprintf("%s:%d", registryName(c.name), registryPort)}, nil
 }
+
+// kindNetwork is the Docker network kind puts its nodes on.
+const kindNetwork = "kind"
+
+// HostAddr is an address of this machine that the cluster's pods reach:
+// the gateway of kind's Docker network (a server of the test process
+// listening there is reachable from every node and pod, as a webhook
+// receiver must be).
+func (c *Cluster) HostAddr(ctx context.Context) (netip.Addr, error) {
+	out, err := docker(ctx, "network", "inspect", kindNetwork, "--format", "{{range .IPAM.Config}}{{.Gateway}} {{end}}")
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("find the host's address on kind's network: %w", err)
+	}
+	for _, f := range strings.Fields(out) {
+		if a, err := netip.ParseAddr(f); err == nil && a.Is4() {
+			return a, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("kind's Docker network %q has no IPv4 gateway (%q)", kindNetwork, out)
+}

@@ -292,3 +292,10 @@ func (c *Cluster) Network() (Network, error) {
 		APIServer:   p.serverURL(),
 	}, nil
 }
+
+// HostAddr is an address of this machine that the cluster's pods reach:
+// the host's end of the node's veth.
+func (c *Cluster) HostAddr(context.Context) (netip.Addr, error) {
+	nw, err := c.Network()
+	return nw.HostIP, err
+}
