@@ -56,7 +56,7 @@ var used = []struct {
 }{
 	{"batch", "jobs", "", "exp-x", []string{"create", "get", "list", "watch", "patch", "delete"}},
 	{"batch", "cronjobs", "", "gmini-runner", []string{"list", "watch"}},
-	{"", "pods", "", "exp-x-abcde", []string{"list"}},
+	{"", "pods", "", "exp-x-abcde", []string{"list", "watch"}},
 	{"", "pods", "log", "exp-x-abcde", []string{"get"}},
 	{"coordination.k8s.io", "leases", "", "gmini-backend-recorder", []string{"create", "get", "update"}},
 }
