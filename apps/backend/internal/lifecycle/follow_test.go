@@ -448,16 +448,7 @@ func TestFollowQueuedListsNoPods(t *testing.T) {
 	if _, err := kube.BatchV1().Jobs(ns).UpdateStatus(ctx, job, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	setPod(t, kube, pod("p1", "u-now", 0, corev1.PodRunning, "runner", "running"))
-	logs.Write("p1", "hello\n")
-	sink.waitFor(t, "hello\n")
-	logs.End("p1")
-	setPod(t, kube, pod("p1", "u-now", 0, corev1.PodSucceeded, "runner", "exit 0"))
-	finishJob(t, kube, batchv1.JobComplete)
-	run.wait(t)
-	if run.err != nil || run.end.State != StateSucceeded {
-		t.Fatalf("Follow = %+v, %v; want Succeeded", run.end, run.err)
-	}
+	runToSuccess(t, kube, logs, sink, run)
 }
 
 // TestFollowWaitsOnTheWatch: with a Watch, a follow waiting for its runner
@@ -491,6 +482,14 @@ func TestFollowWaitsOnTheWatch(t *testing.T) {
 		}
 	}
 
+	runToSuccess(t, kube, logs, sink, run)
+}
+
+// runToSuccess starts the runner of pod p1 (Job u-now), which prints a
+// line and exits 0, and checks that the follow delivers the line and ends
+// Succeeded with that exit code.
+func runToSuccess(t *testing.T, kube *fake.Clientset, logs *lifecycletest.Logs, sink *recSink, run *followRun) {
+	t.Helper()
 	setPod(t, kube, pod("p1", "u-now", 0, corev1.PodRunning, "runner", "running"))
 	logs.Write("p1", "hello\n")
 	sink.waitFor(t, "hello\n")
