@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,6 +25,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -46,6 +48,8 @@ import (
 	gmini "github.com/gmini-dev/gmini/apps/backend/client"
 	"github.com/gmini-dev/gmini/apps/backend/jobspec"
 	"github.com/gmini-dev/gmini/apps/backend/wire"
+	"github.com/gmini-dev/gmini/tools/cluster"
+	"github.com/gmini-dev/gmini/tools/cluster/kind"
 	"github.com/gmini-dev/gmini/tools/cluster/local"
 	"github.com/gmini-dev/gmini/tools/deploy"
 	"github.com/gmini-dev/gmini/tools/gitops"
@@ -85,7 +89,7 @@ type gitopsRun struct {
 	reg      images.Registry
 	opts     []remote.Option
 	meta     images.Meta
-	node     local.Network
+	site     databaseSite
 	db       *postgres.Server
 	stage    string // the published tree: the checkout's manifests, promoted
 	tag      string // the tag the example's OCIRepository follows
@@ -107,6 +111,64 @@ func (g *gitopsRun) timing(t *testing.T, what string, d time.Duration) {
 // its addresses, to run the prod overlay's PostgreSQL where pods reach it.
 type networked interface {
 	Network() (local.Network, error)
+}
+
+// kindNetworked is the same of kind: its Docker network, whose gateway is
+// this machine.
+type kindNetworked interface {
+	HostNetwork(context.Context) (netip.Addr, netip.Prefix, error)
+}
+
+// databaseSite is where the suite runs overlays/prod's PostgreSQL, so that
+// the cluster's pods reach it, and where the backend's egress goes.
+type databaseSite struct {
+	netns string // a network namespace to run it in; "" for this machine's
+	addr  netip.Addr
+	// clients may connect without a password: the pods, as the server
+	// sees them.
+	clients []netip.Prefix
+	// apiServer is where the backend's egress to the API server goes,
+	// after its Service's address is translated.
+	apiServer netip.Addr
+}
+
+// siteOf places the database: on the local node, in the node's network
+// namespace on its address (also the API server's); on kind, on this
+// machine at kind's network gateway, which pods reach through their node
+// (from their own address, or the node's once it masquerades them).
+func siteOf(ctx context.Context, p cluster.Provider, cs kubernetes.Interface) (databaseSite, bool, error) {
+	switch c := p.(type) {
+	case networked:
+		nw, err := c.Network()
+		return databaseSite{netns: nw.Namespace, addr: nw.NodeIP, clients: []netip.Prefix{nw.PodCIDR}, apiServer: nw.NodeIP}, true, err
+	case kindNetworked:
+		gw, subnet, err := c.HostNetwork(ctx)
+		if err != nil {
+			return databaseSite{}, true, err
+		}
+		api, err := apiServerAddr(ctx, cs)
+		return databaseSite{addr: gw, clients: []netip.Prefix{subnet, netip.MustParsePrefix(kind.PodSubnet)}, apiServer: api}, true, err
+	}
+	return databaseSite{}, false, nil
+}
+
+// apiServerAddr is the address behind the Service kubernetes: what a
+// NetworkPolicy sees as the destination of a pod's API requests.
+func apiServerAddr(ctx context.Context, cs kubernetes.Interface) (netip.Addr, error) {
+	list, err := cs.DiscoveryV1().EndpointSlices(corev1.NamespaceDefault).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=kubernetes"})
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("find the API server's address: %w", err)
+	}
+	for _, sl := range list.Items {
+		for _, ep := range sl.Endpoints {
+			for _, a := range ep.Addresses {
+				if addr, err := netip.ParseAddr(a); err == nil && addr.Is4() {
+					return addr, nil
+				}
+			}
+		}
+	}
+	return netip.Addr{}, errors.New("the Service kubernetes has no IPv4 endpoint")
 }
 
 func TestGitOps(t *testing.T) {
@@ -145,13 +207,14 @@ func (g *gitopsRun) setup(ctx context.Context, t *testing.T, cfg *envconf.Config
 	if g.l, err = layout.FromWorkingDir(); err != nil {
 		t.Fatal(err)
 	}
-	nw, ok := provider.(networked)
+	site, ok, err := siteOf(ctx, provider, clientset(t, cfg))
 	if !ok {
-		requireOrSkip(t, "gitops", "overlays/prod keeps its history in PostgreSQL, which this test runs in the local node's network namespace; this cluster has none")
+		requireOrSkip(t, "gitops", "overlays/prod keeps its history in PostgreSQL, which this test runs where the cluster's pods reach it: in the local node's network namespace, or at kind's network gateway; this cluster has neither")
 	}
-	if g.node, err = nw.Network(); err != nil {
+	if err != nil {
 		t.Fatal(err)
 	}
+	g.site = site
 	if g.reg, err = provider.Registry(); err != nil {
 		t.Fatalf("the suite's cluster has no registry: %v", err)
 	}
@@ -215,10 +278,10 @@ func (g *gitopsRun) setup(ctx context.Context, t *testing.T, cfg *envconf.Config
 		t.Fatal(err)
 	}
 
-	// The history's PostgreSQL, on the node address, trusting pods.
+	// The history's PostgreSQL, where pods reach it, trusting them.
 	dir := filepath.Join(os.TempDir(), "gmini-"+clusterName+"-postgres")
-	g.db, err = postgres.Start(ctx, dir, postgres.WithNetNS(g.node.Namespace),
-		postgres.WithTCP(netip.AddrPortFrom(g.node.NodeIP, 5432)), postgres.WithTrustedClients(g.node.PodCIDR),
+	g.db, err = postgres.Start(ctx, dir, postgres.WithNetNS(g.site.netns),
+		postgres.WithTCP(netip.AddrPortFrom(g.site.addr, 5432)), postgres.WithTrustedClients(g.site.clients...),
 		postgres.WithSetting("fsync", "off"), postgres.WithLogger(logger))
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +300,8 @@ func (g *gitopsRun) setup(ctx context.Context, t *testing.T, cfg *envconf.Config
 	}
 	// What a team sets for its cluster, as network-policy.yaml asks: where
 	// its API server and its database are.
-	if err := setEgressTo(filepath.Join(g.stage, "overlays", "prod", "network-policy.yaml"), netip.PrefixFrom(g.node.NodeIP, 32).String()); err != nil {
+	if err := setEgressTo(filepath.Join(g.stage, "overlays", "prod", "network-policy.yaml"), map[string]netip.Addr{
+		"gmini-backend-apiserver": g.site.apiServer, "gmini-backend-database": g.site.addr}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -728,11 +792,13 @@ func (g *gitopsRun) teardown(ctx context.Context, t *testing.T, cfg *envconf.Con
 
 // setEgressTo points every egress rule of the backend's API server and
 // database policies at cidr: the team's cluster addresses.
-func setEgressTo(path, cidr string) error {
+func setEgressTo(path string, to map[string]netip.Addr) error {
 	return editYAML(path, func(n *kyaml.RNode) error {
-		if n.GetKind() != "NetworkPolicy" || !slices.Contains([]string{"gmini-backend-apiserver", "gmini-backend-database"}, n.GetName()) {
+		addr, ok := to[n.GetName()]
+		if n.GetKind() != "NetworkPolicy" || !ok {
 			return nil
 		}
+		cidr := netip.PrefixFrom(addr, addr.BitLen()).String()
 		rules, err := n.Pipe(kyaml.Lookup("spec", "egress"))
 		if err != nil || rules == nil {
 			return fmt.Errorf("NetworkPolicy %s has no egress rules: %v", n.GetName(), err)

@@ -225,14 +225,25 @@ const kindNetwork = "kind"
 // listening there is reachable from every node and pod, as a webhook
 // receiver must be).
 func (c *Cluster) HostAddr(ctx context.Context) (netip.Addr, error) {
-	out, err := docker(ctx, "network", "inspect", kindNetwork, "--format", "{{range .IPAM.Config}}{{.Gateway}} {{end}}")
+	gw, _, err := c.HostNetwork(ctx)
+	return gw, err
+}
+
+// HostNetwork is kind's Docker network as this machine sees it: its
+// gateway (an address of this machine) and its subnet (the nodes', and the
+// source of what pods send this machine once their node masquerades it).
+func (c *Cluster) HostNetwork(ctx context.Context) (netip.Addr, netip.Prefix, error) {
+	out, err := docker(ctx, "network", "inspect", kindNetwork, "--format", "{{range .IPAM.Config}}{{.Subnet}},{{.Gateway}} {{end}}")
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("find the host's address on kind's network: %w", err)
+		return netip.Addr{}, netip.Prefix{}, fmt.Errorf("find the host's address on kind's network: %w", err)
 	}
 	for _, f := range strings.Fields(out) {
-		if a, err := netip.ParseAddr(f); err == nil && a.Is4() {
-			return a, nil
+		subnet, gateway, _ := strings.Cut(f, ",")
+		p, perr := netip.ParsePrefix(subnet)
+		a, aerr := netip.ParseAddr(gateway)
+		if perr == nil && aerr == nil && a.Is4() && p.Contains(a) {
+			return a, p, nil
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("kind's Docker network %q has no IPv4 gateway (%q)", kindNetwork, out)
+	return netip.Addr{}, netip.Prefix{}, fmt.Errorf("kind's Docker network %q has no IPv4 subnet with a gateway (%q)", kindNetwork, out)
 }
