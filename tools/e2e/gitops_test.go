@@ -813,6 +813,31 @@ func setEgressTo(path string, to map[string]netip.Addr) error {
 	})
 }
 
+// setEgressObjects is setEgressTo on rendered objects.
+func setEgressObjects(objs []*unstructured.Unstructured, to map[string]netip.Addr) error {
+	for _, o := range objs {
+		addr, ok := to[o.GetName()]
+		if o.GetKind() != "NetworkPolicy" || !ok {
+			continue
+		}
+		rules, found, err := unstructured.NestedSlice(o.Object, "spec", "egress")
+		if err != nil || !found {
+			return fmt.Errorf("NetworkPolicy %s has no egress rules: %v", o.GetName(), err)
+		}
+		for i := range rules {
+			rule, ok := rules[i].(map[string]any)
+			if !ok {
+				return fmt.Errorf("NetworkPolicy %s: egress rule %d is not an object", o.GetName(), i)
+			}
+			rule["to"] = []any{map[string]any{"ipBlock": map[string]any{"cidr": netip.PrefixFrom(addr, addr.BitLen()).String()}}}
+		}
+		if err := unstructured.SetNestedSlice(o.Object, rules, "spec", "egress"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // removeResource drops res from a kustomization's resources, as a commit
 // that deletes the object would.
 func removeResource(path, res string) error {

@@ -30,6 +30,7 @@ import (
 	"github.com/gmini-dev/gmini/tools/deploy"
 	"github.com/gmini-dev/gmini/tools/internal/jobtrack"
 	"github.com/gmini-dev/gmini/tools/internal/layout"
+	"github.com/gmini-dev/gmini/tools/manifests"
 	"github.com/gmini-dev/gmini/tools/postgres"
 )
 
@@ -74,11 +75,13 @@ func TestLeaderKilledMidBurst(t *testing.T) {
 	)
 	f := features.New("prod's history in PostgreSQL with two replicas: the recording leader's process crashed (SIGSTOP, then SIGKILL) mid-burst of 200 experiments; the Lease expires and moves within its bound, and every experiment ends with exactly one Job, one runner pod, one record and its output").
 		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			hn, ok := provider.(hostNetwork)
+			// The backend's processes are this machine's on both
+			// providers (a kind node is a container of this machine's
+			// Docker): crashPod finds them by their container's cgroup.
+			site, ok, err := siteOf(ctx, provider, clientset(t, cfg))
 			if !ok {
-				requireOrSkip(t, "leader", "the leader test needs PostgreSQL reachable from pods and the backend's processes on this machine, to kill one: the local node has both, this cluster neither")
+				requireOrSkip(t, "leader", "the leader test needs PostgreSQL where the cluster's pods reach it (the local node's network namespace, or kind's network gateway) and the backend's processes on this machine, to kill one; this cluster has neither")
 			}
-			nw, err := hn.Network()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -87,11 +90,11 @@ func TestLeaderKilledMidBurst(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Debian's PostgreSQL, as a managed database would be: outside
-			// the cluster, on the node's address, trusting the pods.
+			// the cluster, where its pods reach it, trusting them.
 			pg, err = postgres.Start(ctx, l.Output("postgres", clusterName),
-				postgres.WithNetNS(nw.Namespace),
-				postgres.WithTCP(netip.AddrPortFrom(nw.NodeIP, 5432)),
-				postgres.WithTrustedClients(nw.PodCIDR),
+				postgres.WithNetNS(site.netns),
+				postgres.WithTCP(netip.AddrPortFrom(site.addr, 5432)),
+				postgres.WithTrustedClients(site.clients...),
 				postgres.WithLogger(logger))
 			if err != nil {
 				t.Fatal(err)
@@ -111,7 +114,20 @@ func TestLeaderKilledMidBurst(t *testing.T) {
 			if _, err := client.CoreV1().Secrets(prodNamespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := deploy.ApplyOverlay(logger, l.Path("tools", "e2e", "testdata", "prod-local"))(ctx, cfg); err != nil {
+			objs, err := manifests.Objects(l.Path("tools", "e2e", "testdata", "prod-local"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if site.netns == "" {
+				// prod-local's egress names the local node's host links;
+				// elsewhere the API server and the database are at the
+				// site's addresses.
+				if err := setEgressObjects(objs, map[string]netip.Addr{
+					"gmini-backend-apiserver": site.apiServer, "gmini-backend-database": site.addr}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := deploy.ApplyObjects(ctx, logger, cfg.Client().RESTConfig(), objs); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := deploy.WaitBackend(logger, prodNamespace, 3*time.Minute)(ctx, cfg); err != nil {

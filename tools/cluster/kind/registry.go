@@ -214,7 +214,18 @@ func (c *Cluster) Registry() (images.Registry, error) {
 	if err != nil {
 		return images.Registry{}, fmt.Errorf("kind cluster %s: %w", c.name, err)
 	}
-	return images.Registry{Host: host, InCluster: fmt.Sprintf("%s:%d", registryName(c.name), registryPort)}, nil
+	// Pods reach the registry at its address on kind's network: its
+	// container's name resolves only where the cluster's DNS runs, and
+	// the offline node image runs none (it has no CoreDNS image).
+	ip, err := docker(context.Background(), "inspect", "-f", "{{(index .NetworkSettings.Networks \""+kindNetwork+"\").IPAddress}}", registryName(c.name))
+	if err != nil {
+		return images.Registry{}, fmt.Errorf("kind cluster %s: the registry's address: %w", c.name, err)
+	}
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return images.Registry{}, fmt.Errorf("kind cluster %s: the registry is not on kind's network (address %q)", c.name, ip)
+	}
+	return images.Registry{Host: host, InCluster: netip.AddrPortFrom(addr, registryPort).String()}, nil
 }
 
 // kindNetwork is the Docker network kind puts its nodes on.
