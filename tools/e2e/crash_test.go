@@ -140,13 +140,16 @@ func containerID(pod *corev1.Pod, container string) (string, error) {
 }
 
 // containerPIDs lists the processes of this machine whose cgroup path names
-// the container's ID (/k8s.io/<id> with containerd, in every hierarchy).
+// the container's ID, in every hierarchy: on the local node or on kind.
 func containerPIDs(id string) ([]int, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, fmt.Errorf("list processes: %w", err)
 	}
-	needle := []byte("/" + id)
+	// The ID is in the path as a directory of its own (cgroupfs:
+	// .../<id>) or in a systemd unit's name (.../cri-containerd-<id>.scope):
+	// 64 hex digits, found nowhere else.
+	needle := []byte(id)
 	var pids []int
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
