@@ -172,6 +172,7 @@ func TestEventsReportPrint(t *testing.T) {
 		idle: []idleRow{{what: "GET /events", n: 500, window: 20 * time.Second,
 			before:    snapshot{mem: backendproc.Memory{RSS: 60 << 20, Anon: 20 << 20}, goroutines: 50, heapInuse: 10 << 20, stackIn: 1 << 20},
 			with:      snapshot{mem: backendproc.Memory{RSS: 80 << 20, Anon: 35 << 20}, goroutines: 1550, heapInuse: 20 << 20, stackIn: 5 << 20},
+			idled:     snapshot{mem: backendproc.Memory{RSS: 70 << 20, Anon: 25 << 20}, goroutines: 1550},
 			after:     snapshot{mem: backendproc.Memory{RSS: 75 << 20, Anon: 30 << 20}, goroutines: 50},
 			cpuBefore: ms(200), cpuWith: ms(600), apiBefore: ms(1000), apiWith: ms(1200), reqsBefore: 100, reqsWith: 120}},
 	}
@@ -180,10 +181,11 @@ func TestEventsReportPrint(t *testing.T) {
 	for _, want := range []string{
 		// 2 events, 1 missing; p50 100 ms, p99 and max 300 ms.
 		"| 100 | GET /events | 2, one every 250ms ±20 % | 2 | 1 | 100.0 ms | 300.0 ms | 300.0 ms | 50.0 ms / 150.0 ms | 5.0 ms / 7.0 ms |",
-		// 20 MiB over 500 followers: 41 KiB each; 15 MiB anonymous: 30.7
-		// KiB; heap 10 MiB: 20.5 KiB, stacks 4 MiB: 8.2 KiB; CPU 1 % and
-		// 3 % of one CPU; 5 and 6 requests/s.
-		"| 500 | GET /events | 60.0 MiB / 80.0 MiB / 75.0 MiB | 41.0 KiB | 30.7 KiB | 20.5 KiB / 8.2 KiB | 50 / 1550 / 50 | 1.0 % / 3.0 % | 5.0 % / 6.0 % | 5.0 / 6.0 |",
+		// 20 MiB over 500 followers: 41 KiB each, 10 MiB once idled: 20.5
+		// KiB; 15 and 5 MiB anonymous: 30.7 and 10.2 KiB; heap 10 MiB:
+		// 20.5 KiB, stacks 4 MiB: 8.2 KiB; CPU 1 % and 3 % of one CPU; 5
+		// and 6 requests/s.
+		"| 500 | GET /events | 60.0 MiB / 80.0 MiB / 70.0 MiB / 75.0 MiB | 41.0 KiB / 20.5 KiB | 30.7 KiB / 10.2 KiB | 20.5 KiB / 8.2 KiB | 50 / 1550 / 50 | 1.0 % / 3.0 % | 5.0 % / 6.0 % | 5.0 / 6.0 |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks\n%s\nin\n%s", want, out)
