@@ -156,10 +156,15 @@ func (q *Queues) Start(ctx context.Context) {
 	q.runCtx = ctx
 	q.mu.Unlock()
 	go func() {
+		// The first look shares a check a request may have started or
+		// finished a moment ago (it answers for "now"); later ones always
+		// look again.
+		fresh := q.cfg.Recheck
 		for {
-			if ok, _ := q.recheck(ctx, 0); ok {
+			if ok, _ := q.recheck(ctx, fresh); ok {
 				return
 			}
+			fresh = 0
 			select {
 			case <-ctx.Done():
 				return
