@@ -165,6 +165,7 @@ TEST_CLUSTERS := gmini-e2e gmini-rel itest itest-api
 check-clean:
 	@left=""; for c in $(TEST_CLUSTERS); do \
 	  ip netns list 2>/dev/null | grep -q "^gmini-$$c\b" && left="$$left netns:gmini-$$c"; \
+	  [ -e /run/gmini-clusters/gmini-$$c ] && left="$$left owner-record:gmini-$$c"; \
 	  pgrep -f "(cluster/|/tmp/gmini-)$$c[/-]" >/dev/null && left="$$left processes:$$c"; \
 	  grep -Eq "(/cluster/|/tmp/gmini-)$$c[/-]" /proc/self/mountinfo && left="$$left mounts:$$c"; \
 	  pgrep -f "registry serve .*/cluster/$$c/" >/dev/null && left="$$left registry:$$c"; \

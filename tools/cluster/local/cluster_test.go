@@ -201,10 +201,39 @@ func TestAPIServerOnly(t *testing.T) {
 	if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x"}}, metav1.CreateOptions{}); err != nil {
 		t.Error(err)
 	}
-	if err := c.Destroy(ctx); err != nil {
+
+	// A run killed before it could destroy its cluster (a CI job cut
+	// off, go test's timeout) leaves the namespace, mounts and cgroups.
+	// The same cluster created from another checkout cleans them up from
+	// the dead run's own state instead of refusing until someone runs
+	// `ip netns del`.
+	for name, pr := range st.Components {
+		if err := syscall.Kill(pr.PID, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill %s: %v", name, err)
+		}
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		return !local.Running(st.Components[local.APIServer]), nil
+	}); err != nil {
+		t.Fatal("apiserver survived SIGKILL")
+	}
+	c2 := local.NewCluster("itest-api", local.WithRunDir(runDirFor(t, "itest-api-next")), local.WithKubeBinary(kube), local.WithoutNode(), local.WithLogger(log))
+	t.Cleanup(func() { _ = c2.Destroy(context.Background()) })
+	if _, err := c2.Create(ctx); err != nil {
+		t.Fatalf("create over a killed run's leftovers: %v", err)
+	}
+	if _, err := os.Stat(st.Plan.StateFile()); err == nil {
+		t.Error("the killed run's state file is left: its cluster was not destroyed")
+	}
+	st2, err := c2.LoadState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.Destroy(ctx); err != nil {
 		t.Fatal(err)
 	}
 	assertGone(t, st)
+	assertGone(t, st2)
 }
 
 // requireNode skips with -short (make unit) and otherwise prepares the
@@ -440,6 +469,9 @@ func assertGone(t *testing.T, st *local.State) {
 	}
 	if _, err := os.Stat(st.Plan.StateFile()); err == nil {
 		t.Error("state file left")
+	}
+	if _, err := os.Stat(local.OwnerFile(st.Plan.NetNS)); err == nil {
+		t.Errorf("owner record %s left", local.OwnerFile(st.Plan.NetNS))
 	}
 }
 

@@ -43,7 +43,12 @@ func (c *Cluster) Create(ctx context.Context, _ ...string) (string, error) {
 	// Checked before anything is written, so the clean-up of a failed
 	// Create cannot tear down another cluster's network.
 	if netns.Exists(p.NetNS) {
-		return "", fmt.Errorf("create cluster %s: network namespace %s exists: the cluster runs from another run directory, or a crash left it (destroy it with that run directory, or `ip netns del %s`)", p.Name, p.NetNS, p.NetNS)
+		if err := c.reclaim(ctx, p); err != nil {
+			return "", fmt.Errorf("create cluster %s: %w", p.Name, err)
+		}
+		if netns.Exists(p.NetNS) {
+			return "", fmt.Errorf("create cluster %s: network namespace %s still exists after its leftovers were destroyed", p.Name, p.NetNS)
+		}
 	}
 	if _, err := net.InterfaceByName(p.HostLink); err == nil {
 		return "", fmt.Errorf("create cluster %s: host link %s exists: another cluster uses subnet index %d; choose another with WithSubnetIndex", p.Name, p.HostLink, p.Index)
@@ -188,6 +193,10 @@ func (c *Cluster) create(ctx context.Context, p plan) error {
 }
 
 func setUpNetwork(ctx context.Context, b *boot) error {
+	// Recorded first: a namespace that exists always names its owner.
+	if err := recordOwner(b.p); err != nil {
+		return err
+	}
 	if err := netns.Setup(ctx, netConfig(b.p)); err != nil {
 		return fmt.Errorf("set up network: %w", err)
 	}

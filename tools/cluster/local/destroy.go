@@ -135,6 +135,9 @@ func tearDownNetwork(ctx context.Context, t *teardown) {
 	p := t.st.Plan
 	t.note(killCgroup(ctx, p.Cgroup))
 	t.note(netns.Teardown(ctx, netConfig(p)))
+	if !netns.Exists(p.NetNS) {
+		t.note(forgetOwner(p))
+	}
 	t.note(cgroups.Remove(p.Cgroup))
 	t.note(releaseContainerdCgroup(p))
 }

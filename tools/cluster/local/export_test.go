@@ -20,4 +20,5 @@ var (
 	Running      = running
 	MountsUnder  = mountsUnder
 	ContainerIDs = containerIDs
+	OwnerFile    = ownerFile
 )
