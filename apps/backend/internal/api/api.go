@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -434,7 +435,8 @@ func (s *server) recovered(c *gin.Context, v any) {
 // bounded lets at most cap(slots) requests through at once and answers
 // the others with refuse at once: a burst is refused cheaply instead of
 // queueing (POSTs on the API server, log reads on the backend's memory).
-// A nil slots bounds nothing.
+// A nil slots bounds nothing. A handler whose work outlives it (an event
+// stream that took its connection) keeps its slot with keepSlot.
 func bounded(slots chan struct{}, refuse gin.HandlerFunc) gin.HandlerFunc {
 	if slots == nil {
 		return func(*gin.Context) {}
@@ -442,12 +444,40 @@ func bounded(slots chan struct{}, refuse gin.HandlerFunc) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		select {
 		case slots <- struct{}{}:
-			defer func() { <-slots }()
-			c.Next()
 		default:
 			refuse(c)
+			return
 		}
+		sl := &slot{release: sync.OnceFunc(func() { <-slots })}
+		c.Set(slotKey, sl)
+		defer func() {
+			if !sl.kept {
+				sl.release()
+			}
+		}()
+		c.Next()
 	}
+}
+
+// slot is a request's place in a bounded route.
+type slot struct {
+	release func()
+	kept    bool
+}
+
+const slotKey = "gmini.slot"
+
+// keepSlot hands the request's slot, if it holds one, to the caller, who
+// must call the returned release; the request no longer frees it when
+// its handlers return. Without a slot the release does nothing.
+func keepSlot(c *gin.Context) (release func()) {
+	v, ok := c.Get(slotKey)
+	if !ok {
+		return func() {}
+	}
+	sl := v.(*slot)
+	sl.kept = true
+	return sl.release
 }
 
 // tooManyPOSTs refuses a POST beyond MaxInflight.

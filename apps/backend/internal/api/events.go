@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync"
 
 	"github.com/gin-gonic/gin"
 
@@ -27,40 +26,9 @@ const DefaultMaxEventStreams = 1000
 // eventsRoutes registers the status event streams. Each is SSE, whatever
 // the Accept header says: there is no other form of them.
 func (s *server) eventsRoutes(r *gin.Engine) {
-	r.GET("/events", s.authorize(auth.VerbList), s.boundEvents, s.allEvents)
-	r.GET("/experiments/:id/events", s.authorize(auth.VerbGet), s.boundEvents, s.experimentEvents)
-	r.GET("/experiment-sets/:set/events", s.authorize(auth.VerbList), s.boundEvents, s.setEvents)
-}
-
-// streamSlot is a stream's place among --max-event-streams. A stream that
-// outlives its handler (see beginEvents) keeps it until it ends.
-type streamSlot struct {
-	release func()
-	kept    bool
-}
-
-const streamSlotKey = "gmini.streamSlot"
-
-// boundEvents bounds the event streams served at once, as bounded does,
-// but a stream the handler keeps going holds its slot until it ends.
-func (s *server) boundEvents(c *gin.Context) {
-	if s.eventStreams == nil {
-		return
-	}
-	select {
-	case s.eventStreams <- struct{}{}:
-	default:
-		s.tooManyEventStreams(c)
-		return
-	}
-	slot := &streamSlot{release: sync.OnceFunc(func() { <-s.eventStreams })}
-	c.Set(streamSlotKey, slot)
-	defer func() {
-		if !slot.kept {
-			slot.release()
-		}
-	}()
-	c.Next()
+	r.GET("/events", s.authorize(auth.VerbList), bounded(s.eventStreams, s.tooManyEventStreams), s.allEvents)
+	r.GET("/experiments/:id/events", s.authorize(auth.VerbGet), bounded(s.eventStreams, s.tooManyEventStreams), s.experimentEvents)
+	r.GET("/experiment-sets/:set/events", s.authorize(auth.VerbList), bounded(s.eventStreams, s.tooManyEventStreams), s.setEvents)
 }
 
 func (s *server) tooManyEventStreams(c *gin.Context) {
@@ -203,7 +171,7 @@ func allFinal(counts map[string]int) bool {
 // backend stops, or last says an event was the last (with the done event's
 // data).
 func (s *server) streamEvents(c *gin.Context, f events.Filter, after int64, last func(context.Context, history.Event) (bool, any)) {
-	st := s.beginEvents(c)
+	st := s.beginEvents(c, true)
 	// Where the stream starts, as an id without an event: a client that
 	// loses the connection before the first event resumes from here
 	// (browsers keep it as lastEventId too), not from a later "now".
@@ -247,7 +215,7 @@ func (s *server) streamEvents(c *gin.Context, f events.Filter, after int64, last
 
 // replayEvents sends what the store holds of f after after, then done.
 func (s *server) replayEvents(c *gin.Context, f events.Filter, after int64, done any) {
-	st := s.beginEvents(c)
+	st := s.beginEvents(c, false)
 	err := s.Events.Replay(st.ctx, f, after, func(e history.Event) error {
 		return st.w.send(strconv.FormatInt(e.Seq, 10), wire.EventState, eventOf(e))
 	})
@@ -273,22 +241,27 @@ type eventStream struct {
 	stop func()
 	// conn is the connection taken from net/http, nil if none was.
 	conn net.Conn
-	slot *streamSlot
+	// releaseSlot gives back the stream's place among
+	// --max-event-streams; nil while the request's handlers hold it.
+	releaseSlot func()
 	// req and id are what the end's log line needs: gin's context is
 	// reused once the handler returns.
 	req *http.Request
 	id  string
 }
 
-func (s *server) beginEvents(c *gin.Context) *eventStream {
+// beginEvents starts a stream. Only a live stream (one that waits for
+// what comes next) takes its connection: a replay ends once it has sent
+// what is stored, and the request's goroutine may as well serve it.
+func (s *server) beginEvents(c *gin.Context, live bool) *eventStream {
 	s.Metrics.EventStreams.Inc()
 	st := &eventStream{s: s, req: c.Request, id: c.Param("id")}
-	if v, ok := c.Get(streamSlotKey); ok {
-		st.slot = v.(*streamSlot)
-	}
 	base := c.Request.Context()
-	if conn := hijack(c); conn != nil {
+	if conn := hijackIf(live, c); conn != nil {
 		st.conn = conn
+		// The stream outlives its handler from here on, and so does its
+		// place among --max-event-streams.
+		st.releaseSlot = keepSlot(c)
 		// The request's context ends when its handler returns; the
 		// stream's ends when the client closes the connection, which
 		// only a read notices.
@@ -315,10 +288,11 @@ func (s *server) beginEvents(c *gin.Context) *eventStream {
 	return st
 }
 
-// hijack takes c's connection from net/http, if it can, before anything
-// was written to it. The stream writes its own response head then.
-func hijack(c *gin.Context) net.Conn {
-	if c.Request.ProtoMajor != 1 {
+// hijackIf takes c's connection from net/http, if asked and if it can,
+// before anything was written to it. The stream writes its own response
+// head then.
+func hijackIf(live bool, c *gin.Context) net.Conn {
+	if !live || c.Request.ProtoMajor != 1 {
 		return nil
 	}
 	// Through gin's writer, so that gin knows the response is not its
@@ -352,9 +326,6 @@ func (st *eventStream) run(rest func()) {
 		rest()
 		return
 	}
-	if st.slot != nil {
-		st.slot.kept = true
-	}
 	go rest()
 }
 
@@ -376,8 +347,8 @@ func (st *eventStream) release() {
 	st.w.close()
 	st.stop()
 	st.s.Metrics.EventStreams.Dec()
-	if st.slot != nil && st.slot.kept {
-		st.slot.release()
+	if st.releaseSlot != nil {
+		st.releaseSlot()
 	}
 }
 

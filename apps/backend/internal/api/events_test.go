@@ -399,3 +399,56 @@ func TestEventStreamOwnsItsConnection(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestEventStreamSlots: a live stream that took its connection keeps its
+// place among --max-event-streams after its handler returned, until its
+// client leaves; a finished experiment's stream is a replay that keeps
+// its connection in net/http (it ends once it has sent what is stored),
+// and frees its place when it ends.
+func TestEventStreamSlots(t *testing.T) {
+	e := newEventsEnv(t, Config{MaxEventStreams: 1})
+	e.write(t, history.Record{ID: "a"})
+	e.write(t, history.Record{ID: "done"})
+	e.write(t, history.Record{ID: "done", State: history.StateSucceeded})
+	u, err := url.Parse(e.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(path string) (*http.Response, string) {
+		t.Helper()
+		resp, err := http.Get(e.srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp, string(body)
+	}
+
+	c, _ := dialFollower(t, u.Host)
+	waitSubscribers(t, e, 1)
+	if resp, body := get("/experiments/done/events"); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("a second stream while a detached one holds the only slot: %d %q, want 429", resp.StatusCode, body)
+	}
+	c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, body := get("/experiments/done/events")
+		if resp.StatusCode == http.StatusOK {
+			if resp.Close || len(resp.TransferEncoding) == 0 {
+				t.Errorf("a replay took its connection (close %v, transfer encoding %v): only live streams should", resp.Close, resp.TransferEncoding)
+			}
+			if !strings.Contains(body, "event: done") {
+				t.Errorf("replay of a finished experiment without done:\n%s", body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the slot of a stream whose client left was not freed: %d %q", resp.StatusCode, body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The replay ended and gave its place back: a live stream gets it.
+	c2, _ := dialFollower(t, u.Host)
+	c2.Close()
+}
