@@ -467,14 +467,24 @@ func TestFollowWaitsOnTheWatch(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go watch.Run(ctx)
-	for !watch.synced() {
-		time.Sleep(time.Millisecond)
+	// A replica that serves no waiting follow watches nothing.
+	time.Sleep(20 * time.Millisecond)
+	for _, a := range kube.Actions() {
+		if a.GetVerb() == "list" || a.GetVerb() == "watch" {
+			t.Fatalf("the Watch started before any follow needed it: %s %s", a.GetVerb(), a.GetResource().Resource)
+		}
 	}
 	logs := lifecycletest.NewLogs()
 	s := &Store{Client: kube, Namespace: ns, PodLogs: logs, Watch: watch}
 	sink := &recSink{}
-	before := len(kube.Actions())
 	run := startFollow(context.Background(), s, Position{}, sink)
+	// The follow's first look starts the Watch, and reads the API until
+	// it has synced.
+	for !watch.synced() {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(10 * time.Millisecond) // a look that began before the sync ends
+	before := len(kube.Actions())
 	time.Sleep(50 * time.Millisecond) // about ten looks
 	for _, a := range kube.Actions()[before:] {
 		if a.Matches("get", "jobs") || a.Matches("list", "pods") {

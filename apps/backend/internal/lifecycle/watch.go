@@ -3,6 +3,7 @@ package lifecycle
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -23,15 +24,23 @@ import (
 // them kept the API server at a full CPU, docs/benchmarks.md), with one
 // it costs the API server nothing. What the Watch has not seen (a Job
 // created a moment ago) is still read from the API.
+//
+// It starts watching when a follow first asks it for a Job, not when the
+// replica starts: a replica that serves no waiting follow keeps no copy
+// of the namespace's Jobs and pods, and makes no watch requests.
 type Watch struct {
 	jobsFactory, podsFactory informers.SharedInformerFactory
 	jobs, pods               cache.SharedIndexInformer
+
+	mu      sync.Mutex
+	stop    <-chan struct{} // set by Run; nil before
+	started bool
 }
 
 // byController indexes pods by their controller's UID.
 const byController = "controller"
 
-// NewWatch returns a Watch of namespace; Start starts it.
+// NewWatch returns a Watch of namespace; Run lets it start.
 func NewWatch(client kubernetes.Interface, namespace string, resync time.Duration) (*Watch, error) {
 	w := &Watch{
 		jobsFactory: informers.NewSharedInformerFactoryWithOptions(client, resync, informers.WithNamespace(namespace),
@@ -74,20 +83,35 @@ func NewWatch(client kubernetes.Interface, namespace string, resync time.Duratio
 	return w, nil
 }
 
-// Run watches until ctx ends.
+// Run lets the Watch start when first needed, and stops it when ctx
+// ends.
 func (w *Watch) Run(ctx context.Context) {
-	w.jobsFactory.Start(ctx.Done())
-	w.podsFactory.Start(ctx.Done())
+	w.mu.Lock()
+	w.stop = ctx.Done()
+	w.mu.Unlock()
 	<-ctx.Done()
 	w.jobsFactory.Shutdown()
 	w.podsFactory.Shutdown()
 }
 
+// need starts watching, once, if Run has been called.
+func (w *Watch) need() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.started || w.stop == nil {
+		return
+	}
+	w.started = true
+	w.jobsFactory.Start(w.stop)
+	w.podsFactory.Start(w.stop)
+}
+
 func (w *Watch) synced() bool { return w.jobs.HasSynced() && w.pods.HasSynced() }
 
 // job is Job namespace/name as last seen; nil if the Watch has not seen it
-// or has not synced.
+// or has not synced (the first call starts it).
 func (w *Watch) job(namespace, name string) *batchv1.Job {
+	w.need()
 	if !w.synced() {
 		return nil
 	}
