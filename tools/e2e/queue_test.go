@@ -623,6 +623,11 @@ func TestQueueFairShare(t *testing.T) {
 			return ctx
 		}).
 		Assess("after any prefix of admissions the two teams' counts differ by at most 2", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			// Kueue orders the teams by the usage it samples into their
+			// LocalQueues' status: the samples go in the log, so that an
+			// order that did not alternate can be read against them.
+			usage := sampleQueueUsage(ctx, t, cfg, teams)
+			defer func() { t.Logf("the teams' LocalQueue usage as Kueue sampled it:\n%s", usage()) }()
 			var wg sync.WaitGroup
 			for _, team := range teams {
 				wg.Add(1)
@@ -654,6 +659,52 @@ func TestQueueFairShare(t *testing.T) {
 		}).
 		Feature()
 	testenv.Test(t, f)
+}
+
+// sampleQueueUsage reads the LocalQueues' admission fair sharing status
+// every second until ctx ends or the returned func is called; that func
+// returns each change seen, one line each.
+func sampleQueueUsage(ctx context.Context, t *testing.T, cfg *envconf.Config, names []string) func() string {
+	ctx, stop := context.WithCancel(ctx)
+	d := dyn(t, cfg).Resource(localQueues).Namespace(ns)
+	start := time.Now()
+	var (
+		mu    sync.Mutex
+		lines []string
+		done  = make(chan struct{})
+	)
+	last := map[string]string{}
+	go func() {
+		defer close(done)
+		for {
+			for _, name := range names {
+				lq, err := d.Get(ctx, name, metav1.GetOptions{})
+				if err != nil {
+					continue
+				}
+				afs, _, _ := unstructured.NestedMap(lq.Object, "status", "fairSharing")
+				cur := fmt.Sprint(afs)
+				if cur != last[name] {
+					last[name] = cur
+					mu.Lock()
+					lines = append(lines, fmt.Sprintf("+%s %s %s", time.Since(start).Round(100*time.Millisecond), name, cur))
+					mu.Unlock()
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	return func() string {
+		stop()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Join(lines, "\n")
+	}
 }
 
 func abs(x int) int {
