@@ -355,6 +355,13 @@ func TestQueueFIFO(t *testing.T) {
 		ids = append(ids, fmt.Sprintf("fifo-%02d", i))
 	}
 	var adm *admissions
+	// The last experiment's event stream, followed from before the
+	// release to its end: the queue positions it carries.
+	var (
+		streamMu  sync.Mutex
+		streamed  []int32
+		watchDone = make(chan error, 1)
+	)
 	f := features.New("Kueue admits a queue's experiments in submission order, never more than its quota at once").
 		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			ensureKueue(ctx, t, cfg)
@@ -402,6 +409,32 @@ func TestQueueFIFO(t *testing.T) {
 			if _, _, pods := adm.snapshot(); len(pods) != 0 {
 				t.Errorf("pods while the ClusterQueue holds: %v", pods)
 			}
+
+			// Its event stream says where it waits too: the position GET
+			// gives, without a change of state.
+			go func() {
+				done, err := backend(t, cfg).WatchExperiment(ctx, ids[n-1], 0, func(wire.Event) error { return nil },
+					gmini.OnPosition(func(p wire.Position) error {
+						streamMu.Lock()
+						defer streamMu.Unlock()
+						streamed = append(streamed, *p.Position)
+						return nil
+					}))
+				if err == nil && done.State != "Succeeded" {
+					err = fmt.Errorf("ended %q", done.State)
+				}
+				watchDone <- err
+			}()
+			err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+				streamMu.Lock()
+				defer streamMu.Unlock()
+				return len(streamed) > 0, nil
+			})
+			streamMu.Lock()
+			if err != nil || streamed[0] != int32(n-1) {
+				t.Errorf("the event stream of %s: positions %v within 30s, want %d first", ids[n-1], streamed, n-1)
+			}
+			streamMu.Unlock()
 			return ctx
 		}).
 		Assess("released, at most 2 run at once, all succeed, admitted in submission order (give or take two written at once), positions only go down", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
@@ -456,6 +489,26 @@ func TestQueueFIFO(t *testing.T) {
 			if len(rose) > 0 {
 				t.Errorf("positions went up: %v", rose)
 			}
+			select {
+			case err := <-watchDone:
+				if err != nil {
+					t.Errorf("the event stream of %s: %v", ids[n-1], err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("the event stream of %s did not end with it", ids[n-1])
+			}
+			streamMu.Lock()
+			t.Logf("queue positions on the event stream of %s: %v", ids[n-1], streamed)
+			if len(streamed) < 2 {
+				t.Errorf("positions on the event stream %v: want the first and at least one as the queue drained", streamed)
+			}
+			for i := 1; i < len(streamed); i++ {
+				if streamed[i] >= streamed[i-1] {
+					t.Errorf("positions on the event stream %v: %d is not below %d (a position is sent only when it changes)", streamed, streamed[i], streamed[i-1])
+					break
+				}
+			}
+			streamMu.Unlock()
 			// How good the estimates were: a figure, not a bound.
 			adm.mu.Lock()
 			var sum, worst time.Duration

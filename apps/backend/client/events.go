@@ -28,8 +28,30 @@ const FromNow EventsFrom = -1
 // returns its final state once it ends. fn sees each change once, in
 // order, across reconnections (Last-Event-ID); its error ends the stream
 // and is returned as is.
-func (c *Client) WatchExperiment(ctx context.Context, id string, after EventsFrom, fn func(wire.Event) error) (wire.EventsDone, error) {
-	return c.watch(ctx, "watch experiment "+id, "/experiments/"+url.PathEscape(id)+"/events", nil, resumeAfter(after, false), fn)
+//
+// With OnPosition, its queue position is passed on too while it is
+// Queued: when first known and each time it changes.
+func (c *Client) WatchExperiment(ctx context.Context, id string, after EventsFrom, fn func(wire.Event) error, opts ...WatchOption) (wire.EventsDone, error) {
+	var o watchOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return c.watchWith(ctx, "watch experiment "+id, "/experiments/"+url.PathEscape(id)+"/events", nil, resumeAfter(after, false), fn, o)
+}
+
+// WatchOption adds to WatchExperiment.
+type WatchOption func(*watchOptions)
+
+type watchOptions struct {
+	onPosition func(wire.Position) error
+}
+
+// OnPosition has WatchExperiment call fn with each "position" event: where
+// the experiment waits in its LocalQueue while Queued. Positions are not
+// stored changes: a reconnection does not replay them, and fn sees the
+// position again only when it changes. fn's error ends the watch.
+func OnPosition(fn func(wire.Position) error) WatchOption {
+	return func(o *watchOptions) { o.onPosition = fn }
 }
 
 // WatchSet streams the changes of experiment set id's items
@@ -64,9 +86,24 @@ func resumeAfter(after EventsFrom, fromNowByDefault bool) string {
 }
 
 func (c *Client) watch(ctx context.Context, what, path string, q url.Values, from string, fn func(wire.Event) error) (wire.EventsDone, error) {
+	return c.watchWith(ctx, what, path, q, from, fn, watchOptions{})
+}
+
+func (c *Client) watchWith(ctx context.Context, what, path string, q url.Values, from string, fn func(wire.Event) error, o watchOptions) (wire.EventsDone, error) {
 	var done wire.EventsDone
 	err := c.streamSSE(ctx, what, path, q, from, func(ev sseEvent) error {
 		switch ev.name {
+		case wire.EventPosition:
+			if o.onPosition == nil {
+				return nil
+			}
+			var p wire.Position
+			if err := json.Unmarshal(ev.data, &p); err != nil {
+				return fmt.Errorf("gmini: %s: decode position: %w", what, err)
+			}
+			if err := o.onPosition(p); err != nil {
+				return fnError{err}
+			}
 		case wire.EventState:
 			var e wire.Event
 			if err := json.Unmarshal(ev.data, &e); err != nil {

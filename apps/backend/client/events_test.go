@@ -71,6 +71,16 @@ func TestWatchExperiment(t *testing.T) {
 			lastIDs: []string{"3", "3", "4"},
 			done:    "Failed",
 		},
+		{
+			name: "queue positions, which have no id: passed on, and a reconnection resumes after the last change",
+			scripts: []string{
+				"id: 0\n\n" + state(1, "e", "Queued") + position("e", 4),
+				position("e", 3) + position("e", 0) + state(2, "e", "Running") + state(3, "e", "Succeeded") + "event: done\ndata: {\"state\":\"Succeeded\"}\n\n",
+			},
+			want:    []string{"1 Queued", "position 4", "position 3", "position 0", "2 Running", "3 Succeeded"},
+			lastIDs: []string{"", "1"},
+			done:    "Succeeded",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -79,7 +89,10 @@ func TestWatchExperiment(t *testing.T) {
 			done, err := c.WatchExperiment(context.Background(), "e", tt.after, func(e wire.Event) error {
 				got = append(got, fmt.Sprint(e.Seq, " ", e.State))
 				return nil
-			})
+			}, OnPosition(func(p wire.Position) error {
+				got = append(got, fmt.Sprint("position ", *p.Position))
+				return nil
+			}))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -110,4 +123,10 @@ func TestEventsFrom(t *testing.T) {
 			t.Errorf("Events after %d: %v, Last-Event-ID %q; want it cancelled by fn, %q", tt.after, err, lastIDs()[0], tt.lastID)
 		}
 	}
+}
+
+// position is a "position" event of experiment id at pos, as the backend
+// sends it: no id.
+func position(id string, pos int32) string {
+	return fmt.Sprintf("event: position\ndata: {\"experiment\":%q,\"name\":\"q\",\"position\":%d}\n\n", id, pos)
 }

@@ -32,8 +32,20 @@ type EventsDone struct {
 	Counts map[string]int `json:"counts,omitempty"`
 }
 
+// Position is the data of a "position" event: where a Queued experiment
+// waits in its LocalQueue. It is not a change of state and is not stored:
+// it has no SSE id, is not replayed, and a stream sends it when the
+// position first becomes known and each time it changes.
+type Position struct {
+	Experiment string `json:"experiment"`
+	Queue
+}
+
 // SSE event names of the status streams.
 const (
+	// EventPosition carries a Position, on a stream of one experiment
+	// while it is Queued.
+	EventPosition = "position"
 	// EventState carries an Event.
 	EventState = "state"
 	// EventDone carries EventsDone and ends the stream.

@@ -86,6 +86,10 @@ type Config struct {
 	// FollowPoll is how often a follow looks at the Job while no log
 	// streams; default 1s.
 	FollowPoll time.Duration
+	// PositionPoll is how often an experiment's event stream looks at
+	// its queue position while it is Queued; default
+	// DefaultPositionPoll.
+	PositionPoll time.Duration
 	// Done, closed when the server shuts down, ends the log follows, which
 	// would otherwise hold the drain until their experiments end.
 	Done <-chan struct{}
@@ -148,6 +152,9 @@ func NewHandler(cfg Config) http.Handler {
 	}
 	if s.Heartbeat == 0 {
 		s.Heartbeat = DefaultHeartbeat
+	}
+	if s.PositionPoll <= 0 {
+		s.PositionPoll = DefaultPositionPoll
 	}
 	if s.MaxSetBytes <= 0 {
 		s.MaxSetBytes = DefaultMaxSetBytes

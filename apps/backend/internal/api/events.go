@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -114,7 +116,44 @@ func (s *server) experimentEvents(c *gin.Context) {
 	}
 	s.streamEvents(c, f, after, func(_ context.Context, e history.Event) (bool, any) {
 		return history.Final(e.State), wire.EventsDone{State: e.State}
-	})
+	}, s.followPosition(id))
+}
+
+// DefaultPositionPoll is Config.PositionPoll's default: the queue's
+// positions are reused for as long (queue.DefaultPositionTTL).
+const DefaultPositionPoll = 2 * time.Second
+
+// followPosition sends experiment id's queue position on a stream, when
+// it first becomes known and each time it changes, while id is Queued. It
+// looks every PositionPoll from a timer, so that a stream waiting between
+// looks holds no goroutine; a look reads caches only
+// (lifecycle.Store.QueuePosition). nil without live Jobs to read.
+func (s *server) followPosition(id string) func(*eventStream) {
+	if s.Experiments == nil || s.Experiments.Live == nil {
+		return nil
+	}
+	live := s.Experiments.Live
+	return func(st *eventStream) {
+		var (
+			last string
+			t    *time.Timer
+		)
+		look := func() {
+			if st.ctx.Err() != nil {
+				return
+			}
+			if q, ok := live.QueuePosition(st.ctx, id); ok {
+				if key := fmt.Sprintf("%s/%d", q.Name, *q.Position); key != last {
+					last = key
+					st.w.note(wire.EventPosition, wire.Position{Experiment: id, Queue: *q})
+				}
+			}
+			t.Reset(s.PositionPoll)
+		}
+		t = time.AfterFunc(time.Hour, look)
+		t.Reset(0)
+		context.AfterFunc(st.ctx, func() { t.Stop() })
+	}
 }
 
 // setEvents streams one set's changes and ends with "done" once every
@@ -170,12 +209,19 @@ func allFinal(counts map[string]int) bool {
 // streamEvents serves f's events after after until the client goes, the
 // backend stops, or last says an event was the last (with the done event's
 // data).
-func (s *server) streamEvents(c *gin.Context, f events.Filter, after int64, last func(context.Context, history.Event) (bool, any)) {
+func (s *server) streamEvents(c *gin.Context, f events.Filter, after int64, last func(context.Context, history.Event) (bool, any), also ...func(*eventStream)) {
 	st := s.beginEvents(c, true)
 	// Where the stream starts, as an id without an event: a client that
 	// loses the connection before the first event resumes from here
 	// (browsers keep it as lastEventId too), not from a later "now".
 	_ = st.w.mark(strconv.FormatInt(after, 10))
+	// What else the stream carries (an experiment's queue position) runs
+	// beside it until it ends.
+	for _, a := range also {
+		if a != nil {
+			a(st)
+		}
+	}
 	var done any
 	send := func(e history.Event) error {
 		if err := st.w.send(strconv.FormatInt(e.Seq, 10), wire.EventState, eventOf(e)); err != nil {

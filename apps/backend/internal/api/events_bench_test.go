@@ -62,15 +62,22 @@ func BenchmarkIdleEventFollowers(b *testing.B) {
 // response head and the stream's first frames.
 func dialFollower(tb testing.TB, host string) (net.Conn, *bufio.Reader) {
 	tb.Helper()
+	return dialPath(tb, host, "/events")
+}
+
+// dialPath GETs path as an event stream over a connection of its own and
+// returns it once the status line says 200.
+func dialPath(tb testing.TB, host, path string) (net.Conn, *bufio.Reader) {
+	tb.Helper()
 	c, err := net.Dial("tcp", host)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	fmt.Fprintf(c, "GET /events HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", host)
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", path, host)
 	r := bufio.NewReaderSize(c, 4096)
 	line, err := r.ReadString('\n')
 	if err != nil || !strings.Contains(line, " 200 ") {
-		tb.Fatalf("GET /events: %q %v", line, err)
+		tb.Fatalf("GET %s: %q %v", path, line, err)
 	}
 	return c, r
 }

@@ -30,6 +30,7 @@ import (
 // eventsEnv is a backend whose history is a SQLite store the test writes,
 // as the recorder would.
 type eventsEnv struct {
+	svc     *experiments.Service
 	store   history.Store
 	hub     *events.Hub
 	metrics *metrics.Metrics
@@ -55,7 +56,8 @@ func newEventsEnvPoll(t testing.TB, cfg Config, poll time.Duration) *eventsEnv {
 	done := make(chan struct{})
 	go func() { defer close(done); e.hub.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	cfg.Experiments = &experiments.Service{History: store}
+	e.svc = &experiments.Service{History: store}
+	cfg.Experiments = e.svc
 	cfg.Metrics, cfg.Logger, cfg.Events, cfg.History = e.metrics, slog.New(slog.DiscardHandler), e.hub, store
 	e.srv = httptest.NewServer(NewHandler(cfg))
 	t.Cleanup(e.srv.Close)

@@ -264,6 +264,20 @@ func (w *followWriter) fail(err error) {
 	w.event("error", wire.Error{Error: failure.MessageOf(err)})
 }
 
+// note writes an event that has no id, from outside the stream's own
+// flow, as ping writes its comment: nothing once the stream is closed.
+func (w *followWriter) note(name string, v any) {
+	data, _ := json.Marshal(v)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || !w.sse {
+		return
+	}
+	w.buf.WriteString("event: " + name + "\n")
+	writeData(&w.buf, data)
+	_ = w.flushLocked()
+}
+
 func (w *followWriter) event(name string, v any) {
 	if !w.sse {
 		return

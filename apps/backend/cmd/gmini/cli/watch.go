@@ -30,6 +30,10 @@ or of every experiment (--all, GET /events, with --state, --submitter and --set 
 filters) until Ctrl-C. A dropped connection is resumed where it was, so no change is
 printed twice or missed. Not bound by --timeout.
 
+While a watched experiment is Queued, the table also says where it waits in its
+LocalQueue (0 is admitted next), when first known and each time it changes; -o json
+and yaml print the changes of state only.
+
 Exit code: 0 when the experiment (every item of the set) Succeeded, 1 when it
 Failed or was Cancelled, or the watch failed.`,
 		Args: cobra.MaximumNArgs(1),
@@ -56,7 +60,7 @@ Failed or was Cancelled, or the watch failed.`,
 			case set != "":
 				done, err = c.WatchSet(ctx, set, after, print)
 			default:
-				done, err = c.WatchExperiment(ctx, args[0], after, print)
+				done, err = c.WatchExperiment(ctx, args[0], after, print, client.OnPosition(o.positionPrinter()))
 			}
 			if err != nil {
 				if ctx.Err() != nil {
@@ -116,6 +120,20 @@ func (o *options) eventPrinter() func(wire.Event) error {
 		} else {
 			_, err = fmt.Fprintf(o.stdout, "%s\t%s\t%s\t%s\n", e.Time.Local().Format("15:04:05"), e.Experiment, e.State, e.Reason)
 		}
+		return err
+	}
+}
+
+// positionPrinter prints, in the table form only, a row for each queue
+// position of a watched experiment: its QUEUE and POSITION cells as get
+// shows them. JSON and YAML lines stay one change of state each.
+func (o *options) positionPrinter() func(wire.Position) error {
+	return func(p wire.Position) error {
+		if o.output != "" && o.output != "wide" {
+			return nil
+		}
+		queue, position := queueColumns(&p.Queue)
+		_, err := fmt.Fprintf(o.stdout, "%s\t%s\t%s\tposition %s in %s\n", time.Now().Format("15:04:05"), p.Experiment, state.Queued, position, queue)
 		return err
 	}
 }

@@ -1,0 +1,158 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/utils/ptr"
+
+	"github.com/gmini-dev/gmini/apps/backend/internal/history"
+	"github.com/gmini-dev/gmini/apps/backend/internal/lifecycle"
+	"github.com/gmini-dev/gmini/apps/backend/jobspec"
+	"github.com/gmini-dev/gmini/apps/backend/wire"
+)
+
+// fakePositions is Kueue's view of one LocalQueue, as the queue package
+// would describe it.
+type fakePositions struct {
+	mu  sync.Mutex
+	pos map[types.UID]int32
+}
+
+func (f *fakePositions) set(uid types.UID, p int32) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pos[uid] = p
+}
+
+func (f *fakePositions) Describe(_ context.Context, name string, job types.UID, queued bool) *wire.Queue {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	q := &wire.Queue{Name: name, ClusterQueue: "cq"}
+	if p, ok := f.pos[job]; ok && queued {
+		q.Position = ptr.To(p)
+	}
+	return q
+}
+
+// TestEventsCarryQueuePosition: an experiment's event stream sends its
+// queue position while it is Queued, once when known and again only when
+// it changes, and nothing more once Kueue admitted it.
+func TestEventsCarryQueuePosition(t *testing.T) {
+	const id, ns = "q1", "exp"
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: jobspec.JobName(id), Namespace: ns, UID: "u-q1",
+			Labels:      map[string]string{jobspec.LabelManagedBy: jobspec.LabelManagedByName, jobspec.LabelQueue: "team-a"},
+			Annotations: map[string]string{jobspec.AnnotationID: id}},
+		Spec: batchv1.JobSpec{Suspend: ptr.To(true)},
+	}
+	kube := fake.NewClientset(job)
+	watch, err := lifecycle.NewWatch(kube, ns, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go watch.Run(ctx)
+	positions := &fakePositions{pos: map[types.UID]int32{"u-q1": 3}}
+	live := &lifecycle.Store{Client: kube, Namespace: ns, Queues: positions, Watch: watch}
+
+	e := newEventsEnv(t, Config{PositionPoll: 10 * time.Millisecond})
+	// newEventsEnv gives the server a Service without live Jobs; this one
+	// reads them.
+	e.setLive(t, live)
+	e.write(t, history.Record{ID: id})
+	e.write(t, history.Record{ID: id, State: history.StateQueued})
+	u, err := url.Parse(e.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, r := dialPath(t, u.Host, "/experiments/"+id+"/events")
+	defer c.Close()
+
+	var got []int32
+	next := func() {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var name string
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("after positions %v: %v", got, err)
+			}
+			line = strings.TrimSpace(line)
+			if v, ok := strings.CutPrefix(line, "event: "); ok {
+				name = v
+			}
+			if v, ok := strings.CutPrefix(line, "data: "); ok {
+				switch name {
+				case wire.EventPosition:
+					var p wire.Position
+					if err := json.Unmarshal([]byte(v), &p); err != nil {
+						t.Fatal(err)
+					}
+					if p.Experiment != id || p.Name != "team-a" || p.ClusterQueue != "cq" || p.Position == nil {
+						t.Fatalf("position event %s", v)
+					}
+					got = append(got, *p.Position)
+					return
+				}
+			}
+		}
+	}
+	next()
+	positions.set("u-q1", 1)
+	next()
+	// Unchanged for many looks: no event; admitted: none either, though
+	// Kueue's view still had one.
+	time.Sleep(100 * time.Millisecond)
+	job.Spec.Suspend = ptr.To(false)
+	if _, err := kube.BatchV1().Jobs(ns).Update(ctx, job, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	positions.set("u-q1", 0)
+	time.Sleep(200 * time.Millisecond)
+	e.write(t, history.Record{ID: id, State: history.StateSucceeded})
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	rest, err := readUntil(r, "event: done")
+	if err != nil {
+		t.Fatalf("the stream did not end with done: %v\n%s", err, rest)
+	}
+	if strings.Contains(rest, "event: position") {
+		t.Errorf("a position after it stopped changing, or after the admission:\n%s", rest)
+	}
+	if want := []int32{3, 1}; len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("positions %v, want %v", got, want)
+	}
+}
+
+// readUntil reads r up to and including the line want, or until the
+// connection's deadline.
+func readUntil(r *bufio.Reader, want string) (string, error) {
+	var b strings.Builder
+	for {
+		line, err := r.ReadString('\n')
+		b.WriteString(line)
+		if err != nil {
+			return b.String(), err
+		}
+		if strings.TrimSpace(line) == want {
+			return b.String(), nil
+		}
+	}
+}
+
+func (e *eventsEnv) setLive(t *testing.T, live *lifecycle.Store) {
+	t.Helper()
+	e.svc.Live = live
+}
