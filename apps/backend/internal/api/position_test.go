@@ -120,6 +120,16 @@ func TestEventsCarryQueuePosition(t *testing.T) {
 	if _, err := kube.BatchV1().Jobs(ns).Update(ctx, job, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// Once the replica's watch has the admitted Job, Kueue's view no
+	// longer counts.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, queued := live.QueuePosition(ctx, id); !queued {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the watch did not see the Job admitted")
+		}
+	}
 	positions.set("u-q1", 0)
 	time.Sleep(200 * time.Millisecond)
 	e.write(t, history.Record{ID: id, State: history.StateSucceeded})
