@@ -103,7 +103,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- strin
 		hub = events.NewHub(store, events.Options{Log: log})
 		go hub.Run(informerCtx)
 		svc.Spawner.Hold = true
-		whileLeading := startWebhooks(cfg, svc, store, m, log)
+		whileLeading := startWebhooks(informerCtx, cfg, svc, store, m, log)
 		recorderDone := make(chan struct{})
 		go func() {
 			defer close(recorderDone)

@@ -57,9 +57,10 @@ type Config struct {
 	// empty: the template's own kueue.x-k8s.io/queue-name, if any.
 	DefaultQueue string
 	// WebhooksFile names the webhooks file; empty turns webhooks off.
-	// Webhooks is its content, validated at start.
+	// Webhooks is its content, validated at start and read again as it
+	// changes.
 	WebhooksFile string
-	Webhooks     *webhook.Config
+	Webhooks     *webhook.Live
 	// WebhookMaxAge is how long a delivery is retried before it is given
 	// up; WebhookWorkers bound the attempts under way at once;
 	// WebhookTimeout bounds one attempt.
@@ -123,7 +124,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&cfg.DebugListen, "debug-listen", env("GMINI_DEBUG_LISTEN", ""), "address serving Go's CPU and memory profiles under /debug/pprof/, for performance work; empty: off. They need no token: keep it on localhost (GMINI_DEBUG_LISTEN)")
 	fs.StringVar(&cfg.DefaultQueue, "default-queue", env("GMINI_DEFAULT_QUEUE", ""), "Kueue LocalQueue of an experiment whose POST names no \"queue\"; empty: the template's label kueue.x-k8s.io/queue-name, else none (GMINI_DEFAULT_QUEUE)")
 	fs.StringVar(&cfg.Identity, "identity", env("GMINI_IDENTITY", getenv("POD_NAME")), "this replica's name in the recorder's lease, unique among the replicas; default: the pod's name, else the host name followed by _ and a random suffix (GMINI_IDENTITY, POD_NAME)")
-	fs.StringVar(&cfg.WebhooksFile, "webhooks-file", env("GMINI_WEBHOOKS_FILE", ""), "webhooks file (YAML or JSON: sinks, allowNotify, notifySecret), mounted from a Secret; read and checked at start, so a change needs a restart; empty: no webhooks. Needs --history-dsn (GMINI_WEBHOOKS_FILE)")
+	fs.StringVar(&cfg.WebhooksFile, "webhooks-file", env("GMINI_WEBHOOKS_FILE", ""), "webhooks file (YAML or JSON: sinks, allowNotify, notifySecret), mounted from a Secret; checked at start (an invalid file stops it), then read every 10 s and applied when it changed and is valid (an invalid change is logged and the configuration before it stays); empty: no webhooks. Needs --history-dsn (GMINI_WEBHOOKS_FILE)")
 	fs.StringVar(&hookMaxAge, "webhook-max-age", env("GMINI_WEBHOOK_MAX_AGE", webhook.DefaultMaxAge.String()), "how long a webhook delivery is retried, with growing pauses up to 10 minutes, before it is given up as failed (GMINI_WEBHOOK_MAX_AGE)")
 	fs.StringVar(&hookWorkers, "webhook-workers", env("GMINI_WEBHOOK_WORKERS", strconv.Itoa(webhook.DefaultWorkers)), "webhook attempts under way at once (GMINI_WEBHOOK_WORKERS)")
 	fs.StringVar(&hookTimeout, "webhook-timeout", env("GMINI_WEBHOOK_TIMEOUT", webhook.DefaultTimeout.String()), "bound on one webhook attempt, connection included (GMINI_WEBHOOK_TIMEOUT)")
@@ -209,7 +210,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		if cfg.HistoryDSN == "" {
 			errs = append(errs, errors.New("webhooks-file needs --history-dsn: deliveries are kept in the history database"))
 		}
-		if cfg.Webhooks, err = webhook.Load(cfg.WebhooksFile); err != nil {
+		if cfg.Webhooks, err = webhook.Open(cfg.WebhooksFile); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -33,7 +33,7 @@ func TestWebhookFlags(t *testing.T) {
 			}
 		}},
 		{name: "a file", args: []string{history, "--webhooks-file", good, "--webhook-max-age", "2h"}, check: func(t *testing.T, c Config) {
-			if c.Webhooks == nil || len(c.Webhooks.Sinks) != 1 || c.WebhookMaxAge != 2*time.Hour {
+			if c.Webhooks == nil || len(c.Webhooks.Current().Sinks) != 1 || c.WebhookMaxAge != 2*time.Hour {
 				t.Errorf("config = %+v", c)
 			}
 		}},

@@ -15,6 +15,9 @@ type Webhook struct {
 	Attempts *prometheus.CounterVec
 	// Pending is the deliveries waiting to be delivered.
 	Pending prometheus.Gauge
+	// ConfigReloads counts the webhooks file's changes, by result:
+	// applied, or invalid (the configuration before it stays).
+	ConfigReloads *prometheus.CounterVec
 }
 
 func newWebhook(reg prometheus.Registerer) Webhook {
@@ -31,7 +34,11 @@ func newWebhook(reg prometheus.Registerer) Webhook {
 			Name: "gmini_webhook_pending",
 			Help: "Webhook deliveries pending, as the delivering replica last counted them (0 on the others).",
 		}),
+		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gmini_webhook_config_reloads_total",
+			Help: "Changes of the webhooks file read, by result (applied, invalid: the configuration before it stays).",
+		}, []string{"result"}),
 	}
-	reg.MustRegister(w.Deliveries, w.Attempts, w.Pending)
+	reg.MustRegister(w.Deliveries, w.Attempts, w.Pending, w.ConfigReloads)
 	return w
 }

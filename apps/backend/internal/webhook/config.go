@@ -139,6 +139,19 @@ type Pattern struct {
 
 // Load reads and validates the webhooks file at path.
 func Load(path string) (*Config, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("webhooks file %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// readFile reads the webhooks file at path, at most maxFileBytes.
+func readFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("webhooks file: %w", err)
@@ -151,11 +164,7 @@ func Load(path string) (*Config, error) {
 	if len(data) > maxFileBytes {
 		return nil, fmt.Errorf("webhooks file %s: over %d bytes", path, maxFileBytes)
 	}
-	cfg, err := Parse(data)
-	if err != nil {
-		return nil, fmt.Errorf("webhooks file %s: %w", path, err)
-	}
-	return cfg, nil
+	return data, nil
 }
 
 // Parse validates a webhooks file's content; every problem is named.

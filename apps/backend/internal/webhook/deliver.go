@@ -40,7 +40,10 @@ const maxResponseBytes = 64 << 10
 
 // Options configure a Deliverer.
 type Options struct {
-	Store  history.Store
+	Store history.Store
+	// Live is the configuration, read again as it changes; nil: Config,
+	// which never does.
+	Live   *Live
 	Config *Config
 	// Namespace is the experiments', for the events' source.
 	Namespace string
@@ -73,10 +76,15 @@ type Options struct {
 // hand-over) still create each delivery once and never attempt one
 // delivery at the same moment, but may attempt it twice in a row.
 type Deliverer struct {
-	o       Options
-	log     *slog.Logger
-	clients map[any]*http.Client // by *SinkTarget and *Pattern
-	cursor  int64                // -1: read it from the store
+	o      Options
+	log    *slog.Logger
+	cursor int64 // -1: read it from the store
+
+	mu sync.Mutex
+	// clients are the HTTP clients of cfg's targets, by *SinkTarget and
+	// *Pattern: made again when the configuration changes.
+	cfg     *Config
+	clients map[any]*http.Client
 }
 
 // New returns a Deliverer with o's defaults filled in.
@@ -105,14 +113,33 @@ func New(o Options) *Deliverer {
 	if o.Metrics == nil {
 		o.Metrics = metrics.New()
 	}
-	d := &Deliverer{o: o, log: o.Log.With("component", "webhook"), clients: map[any]*http.Client{}, cursor: -1}
-	for _, s := range o.Config.Sinks {
-		d.clients[s] = newClient(s.guard, o.Timeout, o.RootCAs)
+	if o.Live == nil {
+		o.Live = Static(o.Config)
 	}
-	for _, p := range o.Config.Notify {
-		d.clients[p] = newClient(p.guard, o.Timeout, o.RootCAs)
-	}
+	d := &Deliverer{o: o, log: o.Log.With("component", "webhook"), cursor: -1}
+	d.config()
 	return d
+}
+
+// config is the configuration in force, and the clients of its targets.
+func (d *Deliverer) config() (*Config, map[any]*http.Client) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	cfg := d.o.Live.Current()
+	if cfg == d.cfg {
+		return d.cfg, d.clients
+	}
+	for _, c := range d.clients {
+		c.CloseIdleConnections()
+	}
+	d.cfg, d.clients = cfg, map[any]*http.Client{}
+	for _, s := range cfg.Sinks {
+		d.clients[s] = newClient(s.guard, d.o.Timeout, d.o.RootCAs)
+	}
+	for _, p := range cfg.Notify {
+		d.clients[p] = newClient(p.guard, d.o.Timeout, d.o.RootCAs)
+	}
+	return d.cfg, d.clients
 }
 
 // newClient is the HTTP client of one target: its connections go through
@@ -141,7 +168,8 @@ func newClient(g guard, timeout time.Duration, roots *x509.CertPool) *http.Clien
 // whichever replica delivers next (or, should that write fail, once its
 // lease passes).
 func (d *Deliverer) Run(ctx context.Context) {
-	d.log.Info("delivering webhooks", "config", d.o.Config.String(), "workers", d.o.Workers, "maxAge", d.o.MaxAge.String())
+	cfg, _ := d.config()
+	d.log.Info("delivering webhooks", "config", cfg.String(), "workers", d.o.Workers, "maxAge", d.o.MaxAge.String())
 	jobs := make(chan history.Delivery)
 	freed := make(chan struct{}, d.o.Workers)
 	var wg sync.WaitGroup
@@ -271,12 +299,13 @@ func (d *Deliverer) create(ctx context.Context) (more bool, err error) {
 // each notify URL of its experiment when notify URLs get it.
 func (d *Deliverer) targets(e history.OutboxEvent) []history.NewDelivery {
 	var ds []history.NewDelivery
-	for _, s := range d.o.Config.Sinks {
+	cfg, _ := d.config()
+	for _, s := range cfg.Sinks {
 		if s.Wants(e.State) {
 			ds = append(ds, history.NewDelivery{Experiment: e.ID, Seq: e.Seq, Kind: history.DeliverySink, Target: s.Name})
 		}
 	}
-	if d.o.Config.NotifyWants(e.State) {
+	if cfg.NotifyWants(e.State) {
 		var seen []string
 		for _, u := range e.Notify {
 			if !slices.Contains(seen, u) {
@@ -403,19 +432,20 @@ func (d *Deliverer) retry(a history.Attempt, del history.Delivery, now time.Time
 // resolve finds del's URL, secret and client in the configuration as it
 // is now: a sink removed or a notify URL no longer allowed is given up.
 func (d *Deliverer) resolve(del history.Delivery) (string, []byte, *http.Client, error) {
+	cfg, clients := d.config()
 	switch del.Kind {
 	case history.DeliverySink:
-		s, ok := d.o.Config.Sink(del.Target)
+		s, ok := cfg.Sink(del.Target)
 		if !ok {
 			return "", nil, nil, fmt.Errorf("sink %q is no longer configured", del.Target)
 		}
-		return s.URL.String(), s.Secret, d.clients[s], nil
+		return s.URL.String(), s.Secret, clients[s], nil
 	case history.DeliveryNotify:
-		u, p, err := d.o.Config.Match(del.Target)
+		u, p, err := cfg.Match(del.Target)
 		if err != nil {
 			return "", nil, nil, fmt.Errorf("no longer allowed: %w", err)
 		}
-		return u.String(), d.o.Config.NotifySecret, d.clients[p], nil
+		return u.String(), cfg.NotifySecret, clients[p], nil
 	}
 	return "", nil, nil, fmt.Errorf("unknown delivery kind %q", del.Kind)
 }
