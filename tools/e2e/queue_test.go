@@ -946,7 +946,65 @@ func TestQueueSet(t *testing.T) {
 			return ctx
 		}).
 		Assess("released: all 20 Succeeded, at most 2 at once, admitted in the order Kueue keeps (its Workloads' creation seconds)", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			// The set's event stream carries its items' queue positions:
+			// every item's while the ClusterQueue holds, then their
+			// changes as the queue drains.
+			var mu sync.Mutex
+			streamed := map[string][]int32{}
+			watched := make(chan error, 1)
+			go func() {
+				done, err := backend(t, cfg).WatchSet(ctx, set, 0, func(wire.Event) error { return nil },
+					gmini.OnPosition(func(p wire.Position) error {
+						mu.Lock()
+						defer mu.Unlock()
+						streamed[p.Experiment] = append(streamed[p.Experiment], *p.Position)
+						return nil
+					}))
+				if err == nil && done.Counts["Succeeded"] != n {
+					err = fmt.Errorf("ended with %v", done.Counts)
+				}
+				watched <- err
+			}()
+			err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(streamed) == n, nil
+			})
+			if err != nil {
+				mu.Lock()
+				t.Errorf("the set's event stream gave the positions of %d of %d items within 30s: %v", len(streamed), n, streamed)
+				mu.Unlock()
+			}
 			released := release(ctx, t, cfg, cq)
+			waitSucceeded(ctx, t, cfg, ids, 5*time.Minute)
+			select {
+			case err := <-watched:
+				if err != nil {
+					t.Errorf("the set's event stream: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("the set's event stream did not end with its items")
+			}
+			mu.Lock()
+			moves := 0
+			for id, ps := range streamed {
+				moves += len(ps) - 1
+				for i := 1; i < len(ps); i++ {
+					switch {
+					case ps[i] == ps[i-1]:
+						t.Errorf("%s's positions on the set's stream %v: %d sent twice in a row (a position is sent when it changes)", id, ps, ps[i])
+					case ps[i] > ps[i-1]:
+						// Items created in the same second are Kueue's to
+						// order among themselves: logged, not failed.
+						t.Logf("%s's position went up on the set's stream: %v", id, ps)
+					}
+				}
+			}
+			t.Logf("the set's event stream: positions of %d items, %d changes, the last item's %v", len(streamed), moves, streamed[ids[n-1]])
+			if moves == 0 {
+				t.Errorf("no position changed on the set's stream as the queue drained: %v", streamed)
+			}
+			mu.Unlock()
 			waitSucceeded(ctx, t, cfg, ids, 5*time.Minute)
 			order, maxLive, pods := adm.snapshot()
 			t.Logf("all %d Succeeded %s after the release; most runner pods alive at once: %d; admission order %v", n, time.Since(released).Round(100*time.Millisecond), maxLive, order)

@@ -39,15 +39,15 @@ func (c *Client) WatchExperiment(ctx context.Context, id string, after EventsFro
 	return c.watchWith(ctx, "watch experiment "+id, "/experiments/"+url.PathEscape(id)+"/events", nil, resumeAfter(after, false), fn, o)
 }
 
-// WatchOption adds to WatchExperiment.
+// WatchOption adds to WatchExperiment and WatchSet.
 type WatchOption func(*watchOptions)
 
 type watchOptions struct {
 	onPosition func(wire.Position) error
 }
 
-// OnPosition has WatchExperiment call fn with each "position" event: where
-// the experiment waits in its LocalQueue while Queued. Positions are not
+// OnPosition has WatchExperiment and WatchSet call fn with each "position"
+// event: where an experiment waits in its LocalQueue while Queued. Positions are not
 // stored changes: a reconnection does not replay them, and fn sees the
 // position again only when it changes. fn's error ends the watch.
 func OnPosition(fn func(wire.Position) error) WatchOption {
@@ -57,8 +57,15 @@ func OnPosition(fn func(wire.Position) error) WatchOption {
 // WatchSet streams the changes of experiment set id's items
 // (GET /experiment-sets/{id}/events) and returns the counts by state once
 // every item is final.
-func (c *Client) WatchSet(ctx context.Context, id string, after EventsFrom, fn func(wire.Event) error) (wire.EventsDone, error) {
-	return c.watch(ctx, "watch experiment set "+id, "/experiment-sets/"+url.PathEscape(id)+"/events", nil, resumeAfter(after, false), fn)
+//
+// With OnPosition, the queue positions of its Queued items are passed on
+// too.
+func (c *Client) WatchSet(ctx context.Context, id string, after EventsFrom, fn func(wire.Event) error, opts ...WatchOption) (wire.EventsDone, error) {
+	var o watchOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return c.watchWith(ctx, "watch experiment set "+id, "/experiment-sets/"+url.PathEscape(id)+"/events", nil, resumeAfter(after, false), fn, o)
 }
 
 // Events streams every change that matches f (GET /events) after Seq

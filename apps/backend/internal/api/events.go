@@ -124,28 +124,56 @@ func (s *server) experimentEvents(c *gin.Context) {
 const DefaultPositionPoll = 2 * time.Second
 
 // followPosition sends experiment id's queue position on a stream, when
-// it first becomes known and each time it changes, while id is Queued. It
-// looks every PositionPoll from a timer, so that a stream waiting between
-// looks holds no goroutine; a look reads caches only
-// (lifecycle.Store.QueuePosition). nil without live Jobs to read.
+// it first becomes known and each time it changes, while id is Queued.
+// nil without live Jobs to read.
 func (s *server) followPosition(id string) func(*eventStream) {
 	if s.Experiments == nil || s.Experiments.Live == nil {
 		return nil
 	}
 	live := s.Experiments.Live
+	return s.followPositions(func(ctx context.Context) map[string]*wire.Queue {
+		if q, ok := live.QueuePosition(ctx, id); ok {
+			return map[string]*wire.Queue{id: q}
+		}
+		return nil
+	})
+}
+
+// followSetPositions is followPosition for every Queued item of set.
+func (s *server) followSetPositions(set string) func(*eventStream) {
+	if s.Experiments == nil || s.Experiments.Live == nil {
+		return nil
+	}
+	live := s.Experiments.Live
+	return s.followPositions(func(ctx context.Context) map[string]*wire.Queue {
+		return live.SetQueuePositions(ctx, set)
+	})
+}
+
+// followPositions sends the positions read returns, by experiment ID,
+// each when first known and when it changes. It looks every PositionPoll
+// from a timer, so that a stream waiting between looks holds no
+// goroutine; a look reads caches only (lifecycle.Store.QueuePosition).
+func (s *server) followPositions(read func(context.Context) map[string]*wire.Queue) func(*eventStream) {
 	return func(st *eventStream) {
 		var (
-			last string
+			last = map[string]string{}
 			t    *time.Timer
 		)
 		look := func() {
 			if st.ctx.Err() != nil {
 				return
 			}
-			if q, ok := live.QueuePosition(st.ctx, id); ok {
-				if key := fmt.Sprintf("%s/%d", q.Name, *q.Position); key != last {
-					last = key
+			now := read(st.ctx)
+			for id, q := range now {
+				if key := fmt.Sprintf("%s/%d", q.Name, *q.Position); key != last[id] {
+					last[id] = key
 					st.w.note(wire.EventPosition, wire.Position{Experiment: id, Queue: *q})
+				}
+			}
+			for id := range last {
+				if _, ok := now[id]; !ok {
+					delete(last, id) // admitted, or not known for now
 				}
 			}
 			t.Reset(s.PositionPoll)
@@ -194,7 +222,7 @@ func (s *server) setEvents(c *gin.Context) {
 			return false, nil
 		}
 		return true, wire.EventsDone{Counts: counts}
-	})
+	}, s.followSetPositions(id))
 }
 
 func allFinal(counts map[string]int) bool {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"strings"
 	"sync"
@@ -165,4 +166,73 @@ func readUntil(r *bufio.Reader, want string) (string, error) {
 func (e *eventsEnv) setLive(t *testing.T, live *lifecycle.Store) {
 	t.Helper()
 	e.svc.Live = live
+}
+
+// TestSetEventsCarryQueuePositions: a set's event stream sends the
+// positions of its Queued items, each when known and when it changes.
+func TestSetEventsCarryQueuePositions(t *testing.T) {
+	const set, ns = "s1", "exp"
+	job := func(id string, uid types.UID) *batchv1.Job {
+		return &batchv1.Job{
+			ObjectMeta: metav1.ObjectMeta{Name: jobspec.JobName(id), Namespace: ns, UID: uid,
+				Labels: map[string]string{jobspec.LabelManagedBy: jobspec.LabelManagedByName, jobspec.LabelQueue: "team-a",
+					jobspec.LabelSet: set},
+				Annotations: map[string]string{jobspec.AnnotationID: id}},
+			Spec: batchv1.JobSpec{Suspend: ptr.To(true)},
+		}
+	}
+	other := job("x1", "u-x1")
+	delete(other.Labels, jobspec.LabelSet) // not an item: never reported
+	kube := fake.NewClientset(job("i1", "u-i1"), job("i2", "u-i2"), other)
+	watch, err := lifecycle.NewWatch(kube, ns, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go watch.Run(ctx)
+	positions := &fakePositions{pos: map[types.UID]int32{"u-i1": 0, "u-i2": 1, "u-x1": 2}}
+	e := newEventsEnv(t, Config{PositionPoll: 10 * time.Millisecond})
+	e.setLive(t, &lifecycle.Store{Client: kube, Namespace: ns, Queues: positions, Watch: watch})
+	for _, id := range []string{"i1", "i2"} {
+		e.write(t, history.Record{ID: id, Set: set})
+		e.write(t, history.Record{ID: id, Set: set, State: history.StateQueued})
+	}
+	u, err := url.Parse(e.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, r := dialPath(t, u.Host, "/experiment-sets/"+set+"/events")
+	defer c.Close()
+	got := map[string][]int32{}
+	read := func(n int) {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		name := ""
+		for seen := 0; seen < n; {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("after %v: %v", got, err)
+			}
+			line = strings.TrimSpace(line)
+			if v, ok := strings.CutPrefix(line, "event: "); ok {
+				name = v
+			}
+			if v, ok := strings.CutPrefix(line, "data: "); ok && name == wire.EventPosition {
+				var p wire.Position
+				if err := json.Unmarshal([]byte(v), &p); err != nil {
+					t.Fatal(err)
+				}
+				got[p.Experiment] = append(got[p.Experiment], *p.Position)
+				seen++
+			}
+		}
+	}
+	read(2)
+	positions.set("u-i2", 0)
+	positions.set("u-i1", 5) // not a real queue's move, but a change all the same
+	read(2)
+	if want := map[string][]int32{"i1": {0, 5}, "i2": {1, 0}}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("positions by item %v, want %v", got, want)
+	}
 }

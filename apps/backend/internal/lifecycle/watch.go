@@ -37,8 +37,12 @@ type Watch struct {
 	started bool
 }
 
-// byController indexes pods by their controller's UID.
-const byController = "controller"
+// byController indexes pods by their controller's UID; bySet, Jobs by
+// their experiment set.
+const (
+	byController = "controller"
+	bySet        = "set"
+)
 
 // NewWatch returns a Watch of namespace; Run lets it start.
 func NewWatch(client kubernetes.Interface, namespace string, resync time.Duration) (*Watch, error) {
@@ -69,7 +73,18 @@ func NewWatch(client kubernetes.Interface, namespace string, resync time.Duratio
 			return nil, fmt.Errorf("watch jobs and pods of %s: %w", namespace, err)
 		}
 	}
-	err := w.pods.AddIndexers(cache.Indexers{byController: func(obj any) ([]string, error) {
+	err := w.jobs.AddIndexers(cache.Indexers{bySet: func(obj any) ([]string, error) {
+		if m, ok := obj.(metav1.Object); ok {
+			if set := m.GetLabels()[jobspec.LabelSet]; set != "" {
+				return []string{set}, nil
+			}
+		}
+		return nil, nil
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("watch jobs and pods of %s: %w", namespace, err)
+	}
+	err = w.pods.AddIndexers(cache.Indexers{byController: func(obj any) ([]string, error) {
 		if m, ok := obj.(metav1.Object); ok {
 			if ref := metav1.GetControllerOf(m); ref != nil {
 				return []string{string(ref.UID)}, nil
@@ -136,4 +151,21 @@ func (w *Watch) podsOf(uid types.UID) (pods []*corev1.Pod, ok bool) {
 		pods = append(pods, o.(*corev1.Pod))
 	}
 	return pods, true
+}
+
+// jobsOfSet are the Jobs of experiment set set as last seen; ok is false
+// until the Watch has synced (the first call starts it).
+func (w *Watch) jobsOfSet(set string) (jobs []*batchv1.Job, ok bool) {
+	w.need()
+	if !w.synced() {
+		return nil, false
+	}
+	objs, err := w.jobs.GetIndexer().ByIndex(bySet, set)
+	if err != nil {
+		return nil, false
+	}
+	for _, o := range objs {
+		jobs = append(jobs, o.(*batchv1.Job))
+	}
+	return jobs, true
 }

@@ -30,9 +30,9 @@ or of every experiment (--all, GET /events, with --state, --submitter and --set 
 filters) until Ctrl-C. A dropped connection is resumed where it was, so no change is
 printed twice or missed. Not bound by --timeout.
 
-While a watched experiment is Queued, the table also says where it waits in its
-LocalQueue (0 is admitted next), when first known and each time it changes; -o json
-and yaml print the changes of state only.
+While a watched experiment (or an item of a watched set) is Queued, the table also
+says where it waits in its LocalQueue (0 is admitted next), when first known and each
+time it changes; -o json and yaml print the changes of state only.
 
 Exit code: 0 when the experiment (every item of the set) Succeeded, 1 when it
 Failed or was Cancelled, or the watch failed.`,
@@ -58,7 +58,7 @@ Failed or was Cancelled, or the watch failed.`,
 				f.Set = set
 				err = c.Events(ctx, f, after, print)
 			case set != "":
-				done, err = c.WatchSet(ctx, set, after, print)
+				done, err = c.WatchSet(ctx, set, after, print, client.OnPosition(o.positionPrinter()))
 			default:
 				done, err = c.WatchExperiment(ctx, args[0], after, print, client.OnPosition(o.positionPrinter()))
 			}

@@ -20,6 +20,9 @@ func eventsBackend(t *testing.T, states ...string) string {
 		for i, st := range states {
 			b, _ := json.Marshal(wire.Event{Seq: int64(i + 1), Experiment: "e", State: st})
 			fmt.Fprintf(w, "id: %d\nevent: state\ndata: %s\n\n", i+1, b)
+			if st == "Queued" {
+				fmt.Fprintf(w, "event: position\ndata: {\"experiment\":\"e\",\"name\":\"team-a\",\"position\":3}\n\n")
+			}
 		}
 		if strings.HasSuffix(r.URL.Path, "/experiments/e/events") {
 			fmt.Fprintf(w, "event: done\ndata: {\"state\":%q}\n\n", states[len(states)-1])
@@ -39,18 +42,25 @@ func TestWatch(t *testing.T) {
 		code   int
 		out    []string // substrings of stdout, in order
 		errOut string
+		absent string // not in stdout
 	}{
+		{"queued, with its position", []string{"Queued", "Running", "Succeeded"}, []string{"watch", "e"}, ExitOK,
+			[]string{"e\tQueued", "e\tQueued\tposition 3 in team-a", "e\tRunning"}, "", ""},
+		{"a set's item queued", []string{"Queued", "Succeeded"}, []string{"watch", "--set", "s"}, ExitOK,
+			[]string{"e\tQueued\tposition 3 in team-a"}, "", ""},
+		{"json lines: changes of state only", []string{"Queued", "Succeeded"}, []string{"watch", "e", "-o", "json"}, ExitOK,
+			[]string{`"state":"Queued"`, `"state":"Succeeded"`}, "", "position"},
 		{"succeeded", []string{"Submitted", "Running", "Succeeded"}, []string{"watch", "e"}, ExitOK,
-			[]string{"TIME", "e\tSubmitted", "e\tRunning", "e\tSucceeded"}, ""},
-		{"failed", []string{"Running", "Failed"}, []string{"watch", "e"}, ExitError, []string{"e\tFailed"}, "ended Failed"},
+			[]string{"TIME", "e\tSubmitted", "e\tRunning", "e\tSucceeded"}, "", ""},
+		{"failed", []string{"Running", "Failed"}, []string{"watch", "e"}, ExitError, []string{"e\tFailed"}, "ended Failed", ""},
 		{"json lines", []string{"Running", "Succeeded"}, []string{"watch", "e", "-o", "json"}, ExitOK,
-			[]string{`{"seq":1,"experiment":"e","state":"Running"`, `{"seq":2,"experiment":"e","state":"Succeeded"`}, ""},
-		{"wide", []string{"Cancelled"}, []string{"watch", "e", "-o", "wide"}, ExitError, []string{"SEQ", "1\t"}, "ended Cancelled"},
-		{"a set", []string{"Succeeded"}, []string{"watch", "--set", "s"}, ExitOK, []string{"e\tSucceeded"}, ""},
-		{"a set with failures", []string{"Failed"}, []string{"watch", "--set", "s"}, ExitError, nil, "1 Failed"},
-		{"no target", nil, []string{"watch"}, ExitUsage, nil, "needs an experiment ID"},
-		{"two targets", nil, []string{"watch", "e", "--all"}, ExitUsage, nil, "one of them"},
-		{"a filter without --all", nil, []string{"watch", "e", "--state", "Running"}, ExitUsage, nil, "--all only"},
+			[]string{`{"seq":1,"experiment":"e","state":"Running"`, `{"seq":2,"experiment":"e","state":"Succeeded"`}, "", ""},
+		{"wide", []string{"Cancelled"}, []string{"watch", "e", "-o", "wide"}, ExitError, []string{"SEQ", "1\t"}, "ended Cancelled", ""},
+		{"a set", []string{"Succeeded"}, []string{"watch", "--set", "s"}, ExitOK, []string{"e\tSucceeded"}, "", ""},
+		{"a set with failures", []string{"Failed"}, []string{"watch", "--set", "s"}, ExitError, nil, "1 Failed", ""},
+		{"no target", nil, []string{"watch"}, ExitUsage, nil, "needs an experiment ID", ""},
+		{"two targets", nil, []string{"watch", "e", "--all"}, ExitUsage, nil, "one of them", ""},
+		{"a filter without --all", nil, []string{"watch", "e", "--state", "Running"}, ExitUsage, nil, "--all only", ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := "http://127.0.0.1:1"
@@ -60,6 +70,9 @@ func TestWatch(t *testing.T) {
 			code, out, errs := run(t, srv, "", nil, tt.args...)
 			if code != tt.code || !strings.Contains(errs, tt.errOut) {
 				t.Fatalf("exit %d, stderr %q; want %d with %q", code, errs, tt.code, tt.errOut)
+			}
+			if tt.absent != "" && strings.Contains(out, tt.absent) {
+				t.Errorf("stdout %q has %q", out, tt.absent)
 			}
 			rest := out
 			for _, want := range tt.out {
