@@ -50,7 +50,7 @@ Failed or was Cancelled, or the watch failed.`,
 			if err != nil {
 				return err
 			}
-			print := o.eventPrinter()
+			print, printPosition := o.eventPrinters()
 			ctx := cmd.Context()
 			var done wire.EventsDone
 			switch {
@@ -58,9 +58,9 @@ Failed or was Cancelled, or the watch failed.`,
 				f.Set = set
 				err = c.Events(ctx, f, after, print)
 			case set != "":
-				done, err = c.WatchSet(ctx, set, after, print, client.OnPosition(o.positionPrinter()))
+				done, err = c.WatchSet(ctx, set, after, print, client.OnPosition(printPosition))
 			default:
-				done, err = c.WatchExperiment(ctx, args[0], after, print, client.OnPosition(o.positionPrinter()))
+				done, err = c.WatchExperiment(ctx, args[0], after, print, client.OnPosition(printPosition))
 			}
 			if err != nil {
 				if ctx.Err() != nil {
@@ -80,10 +80,39 @@ Failed or was Cancelled, or the watch failed.`,
 	return cmd
 }
 
-// eventPrinter prints one change a line: a table row, or with -o json or
-// yaml one object per change (JSON lines; YAML documents).
-func (o *options) eventPrinter() func(wire.Event) error {
-	header := o.output == "" || o.output == "wide"
+// eventPrinters print one change a line: a table row, or with -o json or
+// yaml one object per change (JSON lines; YAML documents); and, in the
+// table form only, a row for each queue position of a watched experiment
+// (its QUEUE and POSITION cells as get shows them). JSON and YAML lines
+// stay one change of state each. The table's header comes before
+// whichever row is first.
+func (o *options) eventPrinters() (func(wire.Event) error, func(wire.Position) error) {
+	table := o.output == "" || o.output == "wide"
+	header := table
+	printHeader := func() {
+		if header {
+			header = false
+			if o.output == "wide" {
+				fmt.Fprintln(o.stdout, "SEQ\tTIME\tEXPERIMENT\tSTATE\tEXIT\tSET\tSUBMITTER\tREASON\tMESSAGE")
+			} else {
+				fmt.Fprintln(o.stdout, "TIME\tEXPERIMENT\tSTATE\tREASON")
+			}
+		}
+	}
+	position := func(p wire.Position) error {
+		if !table {
+			return nil
+		}
+		printHeader()
+		queue, pos := queueColumns(&p.Queue)
+		var err error
+		if o.output == "wide" {
+			_, err = fmt.Fprintf(o.stdout, "\t%s\t%s\t%s\t\t\t\tposition %s in %s\t\n", time.Now().Format(time.RFC3339), p.Experiment, state.Queued, pos, queue)
+		} else {
+			_, err = fmt.Fprintf(o.stdout, "%s\t%s\t%s\tposition %s in %s\n", time.Now().Format("15:04:05"), p.Experiment, state.Queued, pos, queue)
+		}
+		return err
+	}
 	return func(e wire.Event) error {
 		switch o.output {
 		case "json":
@@ -101,14 +130,7 @@ func (o *options) eventPrinter() func(wire.Event) error {
 			_, err = fmt.Fprintf(o.stdout, "---\n%s", b)
 			return err
 		}
-		if header {
-			header = false
-			if o.output == "wide" {
-				fmt.Fprintln(o.stdout, "SEQ\tTIME\tEXPERIMENT\tSTATE\tEXIT\tSET\tSUBMITTER\tREASON\tMESSAGE")
-			} else {
-				fmt.Fprintln(o.stdout, "TIME\tEXPERIMENT\tSTATE\tREASON")
-			}
-		}
+		printHeader()
 		exit := ""
 		if e.ExitCode != nil {
 			exit = fmt.Sprint(*e.ExitCode)
@@ -121,21 +143,7 @@ func (o *options) eventPrinter() func(wire.Event) error {
 			_, err = fmt.Fprintf(o.stdout, "%s\t%s\t%s\t%s\n", e.Time.Local().Format("15:04:05"), e.Experiment, e.State, e.Reason)
 		}
 		return err
-	}
-}
-
-// positionPrinter prints, in the table form only, a row for each queue
-// position of a watched experiment: its QUEUE and POSITION cells as get
-// shows them. JSON and YAML lines stay one change of state each.
-func (o *options) positionPrinter() func(wire.Position) error {
-	return func(p wire.Position) error {
-		if o.output != "" && o.output != "wide" {
-			return nil
-		}
-		queue, position := queueColumns(&p.Queue)
-		_, err := fmt.Fprintf(o.stdout, "%s\t%s\t%s\tposition %s in %s\n", time.Now().Format("15:04:05"), p.Experiment, state.Queued, position, queue)
-		return err
-	}
+	}, position
 }
 
 // ended turns how a watch ended into the exit code: an error unless it

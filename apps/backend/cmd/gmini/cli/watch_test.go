@@ -112,3 +112,27 @@ func TestParseSetFileYAML(t *testing.T) {
 		t.Errorf("bad YAML: %v", err)
 	}
 }
+
+// TestEventPrintersHeaderFirst: a position that comes before any change of
+// state (its look can beat the stream's catch-up) still comes under the
+// table's header, which is printed once.
+func TestEventPrintersHeaderFirst(t *testing.T) {
+	for _, output := range []string{"", "wide"} {
+		var out strings.Builder
+		o := &options{output: output, stdout: &out}
+		event, position := o.eventPrinters()
+		if err := position(wire.Position{Experiment: "e", Queue: wire.Queue{Name: "q", Position: new(int32(2))}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := event(wire.Event{Seq: 1, Experiment: "e", State: "Queued"}); err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		if len(lines) != 3 || !strings.Contains(lines[0], "EXPERIMENT") || !strings.Contains(lines[1], "position 2 in q") || strings.Count(out.String(), "EXPERIMENT") != 1 {
+			t.Errorf("-o %q: %q, want the header, the position row, the change", output, out.String())
+		}
+		if cells := strings.Split(lines[1], "\t"); output == "wide" && len(cells) != 9 {
+			t.Errorf("-o wide: the position row has %d cells, want the header's 9: %q", len(cells), lines[1])
+		}
+	}
+}
