@@ -46,6 +46,20 @@ func (f *fakePositions) Describe(_ context.Context, name string, job types.UID, 
 	return q
 }
 
+// watchedStore reads kube's namespace ns through a running Watch, with
+// positions as Kueue's view.
+func watchedStore(t *testing.T, kube *fake.Clientset, ns string, positions *fakePositions) *lifecycle.Store {
+	t.Helper()
+	watch, err := lifecycle.NewWatch(kube, ns, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go watch.Run(ctx)
+	return &lifecycle.Store{Client: kube, Namespace: ns, Queues: positions, Watch: watch}
+}
+
 // TestEventsCarryQueuePosition: an experiment's event stream sends its
 // queue position while it is Queued, once when known and again only when
 // it changes, and nothing more once Kueue admitted it.
@@ -58,15 +72,9 @@ func TestEventsCarryQueuePosition(t *testing.T) {
 		Spec: batchv1.JobSpec{Suspend: ptr.To(true)},
 	}
 	kube := fake.NewClientset(job)
-	watch, err := lifecycle.NewWatch(kube, ns, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go watch.Run(ctx)
 	positions := &fakePositions{pos: map[types.UID]int32{"u-q1": 3}}
-	live := &lifecycle.Store{Client: kube, Namespace: ns, Queues: positions, Watch: watch}
+	live := watchedStore(t, kube, ns, positions)
+	ctx := context.Background()
 
 	e := newEventsEnv(t, Config{PositionPoll: 10 * time.Millisecond})
 	// newEventsEnv gives the server a Service without live Jobs; this one
@@ -184,16 +192,9 @@ func TestSetEventsCarryQueuePositions(t *testing.T) {
 	other := job("x1", "u-x1")
 	delete(other.Labels, jobspec.LabelSet) // not an item: never reported
 	kube := fake.NewClientset(job("i1", "u-i1"), job("i2", "u-i2"), other)
-	watch, err := lifecycle.NewWatch(kube, ns, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go watch.Run(ctx)
 	positions := &fakePositions{pos: map[types.UID]int32{"u-i1": 0, "u-i2": 1, "u-x1": 2}}
 	e := newEventsEnv(t, Config{PositionPoll: 10 * time.Millisecond})
-	e.setLive(t, &lifecycle.Store{Client: kube, Namespace: ns, Queues: positions, Watch: watch})
+	e.setLive(t, watchedStore(t, kube, ns, positions))
 	for _, id := range []string{"i1", "i2"} {
 		e.write(t, history.Record{ID: id, Set: set})
 		e.write(t, history.Record{ID: id, Set: set, State: history.StateQueued})

@@ -139,15 +139,11 @@ type Pattern struct {
 
 // Load reads and validates the webhooks file at path.
 func Load(path string) (*Config, error) {
-	data, err := readFile(path)
+	l, err := Open(path)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := Parse(data)
-	if err != nil {
-		return nil, fmt.Errorf("webhooks file %s: %w", path, err)
-	}
-	return cfg, nil
+	return l.Current(), nil
 }
 
 // readFile reads the webhooks file at path, at most maxFileBytes.
