@@ -275,7 +275,6 @@ func (s *server) streamEvents(c *gin.Context, f events.Filter, after int64, last
 		return
 	}
 	st.run(func() {
-		defer fl.Close()
 		err := fl.Live(st.ctx)
 		if err == nil && done != nil {
 			// The last change may be stored before the events that
@@ -283,6 +282,9 @@ func (s *server) streamEvents(c *gin.Context, f events.Filter, after int64, last
 			// order): send what is stored, then done.
 			err = s.Events.Replay(st.ctx, f, after, send)
 		}
+		// The subscription goes before the connection does: a client
+		// that has read the end finds nothing of its stream left.
+		fl.Close()
 		st.end(err, done)
 	})
 }
