@@ -3,6 +3,7 @@ package webhook
 import (
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -146,5 +147,110 @@ func delivered(t testing.TB, s history.Store, id string) func() bool {
 	return func() bool {
 		ds, err := s.Deliveries(testCtx(t), id)
 		return err == nil && len(ds) == 1 && ds[0].State == history.DeliveryDelivered
+	}
+}
+
+// TestReloadGivesUpRemovedTarget: a delivery still being retried to a
+// target that a reload removes (a sink, or the allowNotify entry of a
+// notify URL) is given up at its next attempt, saying why, and the target
+// gets no request after that; the sink kept is served.
+func TestReloadGivesUpRemovedTarget(t *testing.T) {
+	rc := newReceiver(t)
+	host := strings.TrimPrefix(rc.srv.URL, "https://")
+	rc.setAnswer(func(path string) int {
+		if strings.HasSuffix(path, "gone") {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	})
+	sinks := func(names ...string) string {
+		var b strings.Builder
+		b.WriteString("sinks:\n")
+		for _, name := range names {
+			fmt.Fprintf(&b, "  - name: %s\n    url: %s/%s\n    secret: %s\n", name, rc.srv.URL, name, sinkSecret)
+		}
+		return b.String()
+	}
+	allow := func(host string) string {
+		return fmt.Sprintf("allowNotify: [%q]\nnotifySecret: %s\n", host, notifySecret)
+	}
+	for _, tt := range []struct {
+		name          string
+		before, after string
+		notify        []string
+		target, path  string // the delivery given up, and where it went
+		why           string
+	}{
+		{
+			name: "sink removed", before: sinks("kept", "gone"), after: sinks("kept"),
+			target: "gone", path: "/gone", why: `sink "gone" is no longer configured`,
+		},
+		{
+			name: "notify host no longer allowed", before: sinks("kept") + allow(host), after: sinks("kept") + allow("hooks.example"),
+			notify: []string{rc.srv.URL + "/notify-gone"}, target: rc.srv.URL + "/notify-gone", path: "/notify-gone",
+			why: "no longer allowed: " + rc.srv.URL + " is not allowed for notify URLs; allowNotify admits hooks.example",
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := openStore(t, filepath.Join(t.TempDir(), "history.db"))
+			if _, err := s.OutboxCursor(testCtx(t)); err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(t.TempDir(), "webhooks.yaml")
+			if err := os.WriteFile(file, []byte(tt.before), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			live, err := Open(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := metrics.New()
+			stop := run(t, Options{Store: s, Live: live, Metrics: m, RootCAs: rc.roots(), MaxAge: time.Hour})
+			defer stop()
+			experiment(t, s, "r1", history.StateSucceeded, tt.notify...)
+			byTarget := func() map[string]history.Delivery {
+				ds, err := s.Deliveries(testCtx(t), "r1")
+				if err != nil {
+					t.Fatal(err)
+				}
+				out := map[string]history.Delivery{}
+				for _, d := range ds {
+					out[d.Target] = d
+				}
+				return out
+			}
+			waitFor(t, "r1 delivered to kept and retried to "+tt.target, 20*time.Second, func() bool {
+				ds := byTarget()
+				return ds["kept"].State == history.DeliveryDelivered &&
+					ds[tt.target].State == history.DeliveryPending && ds[tt.target].Attempts >= 2
+			})
+
+			if err := os.WriteFile(file, []byte(tt.after), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			live.reload(slog.New(slog.DiscardHandler), func(r string) { m.Webhook.ConfigReloads.WithLabelValues(r).Inc() })
+			waitFor(t, "the delivery to "+tt.target+" given up", 20*time.Second, func() bool {
+				return byTarget()[tt.target].State == history.DeliveryFailed
+			})
+			if d := byTarget()[tt.target]; !strings.Contains(d.LastError, tt.why) {
+				t.Errorf("given-up delivery's error %q; want it to say %q", d.LastError, tt.why)
+			}
+			sent := func() int {
+				n := 0
+				for _, r := range rc.requests() {
+					if r.path == tt.path {
+						n++
+					}
+				}
+				return n
+			}
+			before := sent()
+			// Many times the retry pause (at most 80 ms here): a delivery
+			// still retried would have reached the receiver again.
+			time.Sleep(500 * time.Millisecond)
+			if after := sent(); after != before {
+				t.Errorf("%s got %d more requests after its delivery was given up", tt.path, after-before)
+			}
+		})
 	}
 }
