@@ -52,8 +52,13 @@ func Ensure(ctx context.Context, log *slog.Logger) (string, error) {
 // name resolution but localhost's, and any other address through a proxy
 // that does not exist. Loopback addresses never go through a proxy. The
 // sandbox is off: the suite runs as root, where Chromium refuses it.
-func Options(execPath string) []chromedp.ExecAllocatorOption {
-	return append(chromedp.DefaultExecAllocatorOptions[:],
+//
+// Chromium keeps its singleton socket in a directory of its own under
+// TMPDIR, which it removes only when it exits cleanly, and a browser
+// stopped by chromedp is killed: with tmpDir (a directory its caller
+// removes) it leaves nothing in the machine's /tmp.
+func Options(execPath, tmpDir string) []chromedp.ExecAllocatorOption {
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(execPath),
 		chromedp.NoSandbox,
 		chromedp.Flag("disable-gpu", true),
@@ -65,4 +70,8 @@ func Options(execPath string) []chromedp.ExecAllocatorOption {
 		chromedp.Flag("proxy-server", "http://127.0.0.1:9"),
 		chromedp.WindowSize(1200, 640),
 	)
+	if tmpDir != "" {
+		opts = append(opts, chromedp.Env("TMPDIR="+tmpDir))
+	}
+	return opts
 }

@@ -67,7 +67,9 @@ func startBrowser(ctx context.Context, t *testing.T, base string) *uiBrowser {
 	if err != nil {
 		t.Fatalf("install the browser: %v", err)
 	}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), browser.Options(execPath)...)
+	// The browser's temporary files go with the test, also when it is
+	// killed.
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), browser.Options(execPath, t.TempDir())...)
 	bctx, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
 	if err := chromedp.Do(bctx); err != nil {
 		cancelBrowser()
