@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -125,7 +126,10 @@ const DefaultPositionPoll = 2 * time.Second
 
 // followPosition sends experiment id's queue position on a stream, when
 // it first becomes known and each time it changes, while id is Queued.
-// nil without live Jobs to read.
+// Once the stream has said Pending or Running (Kueue admitted it) it stops
+// looking until it says Queued again (a re-queued experiment), so a
+// follower of a running experiment costs no wakeups. nil without live
+// Jobs to read.
 func (s *server) followPosition(id string) func(*eventStream) {
 	if s.Experiments == nil || s.Experiments.Live == nil {
 		return nil
@@ -136,10 +140,12 @@ func (s *server) followPosition(id string) func(*eventStream) {
 			return map[string]*wire.Queue{id: q}
 		}
 		return nil
-	})
+	}, true)
 }
 
-// followSetPositions is followPosition for every Queued item of set.
+// followSetPositions is followPosition for every Queued item of set. It
+// looks for the set's whole life: some item may be queued while others
+// run.
 func (s *server) followSetPositions(set string) func(*eventStream) {
 	if s.Experiments == nil || s.Experiments.Live == nil {
 		return nil
@@ -147,21 +153,28 @@ func (s *server) followSetPositions(set string) func(*eventStream) {
 	live := s.Experiments.Live
 	return s.followPositions(func(ctx context.Context) map[string]*wire.Queue {
 		return live.SetQueuePositions(ctx, set)
-	})
+	}, false)
 }
 
 // followPositions sends the positions read returns, by experiment ID,
 // each when first known and when it changes. It looks every PositionPoll
 // from a timer, so that a stream waiting between looks holds no
 // goroutine; a look reads caches only (lifecycle.Store.QueuePosition).
-func (s *server) followPositions(read func(context.Context) map[string]*wire.Queue) func(*eventStream) {
+// With pauses, the stream's states pause and resume the looks
+// (followPosition).
+func (s *server) followPositions(read func(context.Context) map[string]*wire.Queue, pauses bool) func(*eventStream) {
 	return func(st *eventStream) {
 		var (
-			last = map[string]string{}
-			t    *time.Timer
+			// mu keeps one look at a time, and a pause from racing one.
+			mu     sync.Mutex
+			last   = map[string]string{}
+			paused bool
+			t      *time.Timer
 		)
 		look := func() {
-			if st.ctx.Err() != nil {
+			mu.Lock()
+			defer mu.Unlock()
+			if paused || st.ctx.Err() != nil {
 				return
 			}
 			now := read(st.ctx)
@@ -181,6 +194,24 @@ func (s *server) followPositions(read func(context.Context) map[string]*wire.Que
 		t = time.AfterFunc(time.Hour, look)
 		t.Reset(0)
 		context.AfterFunc(st.ctx, func() { t.Stop() })
+		if !pauses {
+			return
+		}
+		st.onState = func(state string) {
+			mu.Lock()
+			defer mu.Unlock()
+			admitted := state == history.StatePending || state == history.StateRunning
+			switch {
+			case admitted && !paused:
+				paused = true
+				t.Stop()
+				// A position after a re-queue is news, even the same one.
+				clear(last)
+			case !admitted && paused:
+				paused = false
+				t.Reset(0)
+			}
+		}
 	}
 }
 
@@ -256,6 +287,9 @@ func (s *server) streamEvents(c *gin.Context, f events.Filter, after int64, last
 			return err
 		}
 		after = e.Seq
+		if st.onState != nil {
+			st.onState(e.State)
+		}
 		return nil
 	}
 	// What the store holds is read here, on the request's goroutine; the
@@ -324,6 +358,8 @@ type eventStream struct {
 	// reused once the handler returns.
 	req *http.Request
 	id  string
+	// onState, if set, learns each state the stream sends, once sent.
+	onState func(string)
 }
 
 // beginEvents starts a stream. Only a live stream (one that waits for

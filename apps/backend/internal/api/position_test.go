@@ -237,3 +237,58 @@ func TestSetEventsCarryQueuePositions(t *testing.T) {
 		t.Errorf("positions by item %v, want %v", got, want)
 	}
 }
+
+// TestPositionLooksPauseWhileAdmitted: once an experiment's stream has
+// said Pending and Running it stops looking at the queue, and looks again
+// once it says Queued: a Job suspended again by Kueue (evicted) shows no
+// position before its record says Queued, then its new one.
+func TestPositionLooksPauseWhileAdmitted(t *testing.T) {
+	const id, ns = "q2", "exp"
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: jobspec.JobName(id), Namespace: ns, UID: "u-q2",
+			Labels:      map[string]string{jobspec.LabelManagedBy: jobspec.LabelManagedByName, jobspec.LabelQueue: "team-a"},
+			Annotations: map[string]string{jobspec.AnnotationID: id}},
+		Spec: batchv1.JobSpec{Suspend: ptr.To(true)},
+	}
+	kube := fake.NewClientset(job)
+	positions := &fakePositions{pos: map[types.UID]int32{"u-q2": 3}}
+	live := watchedStore(t, kube, ns, positions)
+	ctx := context.Background()
+	suspend := func(suspended bool) {
+		t.Helper()
+		job.Spec.Suspend = ptr.To(suspended)
+		if _, err := kube.BatchV1().Jobs(ns).Update(ctx, job, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			if _, queued := live.QueuePosition(ctx, id); queued == suspended {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the watch did not see the Job suspended=%v", suspended)
+			}
+		}
+	}
+
+	e := newEventsEnv(t, Config{PositionPoll: 10 * time.Millisecond})
+	e.setLive(t, live)
+	e.write(t, history.Record{ID: id})
+	e.write(t, history.Record{ID: id, State: history.StateQueued})
+	s := e.open(t, "/experiments/"+id+"/events", nil)
+	position := `position {"experiment":"q2","name":"team-a","clusterQueue":"cq","position":%d}`
+	s.want(t, id+":Submitted", id+":Queued", fmt.Sprintf(position, 3))
+
+	suspend(false)
+	e.write(t, history.Record{ID: id, State: history.StatePending})
+	e.write(t, history.Record{ID: id, State: history.StateRunning})
+	s.want(t, id+":Pending", id+":Running")
+	// Evicted: Kueue's view has it queued again, its record not yet. A
+	// stream still looking would send the position within 10 ms. Queued
+	// again where it was before: the position is news all the same.
+	suspend(true)
+	time.Sleep(200 * time.Millisecond)
+	e.write(t, history.Record{ID: id, State: history.StateQueued})
+	s.want(t, id+":Queued", fmt.Sprintf(position, 3))
+	e.write(t, history.Record{ID: id, State: history.StateSucceeded})
+	s.want(t, id+":Succeeded")
+}
