@@ -15,3 +15,21 @@ func KubeTools(l layout.Layout) modbuild.Program {
 		LDFlags:  modbuild.KubeLDFlags(),
 	}
 }
+
+// CriToolsVersion is the cri-tools release of the Kubernetes minor the
+// node runs, as tools/kindnode/crictl/go.mod requires.
+const CriToolsVersion = "v1.34.0"
+
+// CriTools is crictl, from tools/kindnode/crictl: kind's base image has
+// it, kind's log export lists the node's images with it, and people look
+// at a kind node's containers with it.
+func CriTools(l layout.Layout) modbuild.Program {
+	const pkg = "sigs.k8s.io/cri-tools"
+	return modbuild.Program{
+		Name: "crictl", Version: CriToolsVersion,
+		Module:   l.Path("tools", "kindnode", "crictl"),
+		Packages: []string{pkg + "/cmd/crictl"},
+		// Without it, crictl --version says "unknown".
+		LDFlags: "-X " + pkg + "/pkg/version.Version=" + CriToolsVersion,
+	}
+}

@@ -60,6 +60,9 @@ func Build(ctx context.Context, log *slog.Logger, l layout.Layout) (string, erro
 	if err := modbuild.Build(ctx, log, KubeTools(l), bin); err != nil {
 		return "", err
 	}
+	if err := modbuild.Build(ctx, log, CriTools(l), bin); err != nil {
+		return "", err
+	}
 	if err := modbuild.Build(ctx, log, modbuild.KubeRouter(l.KubeRouterModule()), l.Output("bin")); err != nil {
 		return "", err
 	}
@@ -74,8 +77,8 @@ func Build(ctx context.Context, log *slog.Logger, l layout.Layout) (string, erro
 	if err != nil {
 		return "", err
 	}
-	kubeadm, kubectl := filepath.Join(bin, "kubeadm"), filepath.Join(bin, "kubectl")
-	key, err := inputsKey(rootfsTar, l.KubeBinary(), kubeadm, kubectl, l.KubeRouterBinary(), runc, pause, kindFiles)
+	kubeadm, kubectl, crictl := filepath.Join(bin, "kubeadm"), filepath.Join(bin, "kubectl"), filepath.Join(bin, "crictl")
+	key, err := inputsKey(rootfsTar, l.KubeBinary(), kubeadm, kubectl, crictl, l.KubeRouterBinary(), runc, pause, kindFiles)
 	if err != nil {
 		return "", err
 	}
@@ -93,7 +96,7 @@ func Build(ctx context.Context, log *slog.Logger, l layout.Layout) (string, erro
 		return "", fmt.Errorf("control-plane images: %w", err)
 	}
 	log.Info("control-plane images built", "archive", cpTar, "elapsed", time.Since(start).Round(time.Second))
-	adds, err := additions(idx, rootfsTar, kindFiles, l.KubeBinary(), kubeadm, kubectl, l.KubeRouterBinary(), runc, cpTar)
+	adds, err := additions(idx, rootfsTar, kindFiles, l.KubeBinary(), kubeadm, kubectl, crictl, l.KubeRouterBinary(), runc, cpTar)
 	if err != nil {
 		return "", err
 	}

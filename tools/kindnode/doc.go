@@ -5,8 +5,8 @@
 // (read from the kind module in the Go module cache), Debian's containerd,
 // runc and CNI plugins, the Kubernetes binaries of the local node's
 // version built from their Go modules (kubelet from tools/kube, kubeadm
-// and kubectl from tools/kindnode/kube), and the control-plane images
-// built with go-containerregistry and imported into the node's containerd
-// at boot. The image is tagged kind.OfflineNodeImage and loaded into the
+// and kubectl from tools/kindnode/kube, crictl from tools/kindnode/crictl),
+// and the control-plane images built with go-containerregistry and
+// imported into the node's containerd at boot. The image is tagged kind.OfflineNodeImage and loaded into the
 // Docker engine; nothing is pulled.
 package kindnode

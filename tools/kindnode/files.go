@@ -195,7 +195,7 @@ var kindFiles = []struct {
 // Dockerfile does after installing packages (units enabled and removed,
 // journald not reading kmsg), the binaries, the configuration, the
 // images.
-func additions(idx *rootfsIndex, rootfsTar, kindDir, kube, kubeadm, kubectl, kubeRouter, runc, cpTar string) ([]entry, error) {
+func additions(idx *rootfsIndex, rootfsTar, kindDir, kube, kubeadm, kubectl, crictl, kubeRouter, runc, cpTar string) ([]entry, error) {
 	var out []entry
 	for _, f := range kindFiles {
 		src := filepath.Join(kindDir, filepath.FromSlash(f.path))
@@ -250,6 +250,8 @@ func additions(idx *rootfsIndex, rootfsTar, kindDir, kube, kubeadm, kubectl, kub
 		link("/usr/bin/kubelet", "kube"),
 		copyOf("/usr/bin/kubeadm", 0o755, kubeadm),
 		copyOf("/usr/bin/kubectl", 0o755, kubectl),
+		// Where kind's base image has it (/etc/crictl.yaml is kind's).
+		copyOf("/usr/local/bin/crictl", 0o755, crictl),
 		file("/kind/version", 0o644, modbuild.KubernetesVersion),
 		file("/kind/manifests/default-storage.yaml", 0o644, defaultStorage()),
 		copyOf("/kind/images/control-plane.tar", 0o644, cpTar),

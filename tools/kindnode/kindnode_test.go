@@ -3,6 +3,8 @@ package kindnode
 import (
 	"archive/tar"
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -112,5 +114,22 @@ func TestOfflineImageConfig(t *testing.T) {
 	pinned := kind.Config("gmini-kind", "kindest/node:v1.34.11")
 	if pinned.Networking.DisableDefaultCNI || len(pinned.KubeadmConfigPatches) != 0 {
 		t.Errorf("kindest/node config changed: %+v", pinned.Networking)
+	}
+}
+
+// TestCriToolsModule: the crictl module requires the cri-tools release
+// CriTools stamps, and builds crictl as a tool of its own.
+func TestCriToolsModule(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("crictl", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"\ntool sigs.k8s.io/cri-tools/cmd/crictl\n",
+		"\tsigs.k8s.io/cri-tools " + CriToolsVersion + " ",
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("tools/kindnode/crictl/go.mod lacks %q", strings.TrimSpace(want))
+		}
 	}
 }
