@@ -60,20 +60,29 @@ func watchedStore(t *testing.T, kube *fake.Clientset, ns string, positions *fake
 	return &lifecycle.Store{Client: kube, Namespace: ns, Queues: positions, Watch: watch}
 }
 
-// TestEventsCarryQueuePosition: an experiment's event stream sends its
-// queue position while it is Queued, once when known and again only when
-// it changes, and nothing more once Kueue admitted it.
-func TestEventsCarryQueuePosition(t *testing.T) {
-	const id, ns = "q1", "exp"
+// queuedJob is experiment id's Job in namespace ns, suspended and waiting
+// in LocalQueue team-a at position (its UID is "u-"+id), read through a
+// running watch with positions as Kueue's view.
+func queuedJob(t *testing.T, id, ns string, position int32) (*batchv1.Job, *fake.Clientset, *fakePositions, *lifecycle.Store) {
+	t.Helper()
+	uid := types.UID("u-" + id)
 	job := &batchv1.Job{
-		ObjectMeta: metav1.ObjectMeta{Name: jobspec.JobName(id), Namespace: ns, UID: "u-q1",
+		ObjectMeta: metav1.ObjectMeta{Name: jobspec.JobName(id), Namespace: ns, UID: uid,
 			Labels:      map[string]string{jobspec.LabelManagedBy: jobspec.LabelManagedByName, jobspec.LabelQueue: "team-a"},
 			Annotations: map[string]string{jobspec.AnnotationID: id}},
 		Spec: batchv1.JobSpec{Suspend: ptr.To(true)},
 	}
 	kube := fake.NewClientset(job)
-	positions := &fakePositions{pos: map[types.UID]int32{"u-q1": 3}}
-	live := watchedStore(t, kube, ns, positions)
+	positions := &fakePositions{pos: map[types.UID]int32{uid: position}}
+	return job, kube, positions, watchedStore(t, kube, ns, positions)
+}
+
+// TestEventsCarryQueuePosition: an experiment's event stream sends its
+// queue position while it is Queued, once when known and again only when
+// it changes, and nothing more once Kueue admitted it.
+func TestEventsCarryQueuePosition(t *testing.T) {
+	const id, ns = "q1", "exp"
+	job, kube, positions, live := queuedJob(t, id, ns, 3)
 	ctx := context.Background()
 
 	e := newEventsEnv(t, Config{PositionPoll: 10 * time.Millisecond})
@@ -241,18 +250,10 @@ func TestSetEventsCarryQueuePositions(t *testing.T) {
 // TestPositionLooksPauseWhileAdmitted: once an experiment's stream has
 // said Pending and Running it stops looking at the queue, and looks again
 // once it says Queued: a Job suspended again by Kueue (evicted) shows no
-// position before its record says Queued, then its new one.
+// position before its record says Queued, then its position again.
 func TestPositionLooksPauseWhileAdmitted(t *testing.T) {
 	const id, ns = "q2", "exp"
-	job := &batchv1.Job{
-		ObjectMeta: metav1.ObjectMeta{Name: jobspec.JobName(id), Namespace: ns, UID: "u-q2",
-			Labels:      map[string]string{jobspec.LabelManagedBy: jobspec.LabelManagedByName, jobspec.LabelQueue: "team-a"},
-			Annotations: map[string]string{jobspec.AnnotationID: id}},
-		Spec: batchv1.JobSpec{Suspend: ptr.To(true)},
-	}
-	kube := fake.NewClientset(job)
-	positions := &fakePositions{pos: map[types.UID]int32{"u-q2": 3}}
-	live := watchedStore(t, kube, ns, positions)
+	job, kube, _, live := queuedJob(t, id, ns, 3)
 	ctx := context.Background()
 	suspend := func(suspended bool) {
 		t.Helper()
