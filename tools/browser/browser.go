@@ -55,7 +55,7 @@ func Ensure(ctx context.Context, log *slog.Logger) (string, error) {
 //
 // Chromium keeps its singleton socket in a directory of its own under
 // TMPDIR, which it removes only when it exits cleanly, and a browser
-// stopped by chromedp is killed: with tmpDir (a directory its caller
+// stopped by chromedp is killed: with tmpDir (TempDir's, which its caller
 // removes) it leaves nothing in the machine's /tmp.
 func Options(execPath, tmpDir string) []chromedp.ExecAllocatorOption {
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
@@ -74,4 +74,17 @@ func Options(execPath, tmpDir string) []chromedp.ExecAllocatorOption {
 		opts = append(opts, chromedp.Env("TMPDIR="+tmpDir))
 	}
 	return opts
+}
+
+// TempDir makes a directory for a browser's temporary files (Options'
+// tmpDir) and returns it with the function that removes it. It is short
+// and under os.TempDir on purpose: Chromium's singleton socket path must
+// fit a Unix socket address (107 bytes), which a test's t.TempDir(), named
+// after the test, does not.
+func TempDir() (string, func(), error) {
+	dir, err := os.MkdirTemp("", "gmini-chromium-")
+	if err != nil {
+		return "", nil, fmt.Errorf("the browser's temporary directory: %w", err)
+	}
+	return dir, func() { _ = os.RemoveAll(dir) }, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -25,8 +26,19 @@ func TestOptionsKeepTemporaryFiles(t *testing.T) {
 	if execPath == "" {
 		t.Skip("no Chromium on this machine (the e2e suite installs it)")
 	}
-	machineTmp, own := t.TempDir(), t.TempDir()
+	// Short, as a machine's /tmp is: the socket path must fit (t.TempDir()
+	// is named after the test).
+	machineTmp, err := os.MkdirTemp("", "gmini-tmp-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(machineTmp) })
 	t.Setenv("TMPDIR", machineTmp)
+	own, remove, err := TempDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remove()
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), Options(execPath, own)...)
 	defer cancelAlloc()
 	ctx, cancel := chromedp.NewContext(alloc)
@@ -42,6 +54,25 @@ func TestOptionsKeepTemporaryFiles(t *testing.T) {
 	}
 	if len(chromiumDirs(t, own)) == 0 {
 		t.Errorf("no org.chromium.* directory in the directory given: the test shows nothing")
+	}
+	remove()
+	if _, err := os.Stat(own); !os.IsNotExist(err) {
+		t.Errorf("%s after its removal: %v", own, err)
+	}
+}
+
+// TestTempDirFitsTheSocket: Chromium's singleton socket under TempDir's
+// directory fits a Unix socket address, whatever the caller's name (a
+// test's t.TempDir() did not: "Socket path too long").
+func TestTempDirFitsTheSocket(t *testing.T) {
+	dir, remove, err := TempDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remove()
+	// As Chromium names it: org.chromium.Chromium.XXXXXX/SingletonSocket.
+	if p := filepath.Join(dir, "org.chromium.Chromium.XXXXXX", "SingletonSocket"); len(p) > 107 {
+		t.Errorf("socket path %s is %d bytes, over 107", p, len(p))
 	}
 }
 

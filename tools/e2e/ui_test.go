@@ -67,17 +67,20 @@ func startBrowser(ctx context.Context, t *testing.T, base string) *uiBrowser {
 	if err != nil {
 		t.Fatalf("install the browser: %v", err)
 	}
-	// The browser's temporary files go with the test, also when it is
-	// killed.
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), browser.Options(execPath, t.TempDir())...)
+	// The browser's temporary files go with it, also when it is killed.
+	tmp, removeTmp, err := browser.TempDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), browser.Options(execPath, tmp)...)
 	bctx, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
+	stop := func() { cancelBrowser(); cancelAlloc(); removeTmp() }
 	if err := chromedp.Do(bctx); err != nil {
-		cancelBrowser()
-		cancelAlloc()
+		stop()
 		t.Fatalf("start %s: %v", execPath, err)
 	}
 	t.Logf("chromium ready in %s", time.Since(start).Round(time.Millisecond))
-	return &uiBrowser{ctx: bctx, base: base, logf: t.Logf, stop: func() { cancelBrowser(); cancelAlloc() }}
+	return &uiBrowser{ctx: bctx, base: base, logf: t.Logf, stop: stop}
 }
 
 // uiTab is one tab of the browser.
